@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs every system package the build, fixtures, tests and benchmarks need.
+# Idempotent: packages already present are skipped by apt.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+# qemu-system-x86 must come from bookworm-backports: the machine's qemu-utils is the backports build
+# and conflicts with bookworm's qemu-system-x86. A throwaway source list leaves the system's alone.
+BPO_DIR=/var/tmp/corral-apt-bpo
+mkdir -p "$BPO_DIR/lists/partial"
+printf "deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-updates main\ndeb http://deb.debian.org/debian bookworm-backports main\n" > "$BPO_DIR/sources.list"
+BPO_OPTS=(-o "Dir::Etc::sourcelist=$BPO_DIR/sources.list" -o "Dir::Etc::sourceparts=-"
+          -o "Dir::State::lists=$BPO_DIR/lists")
+
+PKGS=(acpica-tools busybox-static cpio e2fsprogs fdisk dosfstools mtools genisoimage kmod lz4 xz-utils
+      zstd bzip2 skopeo docker-registry apache2-utils hyperfine wrk jq curl util-linux python3-venv
+      systemd binutils file)
+
+missing=()
+for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+if ! command -v qemu-system-x86_64 >/dev/null; then
+  apt-get "${BPO_OPTS[@]}" update -qq
+  apt-get "${BPO_OPTS[@]}" install -y -qq --no-install-recommends -t bookworm-backports \
+    qemu-system-x86 qemu-system-common qemu-system-data
+fi
+# docker-registry's package starts a system service on :5000; tests start their own registries.
+systemctl disable --now docker-registry >/dev/null 2>&1 || true
+pkill -f '/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true

@@ -1,0 +1,2 @@
+//! corral's HTTP API and command-line interface.
+pub mod cli;

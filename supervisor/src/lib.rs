@@ -1,0 +1,1 @@
+//! corral's supervisor: desired state, reconcile loops and VM processes.

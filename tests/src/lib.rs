@@ -1,0 +1,1 @@
+//! Shared helpers for corral's end-to-end tests.
