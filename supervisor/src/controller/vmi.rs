@@ -1,0 +1,557 @@
+//! The VMI lifecycle controller (what virt-handler and virt-launcher do in KubeVirt): admits a
+//! VMI to the host (capacity, image), starts its VMM, mirrors what the VMM reports into
+//! `status`, and stops it when the VMI is deleted.
+//!
+//! Phases: `Pending` (waiting for memory or the image) → `Scheduling` (admitted, starting) →
+//! `Scheduled` (VMM process running) → `Running` (the VMM reports every vCPU entered; Ready=True)
+//! → `Succeeded` (guest powered off) or `Failed` (crash, VMM error, killed, lost).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::replicas::Phase;
+use super::status::{set_condition, set_phase};
+use super::{Ctx, WorkKey};
+use crate::boot::{BootImage, PullPolicy};
+use crate::capacity::Fit;
+use crate::controller::images::ImageState;
+use crate::events::EventKind;
+use crate::kinds::Kind;
+use crate::kinds::validation::decode;
+use crate::kinds::vmi::{DiskSource, ResolvedDisk, ResourceNeeds, VmiSpec};
+use crate::meta::{self, now_rfc3339};
+use crate::runtime::{LaunchDisk, LaunchPlan, Limits, Observed, VmRef};
+use crate::store::{ObjectKey, StoreError};
+
+/// Finalizer that keeps a VMI until its VM process is gone (KubeVirt's name).
+pub const VMI_FINALIZER: &str = "foregroundDeleteVirtualMachine";
+/// Grace period when the spec gives none (KubeVirt's default).
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+
+/// Result of one reconcile: when to look again (besides change notifications).
+pub type Requeue = Option<Duration>;
+
+/// Parsed view of a VMI.
+struct Vmi {
+    key: ObjectKey,
+    obj: Arc<Value>,
+    uid: String,
+    phase: Phase,
+    spec: VmiSpec,
+}
+
+fn load(ctx: &Ctx, key: &ObjectKey) -> Option<Vmi> {
+    let obj = ctx.store.get(key)?;
+    let phase = Phase::parse(
+        obj.get("status")
+            .and_then(|s| s.get("phase"))
+            .and_then(Value::as_str),
+    );
+    let spec = obj
+        .get("spec")
+        .and_then(|s| decode::<VmiSpec>(s, "spec").ok())
+        .map(|d| d.value)
+        .unwrap_or_default();
+    Some(Vmi {
+        key: key.clone(),
+        uid: meta::uid(&obj).to_string(),
+        obj,
+        phase,
+        spec,
+    })
+}
+
+/// Writes `status` through `f` (non-durable: status is re-derived after a restart).
+fn update_status(
+    ctx: &Ctx,
+    key: &ObjectKey,
+    f: impl FnOnce(&mut Value),
+) -> Result<Arc<Value>, StoreError> {
+    ctx.store.update(key, false, |cur| {
+        let mut n = cur.clone();
+        let mut st = n.get("status").cloned().unwrap_or_else(|| json!({}));
+        f(&mut st);
+        n["status"] = st;
+        Ok(Some(n))
+    })
+}
+
+fn grace(spec: &VmiSpec, obj: &Value) -> Duration {
+    let secs = obj
+        .get("metadata")
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
+        .and_then(Value::as_i64)
+        .or(spec.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+}
+
+/// Reconciles one VMI.
+pub fn reconcile(ctx: &Ctx, key: &ObjectKey) -> Result<Requeue, StoreError> {
+    let Some(vmi) = load(ctx, key) else {
+        return Ok(None);
+    };
+    if meta::is_deleting(&vmi.obj) {
+        return finalize(ctx, &vmi);
+    }
+    if !meta::finalizers(&vmi.obj)
+        .iter()
+        .any(|f| f == VMI_FINALIZER)
+    {
+        ctx.store.update(key, true, |cur| {
+            let mut n = cur.clone();
+            let mut fins = meta::finalizers(cur);
+            fins.push(VMI_FINALIZER.into());
+            meta::set_finalizers(&mut n, &fins);
+            Ok(Some(n))
+        })?;
+    }
+    if vmi.phase.is_final() {
+        return Ok(None);
+    }
+    match ctx.runtime.observe(&vmi.uid) {
+        Observed::Unknown if vmi.phase.is_unscheduled() => admit_and_launch(ctx, &vmi),
+        Observed::Unknown => {
+            // Launched before, but the runtime has no record (the run directory was lost, e.g.
+            // after a host reboot): the VM is gone.
+            set_final(
+                ctx,
+                &vmi,
+                false,
+                "VMLost",
+                "the VM's process and run directory are gone (host restart?)",
+            )?;
+            Ok(None)
+        }
+        Observed::Running { ready, .. } => {
+            let target = if ready {
+                Phase::Running
+            } else {
+                Phase::Scheduled
+            };
+            let was_ready = super::status::condition(&vmi.obj, "Ready") == Some(true);
+            let phase_changed = vmi.phase != target;
+            if phase_changed || was_ready != ready {
+                let now = now_rfc3339();
+                let obj = update_status(ctx, key, |st| {
+                    set_phase(st, target, &now);
+                    st["nodeName"] = json!(crate::host::node_name());
+                    let (reason, msg) = if ready {
+                        ("", "")
+                    } else {
+                        (
+                            "GuestNotRunning",
+                            "the VMM started; waiting for its vCPUs to enter the guest",
+                        )
+                    };
+                    set_condition(st, "Ready", ready, reason, msg, &now);
+                })?;
+                if ready && phase_changed {
+                    ctx.events.record(
+                        Kind::Vmi,
+                        &obj,
+                        EventKind::Normal,
+                        "Started",
+                        "VirtualMachineInstance started.",
+                    );
+                }
+            }
+            Ok(None)
+        }
+        Observed::Stopping { .. } => Ok(None),
+        Observed::Exited(info) => {
+            set_final(ctx, &vmi, info.succeeded, &info.reason, &info.message)?;
+            Ok(None)
+        }
+    }
+}
+
+fn set_final(
+    ctx: &Ctx,
+    vmi: &Vmi,
+    ok: bool,
+    reason: &str,
+    message: &str,
+) -> Result<(), StoreError> {
+    let now = now_rfc3339();
+    let phase = if ok { Phase::Succeeded } else { Phase::Failed };
+    let obj = update_status(ctx, &vmi.key, |st| {
+        set_phase(st, phase, &now);
+        st["reason"] = json!(reason);
+        st["message"] = json!(message);
+        set_condition(st, "Ready", false, reason, message, &now);
+    })?;
+    let ek = if ok {
+        EventKind::Normal
+    } else {
+        EventKind::Warning
+    };
+    ctx.events.record(
+        Kind::Vmi,
+        &obj,
+        ek,
+        if ok { "Stopped" } else { reason },
+        message,
+    );
+    Ok(())
+}
+
+fn set_pending(ctx: &Ctx, vmi: &Vmi, reason: &str, message: &str) -> Result<(), StoreError> {
+    let current_reason = vmi
+        .obj
+        .get("status")
+        .and_then(|s| s.get("reason"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let current_msg = vmi
+        .obj
+        .get("status")
+        .and_then(|s| s.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if vmi.phase == Phase::Pending && current_reason == reason && current_msg == message {
+        return Ok(());
+    }
+    let now = now_rfc3339();
+    let obj = update_status(ctx, &vmi.key, |st| {
+        set_phase(st, Phase::Pending, &now);
+        st["reason"] = json!(reason);
+        st["message"] = json!(message);
+        set_condition(st, "Ready", false, reason, message, &now);
+    })?;
+    if current_reason != reason {
+        let ek = if reason == "PullingImage" {
+            EventKind::Normal
+        } else {
+            EventKind::Warning
+        };
+        ctx.events.record(Kind::Vmi, &obj, ek, reason, message);
+    }
+    Ok(())
+}
+
+fn wake(ctx: &Ctx, key: &ObjectKey) -> Box<dyn FnOnce() + Send> {
+    let q = Arc::clone(&ctx.queue);
+    let k = WorkKey::Vmi(key.namespace.clone(), key.name.clone());
+    Box::new(move || q.add(k))
+}
+
+/// Memory promised to VMs already admitted (Scheduling, Scheduled, Running), except `skip`.
+fn committed_memory(ctx: &Ctx, skip_uid: &str) -> u64 {
+    let (vmis, _) = ctx.store.list(Kind::Vmi, None, |v| {
+        let phase = Phase::parse(
+            v.get("status")
+                .and_then(|s| s.get("phase"))
+                .and_then(Value::as_str),
+        );
+        matches!(phase, Phase::Scheduling | Phase::Scheduled | Phase::Running)
+            && meta::uid(v) != skip_uid
+    });
+    vmis.iter()
+        .filter_map(|v| {
+            let spec = decode::<VmiSpec>(v.get("spec")?, "spec").ok()?.value;
+            let (needs, _) = spec.validate("spec").ok()?;
+            Some(ctx.capacity.need(needs.guest_memory))
+        })
+        .sum()
+}
+
+enum Images {
+    Ready(Vec<Option<BootImage>>, Option<crate::boot::KernelArtifacts>),
+    Waiting(String, String),
+}
+
+/// Resolves every containerDisk (and the kernelBoot container) of the VMI.
+fn resolve_images(ctx: &Ctx, vmi: &Vmi, disks: &[ResolvedDisk]) -> Images {
+    let mut out = Vec::new();
+    for d in disks {
+        let DiskSource::ContainerDisk { image, pull_policy } = &d.source else {
+            out.push(None);
+            continue;
+        };
+        let policy = PullPolicy::for_image(image, pull_policy.as_deref());
+        match ctx.images.boot_image(image, policy, wake(ctx, &vmi.key)) {
+            ImageState::Ready(b) => out.push(Some(b)),
+            ImageState::Pulling => {
+                return Images::Waiting("PullingImage".into(), format!("pulling image \"{image}\""));
+            }
+            ImageState::BackOff { error, retry_in } => {
+                let reason = if policy == PullPolicy::Never {
+                    "ErrImageNeverPull"
+                } else {
+                    "ImagePullBackOff"
+                };
+                return Images::Waiting(
+                    reason.into(),
+                    format!(
+                        "Back-off pulling image \"{image}\" (retry in {}s): {error}",
+                        retry_in.as_secs().max(1)
+                    ),
+                );
+            }
+        }
+    }
+    let kb = vmi
+        .spec
+        .domain
+        .as_ref()
+        .and_then(|d| d.firmware.as_ref())
+        .and_then(|f| f.kernel_boot.as_ref());
+    let kernel = match kb.and_then(|k| k.container.as_ref()) {
+        None => None,
+        Some(c) => {
+            let policy = PullPolicy::for_image(&c.image, c.image_pull_policy.as_deref());
+            match ctx.images.kernel(
+                &c.image,
+                c.kernel_path.as_deref(),
+                c.initrd_path.as_deref(),
+                policy,
+                wake(ctx, &vmi.key),
+            ) {
+                ImageState::Ready(k) => Some(k),
+                ImageState::Pulling => {
+                    return Images::Waiting(
+                        "PullingImage".into(),
+                        format!("pulling kernel image \"{}\"", c.image),
+                    );
+                }
+                ImageState::BackOff { error, retry_in } => {
+                    return Images::Waiting(
+                        "ImagePullBackOff".into(),
+                        format!(
+                            "Back-off pulling kernel image \"{}\" (retry in {}s): {error}",
+                            c.image,
+                            retry_in.as_secs().max(1)
+                        ),
+                    );
+                }
+            }
+        }
+    };
+    Images::Ready(out, kernel)
+}
+
+/// The NoCloud `meta-data` KubeVirt writes: instance-id `<name>.<namespace>`.
+fn meta_data(vmi: &Vmi) -> Vec<u8> {
+    let hostname = vmi
+        .spec
+        .hostname
+        .clone()
+        .unwrap_or_else(|| vmi.key.name.clone());
+    format!(
+        "instance-id: {}.{}\nlocal-hostname: {hostname}\n",
+        vmi.key.name, vmi.key.namespace
+    )
+    .into_bytes()
+}
+
+fn build_plan(
+    vmi: &Vmi,
+    needs: &ResourceNeeds,
+    disks: &[ResolvedDisk],
+    images: &[Option<BootImage>],
+    kernel: Option<crate::boot::KernelArtifacts>,
+) -> Result<LaunchPlan, String> {
+    let boot = images
+        .iter()
+        .flatten()
+        .next()
+        .ok_or_else(|| "no containerDisk volume to boot from".to_string())?;
+    let kb = vmi
+        .spec
+        .domain
+        .as_ref()
+        .and_then(|d| d.firmware.as_ref())
+        .and_then(|f| f.kernel_boot.as_ref());
+    let cmdline = kb
+        .and_then(|k| k.kernel_args.clone())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| boot.cmdline.clone());
+    let (kernel_path, initrd) = match kernel {
+        Some(k) => (k.kernel, k.initrd),
+        None => (boot.kernel.clone(), boot.initrd.clone()),
+    };
+    let mut launch_disks = Vec::new();
+    for (d, img) in disks.iter().zip(images) {
+        launch_disks.push(match (&d.source, img) {
+            (DiskSource::ContainerDisk { .. }, Some(b)) => LaunchDisk::Image {
+                name: d.name.clone(),
+                path: b.disk.clone(),
+                readonly: d.readonly,
+            },
+            (
+                DiskSource::CloudInit {
+                    user_data,
+                    network_data,
+                },
+                _,
+            ) => {
+                let mut files = vec![
+                    ("meta-data".to_string(), meta_data(vmi)),
+                    ("user-data".to_string(), user_data.clone()),
+                ];
+                if let Some(n) = network_data {
+                    files.push(("network-config".to_string(), n.clone()));
+                }
+                LaunchDisk::Seed {
+                    name: d.name.clone(),
+                    files,
+                }
+            }
+            (DiskSource::Empty { capacity }, _) => LaunchDisk::Empty {
+                name: d.name.clone(),
+                capacity: *capacity,
+            },
+            (DiskSource::ContainerDisk { .. }, None) => {
+                return Err(format!("disk {}: image not resolved", d.name));
+            }
+        });
+    }
+    Ok(LaunchPlan {
+        vm: VmRef {
+            uid: vmi.uid.clone(),
+            namespace: vmi.key.namespace.clone(),
+            name: vmi.key.name.clone(),
+        },
+        kernel: kernel_path,
+        initrd,
+        cmdline,
+        memory_bytes: needs.guest_memory,
+        vcpus: needs.vcpus,
+        disks: launch_disks,
+        limits: Limits {
+            cpu_request_millis: needs.cpu_request_millis,
+            cpu_limit_millis: needs.cpu_limit_millis,
+            memory_limit_bytes: needs.memory_limit,
+        },
+    })
+}
+
+fn qos_class(needs: &ResourceNeeds, spec: &VmiSpec) -> &'static str {
+    let res = spec.domain.as_ref().and_then(|d| d.resources.as_ref());
+    let has_any = res.is_some_and(|r| {
+        r.requests.as_ref().is_some_and(|m| !m.is_empty())
+            || r.limits.as_ref().is_some_and(|m| !m.is_empty())
+    });
+    let cpu_eq = needs.cpu_limit_millis.is_some()
+        && needs
+            .cpu_request_millis
+            .is_none_or(|r| Some(r) == needs.cpu_limit_millis);
+    if needs.memory_limit.is_some() && cpu_eq {
+        "Guaranteed"
+    } else if has_any {
+        "Burstable"
+    } else {
+        "BestEffort"
+    }
+}
+
+fn admit_and_launch(ctx: &Ctx, vmi: &Vmi) -> Result<Requeue, StoreError> {
+    let (needs, disks) = match vmi.spec.validate("spec") {
+        Ok(v) => v,
+        Err(e) => {
+            set_final(ctx, vmi, false, "InvalidSpec", &e.to_string())?;
+            return Ok(None);
+        }
+    };
+    let (images, kernel) = match resolve_images(ctx, vmi, &disks) {
+        Images::Ready(i, k) => (i, k),
+        Images::Waiting(reason, msg) => {
+            set_pending(ctx, vmi, &reason, &msg)?;
+            return Ok(None);
+        }
+    };
+    let plan = match build_plan(vmi, &needs, &disks, &images, kernel) {
+        Ok(p) => p,
+        Err(e) => {
+            set_final(ctx, vmi, false, "InvalidSpec", &e)?;
+            return Ok(None);
+        }
+    };
+    // Capacity check and the move to Scheduling happen under one lock so that concurrent
+    // launches cannot both take the last memory.
+    let _g = ctx
+        .launch_lock
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (total, avail) = crate::host::memory();
+    let need = ctx.capacity.need(needs.guest_memory);
+    match ctx
+        .capacity
+        .check(need, committed_memory(ctx, &vmi.uid), total, avail)
+    {
+        Fit::Yes => {}
+        Fit::NotNow(msg) => {
+            set_pending(ctx, vmi, "Unschedulable", &msg)?;
+            return Ok(Some(Duration::from_secs(5)));
+        }
+        Fit::Never(msg) => {
+            set_final(ctx, vmi, false, "Unschedulable", &msg)?;
+            return Ok(None);
+        }
+    }
+    let now = now_rfc3339();
+    let qos = qos_class(&needs, &vmi.spec);
+    update_status(ctx, &vmi.key, |st| {
+        set_phase(st, Phase::Scheduling, &now);
+        if let Some(o) = st.as_object_mut() {
+            o.remove("reason");
+            o.remove("message");
+        }
+        st["qosClass"] = json!(qos);
+        st["guestOSInfo"] = json!({});
+        st["currentCPUTopology"] = json!({"cores": needs.vcpus, "sockets": 1, "threads": 1});
+        st["memory"] = json!({
+            "guestAtBoot": crate::quantity::format_bytes(needs.guest_memory),
+            "guestCurrent": crate::quantity::format_bytes(needs.guest_memory),
+            "guestRequested": crate::quantity::format_bytes(needs.guest_memory),
+        });
+        set_condition(
+            st,
+            "Ready",
+            false,
+            "GuestNotRunning",
+            "the VM is starting",
+            &now,
+        );
+    })?;
+    drop(_g);
+    if let Err(e) = ctx.runtime.launch(&plan) {
+        let msg = crate::error_chain(&e);
+        tracing::error!(vmi = %format!("{}/{}", vmi.key.namespace, vmi.key.name), error = %msg, "VM launch failed");
+        set_final(ctx, vmi, false, "FailedCreate", &msg)?;
+        return Ok(None);
+    }
+    let now = now_rfc3339();
+    update_status(ctx, &vmi.key, |st| {
+        set_phase(st, Phase::Scheduled, &now);
+        st["nodeName"] = json!(crate::host::node_name());
+    })?;
+    Ok(None)
+}
+
+/// The VMI is being deleted: stop its VM, then drop the finalizer.
+fn finalize(ctx: &Ctx, vmi: &Vmi) -> Result<Requeue, StoreError> {
+    if let Observed::Running { .. } = ctx.runtime.observe(&vmi.uid) {
+        ctx.runtime.stop(&vmi.uid, grace(&vmi.spec, &vmi.obj));
+    }
+    // The runtime reports the exit, which requeues this VMI; the delay is a safety net.
+    match ctx.runtime.observe(&vmi.uid) {
+        Observed::Running { .. } | Observed::Stopping { .. } => Ok(Some(Duration::from_secs(5))),
+        Observed::Exited(_) | Observed::Unknown => {
+            ctx.runtime.release(&vmi.uid);
+            ctx.store.update(&vmi.key, true, |cur| {
+                let mut n = cur.clone();
+                let fins: Vec<String> = meta::finalizers(cur)
+                    .into_iter()
+                    .filter(|f| f != VMI_FINALIZER)
+                    .collect();
+                meta::set_finalizers(&mut n, &fins);
+                Ok(Some(n))
+            })?;
+            Ok(None)
+        }
+    }
+}

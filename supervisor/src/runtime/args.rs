@@ -1,0 +1,136 @@
+//! The `corral vmm` command line for a [`LaunchPlan`] (pure; unit-tested).
+
+use std::path::Path;
+
+use super::{LaunchDisk, LaunchPlan};
+
+/// Files inside a VM's run directory.
+pub mod files {
+    /// The VMM's control socket.
+    pub const CONTROL: &str = "control.sock";
+    /// Serial console output.
+    pub const CONSOLE: &str = "console.log";
+    /// The VMM's own stderr (its error chain on failure).
+    pub const VMM_LOG: &str = "vmm.log";
+    /// The launch record used for re-adoption (`vm.json`).
+    pub const RECORD: &str = "vm.json";
+    /// Directory holding seed files, one subdirectory per seed disk.
+    pub const SEED: &str = "seed";
+}
+
+/// Arguments after the binary: `vmm --kernel ... --disk ...`.
+pub fn vmm_args(plan: &LaunchPlan, run_dir: &Path) -> Vec<String> {
+    let mut a: Vec<String> = vec![
+        "vmm".into(),
+        "--kernel".into(),
+        plan.kernel.display().to_string(),
+    ];
+    if let Some(initrd) = &plan.initrd {
+        a.push("--initrd".into());
+        a.push(initrd.display().to_string());
+    }
+    a.extend([
+        "--cmdline".into(),
+        plan.cmdline.clone(),
+        "--memory".into(),
+        plan.memory_bytes.to_string(),
+        "--cpus".into(),
+        plan.vcpus.to_string(),
+        "--no-stdin".into(),
+        "--control-socket".into(),
+        run_dir.join(files::CONTROL).display().to_string(),
+        "--console-log".into(),
+        run_dir.join(files::CONSOLE).display().to_string(),
+        "--scratch-dir".into(),
+        run_dir.display().to_string(),
+    ]);
+    for d in &plan.disks {
+        a.push("--disk".into());
+        a.push(match d {
+            LaunchDisk::Image {
+                name,
+                path,
+                readonly,
+            } => {
+                let mode = if *readonly { "ro" } else { "overlay" };
+                format!("{},{mode},serial={name}", path.display())
+            }
+            LaunchDisk::Seed { name, .. } => {
+                format!("seed={},serial={name}", seed_dir(run_dir, name).display())
+            }
+            LaunchDisk::Empty { name, capacity } => format!("empty={capacity},serial={name}"),
+        });
+    }
+    a
+}
+
+/// Where the files of seed disk `name` are written.
+pub fn seed_dir(run_dir: &Path, name: &str) -> std::path::PathBuf {
+    run_dir.join(files::SEED).join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{Limits, VmRef};
+    use std::path::PathBuf;
+
+    #[test]
+    fn lab_vmi_command_line() {
+        let plan = LaunchPlan {
+            vm: VmRef {
+                uid: "u1".into(),
+                namespace: "default".into(),
+                name: "vm1".into(),
+            },
+            kernel: PathBuf::from("/img/vmlinux"),
+            initrd: Some(PathBuf::from("/img/initrd")),
+            cmdline: "root=LABEL=cirros-rootfs ro console=ttyS0".into(),
+            memory_bytes: 265 << 20,
+            vcpus: 1,
+            disks: vec![
+                LaunchDisk::Image {
+                    name: "containerdisk".into(),
+                    path: PathBuf::from("/img/disk.raw"),
+                    readonly: false,
+                },
+                LaunchDisk::Seed {
+                    name: "cloudinitdisk".into(),
+                    files: vec![],
+                },
+                LaunchDisk::Empty {
+                    name: "scratch".into(),
+                    capacity: 1 << 30,
+                },
+            ],
+            limits: Limits::default(),
+        };
+        let a = vmm_args(&plan, Path::new("/run/corral/vms/u1"));
+        let joined = a.join(" ");
+        assert!(
+            joined.starts_with("vmm --kernel /img/vmlinux --initrd /img/initrd --cmdline"),
+            "{joined}"
+        );
+        assert!(
+            a.windows(2)
+                .any(|w| w[0] == "--memory" && w[1] == "277872640")
+        );
+        assert!(
+            a.windows(2)
+                .any(|w| w[0] == "--control-socket" && w[1] == "/run/corral/vms/u1/control.sock")
+        );
+        let disks: Vec<&String> = a
+            .windows(2)
+            .filter(|w| w[0] == "--disk")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(
+            disks,
+            vec![
+                "/img/disk.raw,overlay,serial=containerdisk",
+                "seed=/run/corral/vms/u1/seed/cloudinitdisk,serial=cloudinitdisk",
+                "empty=1073741824,serial=scratch",
+            ]
+        );
+    }
+}

@@ -1,0 +1,469 @@
+//! The real runtime: one `corral vmm` child process per VM, in its own process group so that a
+//! daemon restart (or `kill -9` of the daemon) leaves it running.
+//!
+//! Each VM has a run directory `<run-dir>/vms/<uid>/` with its control socket, console log, the
+//! VMM's stderr, seed files and scratch disks, plus `vm.json` (pid + process start time) from
+//! which a restarted daemon re-adopts the VM. One task per VM waits for the process to end (the
+//! child handle, or a pidfd for adopted processes) and one polls its control socket until Ready.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::process::{Pid, PidfdFlags, Signal, kill_process, pidfd_open};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::args::{files, seed_dir, vmm_args};
+use super::{
+    ExitInfo, LaunchDisk, LaunchPlan, Observed, RuntimeError, VmRef, VmRuntime, control, exit_info,
+    procfs,
+};
+
+/// What `vm.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    vm: VmRef,
+    pid: u32,
+    start_time: u64,
+    args: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    Running { ready: bool },
+    Stopping,
+    Exited(ExitInfo),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    vm: VmRef,
+    dir: PathBuf,
+    pid: u32,
+    state: State,
+}
+
+/// Hook run in the child between fork and exec is not used; instead the runtime calls this after
+/// spawning to place the process (e.g. into a cgroup). Errors are logged, not fatal.
+pub type PlaceFn = dyn Fn(&VmRef, u32, &super::Limits) -> Result<(), String> + Send + Sync;
+
+struct Inner {
+    vms_dir: PathBuf,
+    binary: PathBuf,
+    extra_env: Vec<(String, String)>,
+    vms: Mutex<HashMap<String, Entry>>,
+    notify: UnboundedSender<VmRef>,
+    place: Option<Box<PlaceFn>>,
+}
+
+/// One process per VM.
+#[derive(Clone)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+/// Configuration of the process runtime.
+pub struct ProcessConfig {
+    /// The daemon's run directory; VMs live in `<run_dir>/vms/<uid>`.
+    pub run_dir: PathBuf,
+    /// The `corral` binary to run as `corral vmm`.
+    pub binary: PathBuf,
+    /// Environment added to every VMM.
+    pub extra_env: Vec<(String, String)>,
+    /// Called with each new VMM's pid (cgroup placement).
+    pub place: Option<Box<PlaceFn>>,
+}
+
+fn last_error_line(dir: &Path) -> Option<String> {
+    let text = fs::read_to_string(dir.join(files::VMM_LOG)).ok()?;
+    text.lines()
+        .rev()
+        .find(|l| l.contains("error"))
+        .or_else(|| text.lines().rev().find(|l| !l.trim().is_empty()))
+        .map(|l| l.chars().take(400).collect())
+}
+
+/// Exit code recorded by the VMM itself (`exit.json`), for processes that are not our children.
+fn recorded_exit_code(dir: &Path) -> Option<i32> {
+    let text = fs::read_to_string(dir.join("exit.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v.get("code")?.as_i64().and_then(|c| i32::try_from(c).ok())
+}
+
+impl ProcessRuntime {
+    /// Creates the runtime and re-adopts every VM whose process still runs.
+    pub fn start(
+        cfg: ProcessConfig,
+        notify: UnboundedSender<VmRef>,
+    ) -> std::io::Result<ProcessRuntime> {
+        let vms_dir = cfg.run_dir.join("vms");
+        fs::create_dir_all(&vms_dir)?;
+        let rt = ProcessRuntime {
+            inner: Arc::new(Inner {
+                vms_dir,
+                binary: cfg.binary,
+                extra_env: cfg.extra_env,
+                vms: Mutex::new(HashMap::new()),
+                notify,
+                place: cfg.place,
+            }),
+        };
+        rt.adopt_all();
+        Ok(rt)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.inner
+            .vms
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn adopt_all(&self) {
+        let Ok(rd) = fs::read_dir(&self.inner.vms_dir) else {
+            return;
+        };
+        for ent in rd.flatten() {
+            let dir = ent.path();
+            let Ok(text) = fs::read_to_string(dir.join(files::RECORD)) else {
+                tracing::warn!(dir = %dir.display(), "run directory without a VM record; removing it");
+                let _ = fs::remove_dir_all(&dir);
+                continue;
+            };
+            let Ok(rec) = serde_json::from_str::<Record>(&text) else {
+                tracing::warn!(dir = %dir.display(), "unreadable VM record; removing the directory");
+                let _ = fs::remove_dir_all(&dir);
+                continue;
+            };
+            let same_process =
+                procfs::is_alive(rec.pid) && procfs::start_time(rec.pid) == Some(rec.start_time);
+            if same_process {
+                tracing::info!(vmi = %format!("{}/{}", rec.vm.namespace, rec.vm.name), pid = rec.pid, "re-adopted running VM");
+                self.lock().insert(
+                    rec.vm.uid.clone(),
+                    Entry {
+                        vm: rec.vm.clone(),
+                        dir: dir.clone(),
+                        pid: rec.pid,
+                        state: State::Running { ready: false },
+                    },
+                );
+                self.watch_pidfd(rec.vm.uid.clone(), rec.pid);
+                self.poll_ready(rec.vm.uid.clone(), dir.join(files::CONTROL), rec.pid);
+            } else {
+                let code = recorded_exit_code(&dir);
+                let info = exit_info(code, None, last_error_line(&dir).as_deref());
+                tracing::warn!(vmi = %format!("{}/{}", rec.vm.namespace, rec.vm.name), pid = rec.pid, reason = %info.reason, "VM ended while the daemon was down");
+                self.lock().insert(
+                    rec.vm.uid.clone(),
+                    Entry {
+                        vm: rec.vm,
+                        dir,
+                        pid: rec.pid,
+                        state: State::Exited(info),
+                    },
+                );
+            }
+        }
+    }
+
+    fn set_state(&self, uid: &str, state: State) {
+        let vm = {
+            let mut g = self.lock();
+            let Some(e) = g.get_mut(uid) else { return };
+            e.state = state;
+            e.vm.clone()
+        };
+        let _ = self.inner.notify.send(vm);
+    }
+
+    fn exited(&self, uid: &str, code: Option<i32>, signal: Option<i32>) {
+        let dir = match self.lock().get(uid) {
+            Some(e) => e.dir.clone(),
+            None => return,
+        };
+        let code = code.or_else(|| {
+            if signal.is_none() {
+                recorded_exit_code(&dir)
+            } else {
+                None
+            }
+        });
+        let info = exit_info(code, signal, last_error_line(&dir).as_deref());
+        tracing::info!(uid, reason = %info.reason, message = %info.message, "VM process ended");
+        self.set_state(uid, State::Exited(info));
+    }
+
+    fn watch_child(&self, uid: String, mut child: tokio::process::Child) {
+        let rt = self.clone();
+        tokio::spawn(async move {
+            use std::os::unix::process::ExitStatusExt;
+            match child.wait().await {
+                Ok(st) => rt.exited(&uid, st.code(), st.signal()),
+                Err(e) => {
+                    tracing::error!(uid, error = %e, "waiting for the VMM failed");
+                    rt.exited(&uid, None, None);
+                }
+            }
+        });
+    }
+
+    fn watch_pidfd(&self, uid: String, pid: u32) {
+        let rt = self.clone();
+        tokio::spawn(async move {
+            let fd = Pid::from_raw(pid as i32)
+                .ok_or(rustix::io::Errno::INVAL)
+                .and_then(|p| pidfd_open(p, PidfdFlags::empty()));
+            match fd {
+                Ok(fd) => {
+                    // A pidfd becomes readable when the process exits; wait on a blocking thread.
+                    let _ = tokio::task::spawn_blocking(move || {
+                        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+                        while poll(&mut fds, None).is_err() {}
+                    })
+                    .await;
+                }
+                Err(_) => {
+                    // No pidfd: poll.
+                    while procfs::is_alive(pid) {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            rt.exited(&uid, None, None);
+        });
+    }
+
+    fn poll_ready(&self, uid: String, socket: PathBuf, pid: u32) {
+        let rt = self.clone();
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let mut delay = Duration::from_millis(5);
+            loop {
+                let running = matches!(
+                    rt.lock().get(&uid).map(|e| &e.state),
+                    Some(State::Running { ready: false })
+                );
+                if !running {
+                    return;
+                }
+                if let Ok(st) = control::status(&socket).await {
+                    if st.pid == pid && st.vcpus_entered && st.state == "running" {
+                        rt.set_state(&uid, State::Running { ready: true });
+                        return;
+                    }
+                }
+                if start.elapsed() > Duration::from_secs(120) {
+                    tracing::warn!(uid, "VMM did not report ready within 120 s");
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_millis(100));
+            }
+        });
+    }
+
+    fn write_seeds(plan: &LaunchPlan, dir: &Path) -> Result<(), RuntimeError> {
+        for d in &plan.disks {
+            if let LaunchDisk::Seed { name, files } = d {
+                let sd = seed_dir(dir, name);
+                fs::create_dir_all(&sd).map_err(|source| RuntimeError::Seed {
+                    path: sd.display().to_string(),
+                    source,
+                })?;
+                for (fname, bytes) in files {
+                    let p = sd.join(fname);
+                    fs::write(&p, bytes).map_err(|source| RuntimeError::Seed {
+                        path: p.display().to_string(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    fs::rename(tmp, path)
+}
+
+impl VmRuntime for ProcessRuntime {
+    fn launch(&self, plan: &LaunchPlan) -> Result<(), RuntimeError> {
+        let uid = plan.vm.uid.clone();
+        let dir = self.inner.vms_dir.join(&uid);
+        if dir.exists() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+        fs::create_dir_all(&dir).map_err(|source| RuntimeError::RunDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        Self::write_seeds(plan, &dir)?;
+        let args = vmm_args(plan, &dir);
+        let log_path = dir.join(files::VMM_LOG);
+        let log = fs::File::create(&log_path).map_err(|source| RuntimeError::RunDir {
+            path: log_path.display().to_string(),
+            source,
+        })?;
+        let mut cmd = tokio::process::Command::new(&self.inner.binary);
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .process_group(0)
+            .kill_on_drop(false);
+        for (k, v) in &self.inner.extra_env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
+            binary: self.inner.binary.display().to_string(),
+            source,
+        })?;
+        let pid = child.id().unwrap_or(0);
+        let record = Record {
+            vm: plan.vm.clone(),
+            pid,
+            start_time: procfs::start_time(pid).unwrap_or(0),
+            args,
+        };
+        let rec_path = dir.join(files::RECORD);
+        if let Err(source) = write_atomic(
+            &rec_path,
+            &serde_json::to_vec_pretty(&record).unwrap_or_default(),
+        ) {
+            let _ = kill_process(
+                Pid::from_raw(pid as i32).expect("spawned pid is positive"),
+                Signal::KILL,
+            );
+            return Err(RuntimeError::Record {
+                path: rec_path.display().to_string(),
+                source,
+            });
+        }
+        if let Some(place) = &self.inner.place {
+            if let Err(e) = place(&plan.vm, pid, &plan.limits) {
+                tracing::warn!(uid, error = %e, "could not place the VMM (cgroups)");
+            }
+        }
+        self.lock().insert(
+            uid.clone(),
+            Entry {
+                vm: plan.vm.clone(),
+                dir: dir.clone(),
+                pid,
+                state: State::Running { ready: false },
+            },
+        );
+        self.watch_child(uid.clone(), child);
+        self.poll_ready(uid, dir.join(files::CONTROL), pid);
+        Ok(())
+    }
+
+    fn observe(&self, uid: &str) -> Observed {
+        match self.lock().get(uid) {
+            None => Observed::Unknown,
+            Some(e) => match &e.state {
+                State::Running { ready } => Observed::Running {
+                    pid: e.pid,
+                    ready: *ready,
+                },
+                State::Stopping => Observed::Stopping { pid: e.pid },
+                State::Exited(info) => Observed::Exited(info.clone()),
+            },
+        }
+    }
+
+    fn stop(&self, uid: &str, grace: Duration) {
+        let (pid, socket) = {
+            let mut g = self.lock();
+            let Some(e) = g.get_mut(uid) else { return };
+            if !matches!(e.state, State::Running { .. }) {
+                return;
+            }
+            e.state = State::Stopping;
+            (e.pid, e.dir.join(files::CONTROL))
+        };
+        let rt = self.clone();
+        let uid = uid.to_string();
+        tokio::spawn(async move {
+            let Some(p) = Pid::from_raw(pid as i32) else {
+                return;
+            };
+            if control::stop(&socket, grace).await.is_err() {
+                let _ = kill_process(p, Signal::TERM);
+            }
+            let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(2);
+            loop {
+                if matches!(
+                    rt.lock().get(&uid).map(|e| &e.state),
+                    Some(State::Exited(_)) | None
+                ) {
+                    return;
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        uid,
+                        pid,
+                        "VM did not stop within its grace period; killing it"
+                    );
+                    let _ = kill_process(p, Signal::KILL);
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+
+    fn release(&self, uid: &str) {
+        let entry = self.lock().remove(uid);
+        let dir = entry
+            .as_ref()
+            .map(|e| e.dir.clone())
+            .unwrap_or_else(|| self.inner.vms_dir.join(uid));
+        if let Some(e) = &entry {
+            if !matches!(e.state, State::Exited(_)) {
+                if let Some(p) = Pid::from_raw(e.pid as i32) {
+                    if procfs::is_alive(e.pid) {
+                        let _ = kill_process(p, Signal::KILL);
+                    }
+                }
+            }
+        }
+        if let Err(err) = fs::remove_dir_all(&dir) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %dir.display(), error = %err, "could not remove the VM's run directory");
+            }
+        }
+    }
+
+    fn known(&self) -> Vec<VmRef> {
+        self.lock().values().map(|e| e.vm.clone()).collect()
+    }
+
+    fn console_log(&self, uid: &str) -> Option<PathBuf> {
+        self.lock().get(uid).map(|e| e.dir.join(files::CONSOLE))
+    }
+
+    fn control_socket(&self, uid: &str) -> Option<PathBuf> {
+        let g = self.lock();
+        let e = g.get(uid)?;
+        matches!(e.state, State::Running { .. }).then(|| e.dir.join(files::CONTROL))
+    }
+
+    fn pid(&self, uid: &str) -> Option<u32> {
+        let g = self.lock();
+        let e = g.get(uid)?;
+        (!matches!(e.state, State::Exited(_))).then_some(e.pid)
+    }
+}
