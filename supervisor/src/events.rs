@@ -23,11 +23,14 @@ pub enum EventKind {
     Warning,
 }
 
+/// (involved uid, type, reason, message): what makes two events the same.
+type EventIdent = (String, &'static str, String, String);
+
 /// Records events into the store.
 pub struct Recorder {
     store: Arc<Store>,
-    /// (involved uid, type, reason, message) → event name.
-    seen: Mutex<HashMap<(String, &'static str, String, String), String>>,
+    /// Identity → name of the event object that aggregates it.
+    seen: Mutex<HashMap<EventIdent, String>>,
 }
 
 impl Recorder {

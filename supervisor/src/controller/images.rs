@@ -298,7 +298,7 @@ mod tests {
         assert_eq!(src.calls.load(Ordering::SeqCst), 2);
         match cache.boot_image("missing:v1", PullPolicy::IfNotPresent, Box::new(|| {})) {
             ImageState::BackOff { retry_in, .. } => {
-                assert!(retry_in > Duration::from_millis(1900), "{retry_in:?}")
+                assert!(retry_in > Duration::from_millis(1900), "{retry_in:?}");
             }
             other => panic!("{other:?}"),
         }

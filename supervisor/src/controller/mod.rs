@@ -116,7 +116,7 @@ fn collect_vm_garbage(ctx: &Ctx) {
         tracing::warn!(vm = %format!("{}/{}", vm.namespace, vm.name), uid = %vm.uid, "VM without a VMI; stopping it");
         match ctx.runtime.observe(&vm.uid) {
             crate::runtime::Observed::Running { .. } => {
-                ctx.runtime.stop(&vm.uid, Duration::from_secs(5))
+                ctx.runtime.stop(&vm.uid, Duration::from_secs(5));
             }
             crate::runtime::Observed::Stopping { .. } => {}
             _ => ctx.runtime.release(&vm.uid),

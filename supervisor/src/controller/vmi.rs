@@ -275,7 +275,10 @@ fn resolve_images(ctx: &Ctx, vmi: &Vmi, disks: &[ResolvedDisk]) -> Images {
         match ctx.images.boot_image(image, policy, wake(ctx, &vmi.key)) {
             ImageState::Ready(b) => out.push(Some(b)),
             ImageState::Pulling => {
-                return Images::Waiting("PullingImage".into(), format!("pulling image \"{image}\""));
+                return Images::Waiting(
+                    "PullingImage".into(),
+                    format!("pulling image \"{image}\""),
+                );
             }
             ImageState::BackOff { error, retry_in } => {
                 let reason = if policy == PullPolicy::Never {

@@ -633,7 +633,7 @@ impl VmiSpec {
             }
             if d.cdrom.is_some() || d.lun.is_some() {
                 inv.push(FieldError::unsupported(
-                    format!("{field}"),
+                    field.to_string(),
                     "only 'disk' devices are supported by corral (no cdrom, lun)",
                 ));
             }

@@ -79,6 +79,9 @@ pub struct WatchEvent {
     pub resource_version: u64,
 }
 
+/// Live watch events.
+pub type WatchReceiver = broadcast::Receiver<Arc<WatchEvent>>;
+
 /// Store errors, each mapping to one Kubernetes status reason.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -205,7 +208,7 @@ impl Store {
     pub fn watch(
         &self,
         since: Option<u64>,
-    ) -> Result<(Vec<Arc<WatchEvent>>, broadcast::Receiver<Arc<WatchEvent>>), StoreError> {
+    ) -> Result<(Vec<Arc<WatchEvent>>, WatchReceiver), StoreError> {
         let st = self.read();
         let rx = self.tx.subscribe();
         let Some(since) = since else {
