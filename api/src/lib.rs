@@ -1,2 +1,21 @@
-//! corral's HTTP API and command-line interface.
+//! corral's HTTP API (Kubernetes-style, served by `corral daemon`) and command-line interface.
+//!
+//! Threads: the daemon runs one tokio runtime; handlers parse and map, and run store writes on
+//! the blocking pool. Watches and console sessions are one task each.
+
+pub mod body;
 pub mod cli;
+pub mod console;
+pub mod daemon;
+pub mod discovery;
+pub mod hostcheck;
+pub mod hpa_versions;
+pub mod image_source;
+pub mod objects;
+pub mod path;
+pub mod router;
+pub mod server;
+pub mod state;
+pub mod status;
+pub mod table;
+pub mod watch;

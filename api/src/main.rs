@@ -2,8 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    api::cli::run(api::cli::Cli::parse())
+    let matches = api::cli::Cli::command().get_matches();
+    let cli = match api::cli::Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    api::cli::run(cli, &matches)
 }

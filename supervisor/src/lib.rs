@@ -28,3 +28,4 @@ pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
     msg
 }
+pub mod service;

@@ -4,8 +4,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{ArgMatches, Parser, Subcommand};
 
+pub mod daemon;
 pub mod image;
 pub mod vmm;
 
@@ -18,16 +19,25 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum Command {
+    /// Run the supervisor: API, controllers and VMs (the systemd service).
+    Daemon(daemon::Args),
     /// Run one VM in the foreground (what the daemon spawns per VM).
     Vmm(vmm::Args),
     /// Pull, import, list and remove container disks.
     Image(image::Args),
 }
 
-/// Runs the parsed command line and returns the process exit code.
-pub fn run(cli: Cli) -> ExitCode {
+/// Runs the parsed command line and returns the process exit code. `matches` are the raw
+/// matches (the daemon merges its config file under flags given explicitly).
+pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
+    let sub = matches
+        .subcommand()
+        .map(|(_, m)| m.clone())
+        .unwrap_or_default();
     match cli.command {
+        Command::Daemon(args) => daemon::run(args, &sub),
         Command::Vmm(args) => vmm::run(args),
         Command::Image(args) => image::run(args),
     }
@@ -43,4 +53,16 @@ pub fn print_error_chain(err: &(dyn std::error::Error + 'static)) {
         source = s.source();
     }
     eprintln!("corral: error: {msg}");
+}
+
+/// Logs to stderr (journald adds timestamps; a TTY gets them from us). `RUST_LOG` filters.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }

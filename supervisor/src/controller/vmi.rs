@@ -260,7 +260,8 @@ fn committed_memory(ctx: &Ctx, skip_uid: &str) -> u64 {
 
 enum Images {
     Ready(Vec<Option<BootImage>>, Option<crate::boot::KernelArtifacts>),
-    Waiting(String, String),
+    /// Reason, message, and when to retry (None: a pull in flight will wake the VMI).
+    Waiting(String, String, Option<Duration>),
 }
 
 /// Resolves every containerDisk (and the kernelBoot container) of the VMI.
@@ -275,10 +276,8 @@ fn resolve_images(ctx: &Ctx, vmi: &Vmi, disks: &[ResolvedDisk]) -> Images {
         match ctx.images.boot_image(image, policy, wake(ctx, &vmi.key)) {
             ImageState::Ready(b) => out.push(Some(b)),
             ImageState::Pulling => {
-                return Images::Waiting(
-                    "PullingImage".into(),
-                    format!("pulling image \"{image}\""),
-                );
+                let msg = format!("pulling image \"{image}\"");
+                return Images::Waiting("PullingImage".into(), msg, None);
             }
             ImageState::BackOff { error, retry_in } => {
                 let reason = if policy == PullPolicy::Never {
@@ -286,13 +285,8 @@ fn resolve_images(ctx: &Ctx, vmi: &Vmi, disks: &[ResolvedDisk]) -> Images {
                 } else {
                     "ImagePullBackOff"
                 };
-                return Images::Waiting(
-                    reason.into(),
-                    format!(
-                        "Back-off pulling image \"{image}\" (retry in {}s): {error}",
-                        retry_in.as_secs().max(1)
-                    ),
-                );
+                let msg = format!("Back-off pulling image \"{image}\": {error}");
+                return Images::Waiting(reason.into(), msg, Some(retry_in));
             }
         }
     }
@@ -315,20 +309,12 @@ fn resolve_images(ctx: &Ctx, vmi: &Vmi, disks: &[ResolvedDisk]) -> Images {
             ) {
                 ImageState::Ready(k) => Some(k),
                 ImageState::Pulling => {
-                    return Images::Waiting(
-                        "PullingImage".into(),
-                        format!("pulling kernel image \"{}\"", c.image),
-                    );
+                    let msg = format!("pulling kernel image \"{}\"", c.image);
+                    return Images::Waiting("PullingImage".into(), msg, None);
                 }
                 ImageState::BackOff { error, retry_in } => {
-                    return Images::Waiting(
-                        "ImagePullBackOff".into(),
-                        format!(
-                            "Back-off pulling kernel image \"{}\" (retry in {}s): {error}",
-                            c.image,
-                            retry_in.as_secs().max(1)
-                        ),
-                    );
+                    let msg = format!("Back-off pulling kernel image \"{}\": {error}", c.image);
+                    return Images::Waiting("ImagePullBackOff".into(), msg, Some(retry_in));
                 }
             }
         }
@@ -461,9 +447,9 @@ fn admit_and_launch(ctx: &Ctx, vmi: &Vmi) -> Result<Requeue, StoreError> {
     };
     let (images, kernel) = match resolve_images(ctx, vmi, &disks) {
         Images::Ready(i, k) => (i, k),
-        Images::Waiting(reason, msg) => {
+        Images::Waiting(reason, msg, retry) => {
             set_pending(ctx, vmi, &reason, &msg)?;
-            return Ok(None);
+            return Ok(retry);
         }
     };
     let plan = match build_plan(vmi, &needs, &disks, &images, kernel) {

@@ -1,0 +1,168 @@
+//! `corral daemon`: opens the store, re-adopts running VMs, starts the controllers and serves the
+//! API on a unix socket (and TCP with a token), then tells systemd it is ready.
+//!
+//! Threads: one multi-threaded tokio runtime (API, controllers, VM watchers); store commits run
+//! on tokio's blocking pool. VMs run in their own `corral vmm` processes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use supervisor::capacity::Capacity;
+use supervisor::controller::{self, ControllerConfig, Ctx};
+use supervisor::events::Recorder;
+use supervisor::runtime::VmRuntime;
+use supervisor::runtime::process::{ProcessConfig, ProcessRuntime};
+use supervisor::service::Service;
+use supervisor::store::Store;
+
+use crate::state::AppState;
+
+/// Everything the daemon is configured with.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub socket: PathBuf,
+    pub listen: Option<String>,
+    pub token: Option<String>,
+    pub memory_reserve: u64,
+    pub vmm_overhead: u64,
+    pub burst: usize,
+    pub workers: usize,
+    pub resync: Duration,
+    pub insecure_registries: Vec<String>,
+    pub registry_auth_file: Option<PathBuf>,
+    pub vmm_binary: PathBuf,
+}
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("create directory {path}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("open the state database")]
+    Store(#[source] supervisor::store::StoreError),
+    #[error("start the VM runtime in {path}")]
+    Runtime {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("open the image store")]
+    Images(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("listen")]
+    Listen(#[from] crate::server::ListenError),
+}
+
+fn mkdir(p: &Path) -> Result<(), DaemonError> {
+    std::fs::create_dir_all(p).map_err(|source| DaemonError::Dir {
+        path: p.display().to_string(),
+        source,
+    })
+}
+
+/// Runs the daemon until SIGTERM or SIGINT. VMs keep running after it exits.
+pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
+    let t0 = std::time::Instant::now();
+    crate::hostcheck::warn_about_kvm();
+    mkdir(&cfg.state_dir)?;
+    mkdir(&cfg.run_dir)?;
+    let store =
+        Arc::new(Store::open(&cfg.state_dir.join("corral.redb")).map_err(DaemonError::Store)?);
+    let (vm_tx, vm_rx) = tokio::sync::mpsc::unbounded_channel();
+    let runtime: Arc<dyn VmRuntime> = Arc::new(
+        ProcessRuntime::start(
+            ProcessConfig {
+                run_dir: cfg.run_dir.clone(),
+                binary: cfg.vmm_binary.clone(),
+                extra_env: Vec::new(),
+                place: None,
+            },
+            vm_tx,
+        )
+        .map_err(|source| DaemonError::Runtime {
+            path: cfg.run_dir.display().to_string(),
+            source,
+        })?,
+    );
+    let images = crate::image_source::StoreSource::open(&cfg).map_err(DaemonError::Images)?;
+    let capacity = Capacity {
+        reserve: cfg.memory_reserve,
+        overhead: cfg.vmm_overhead,
+    };
+    let ctx = Arc::new(Ctx {
+        store: store.clone(),
+        runtime: runtime.clone(),
+        images: controller::images::ImageCache::new(Arc::new(images)),
+        events: Recorder::new(store.clone()),
+        capacity,
+        queue: controller::queue::WorkQueue::new(),
+        config: ControllerConfig {
+            burst: cfg.burst,
+            workers: cfg.workers,
+            resync: cfg.resync,
+        },
+        launch_lock: Default::default(),
+        crash_loops: Default::default(),
+    });
+    controller::spawn(ctx, vm_rx, None);
+
+    let state = AppState {
+        service: Arc::new(Service::new(store.clone(), Arc::new(capacity))),
+        store,
+        runtime,
+        ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let unix = crate::server::bind_unix(&cfg.socket).await?;
+    let mut servers = Vec::new();
+    servers.push(tokio::spawn(crate::server::serve_unix(
+        unix,
+        crate::router::router(state.clone(), None),
+        shutdown(),
+    )));
+    if let Some(addr) = &cfg.listen {
+        let tcp = crate::server::bind_tcp(addr).await?;
+        let token = cfg.token.clone();
+        servers.push(tokio::spawn(crate::server::serve_tcp(
+            tcp,
+            crate::router::router(state.clone(), token),
+            shutdown(),
+        )));
+        tracing::info!(%addr, "serving the API on TCP (bearer token required)");
+    }
+    state.ready.store(true, Ordering::Relaxed);
+    tracing::info!(socket = %cfg.socket.display(), startup_ms = t0.elapsed().as_millis() as u64, "corral daemon ready");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+
+    wait_for_signal().await;
+    tracing::info!("stopping the API; VMs keep running and are re-adopted by the next start");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    for s in servers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), s).await;
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

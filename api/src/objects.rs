@@ -1,0 +1,436 @@
+//! Handlers for collections and objects: list, get, create, replace, patch, delete, the status
+//! and scale subresources. They parse, call [`supervisor::service::Service`], and map.
+
+use std::collections::HashMap;
+
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::Response;
+use serde_json::{Value, json};
+use supervisor::kinds::{FieldValidation, Kind};
+use supervisor::meta;
+use supervisor::selector::Selector;
+use supervisor::service::{DeleteOutcome, PatchType, Propagation};
+use supervisor::store::ObjectKey;
+
+use crate::body::{self, Encoding};
+use crate::path::Sub;
+use crate::state::AppState;
+use crate::status::ApiError;
+
+/// Query parameters of a request.
+pub type Query = HashMap<String, String>;
+
+/// `?fieldSelector=` restricted to what corral indexes: `metadata.name`, `metadata.namespace`
+/// and `status.phase`, with `=`, `==` or `!=`.
+#[derive(Debug, Default, Clone)]
+pub struct FieldSelector {
+    reqs: Vec<(String, bool, String)>,
+}
+
+impl FieldSelector {
+    /// Parses the selector.
+    pub fn parse(s: &str) -> Result<Self, ApiError> {
+        let mut reqs = Vec::new();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (field, eq, value) = if let Some((f, v)) = term.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
+                (f, true, v)
+            } else {
+                return Err(ApiError::bad_request(format!(
+                    "invalid field selector term {term:?}"
+                )));
+            };
+            if !matches!(
+                field,
+                "metadata.name" | "metadata.namespace" | "status.phase"
+            ) {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {field} (supported: metadata.name, metadata.namespace, status.phase)"
+                )));
+            }
+            reqs.push((field.to_string(), eq, value.to_string()));
+        }
+        Ok(FieldSelector { reqs })
+    }
+
+    /// True when `obj` satisfies every term.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.reqs.iter().all(|(f, eq, v)| {
+            let actual = match f.as_str() {
+                "metadata.name" => meta::name(obj),
+                "metadata.namespace" => meta::namespace(obj),
+                _ => obj
+                    .get("status")
+                    .and_then(|s| s.get("phase"))
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            };
+            (actual == v) == *eq
+        })
+    }
+}
+
+/// Label and field selectors of a list or watch.
+pub struct Filter {
+    pub labels: Selector,
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    /// From `labelSelector` and `fieldSelector`.
+    pub fn from_query(q: &Query) -> Result<Self, ApiError> {
+        let labels = match q.get("labelSelector") {
+            Some(s) => Selector::parse(s)
+                .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?,
+            None => Selector::default(),
+        };
+        let fields = match q.get("fieldSelector") {
+            Some(s) => FieldSelector::parse(s)?,
+            None => FieldSelector::default(),
+        };
+        Ok(Filter { labels, fields })
+    }
+
+    /// True when `obj` passes both selectors.
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.labels.matches(&meta::labels(obj)) && self.fields.matches(obj)
+    }
+}
+
+fn field_validation(q: &Query) -> Result<FieldValidation, ApiError> {
+    match q.get("fieldValidation").map(String::as_str) {
+        None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+        Some("Strict") => Ok(FieldValidation::Strict),
+        Some("Ignore") => Ok(FieldValidation::Ignore),
+        Some(o) => Err(ApiError::bad_request(format!(
+            "invalid fieldValidation {o:?}: must be Ignore, Warn or Strict"
+        ))),
+    }
+}
+
+fn reject_dry_run(q: &Query) -> Result<(), ApiError> {
+    if q.get("dryRun").is_some_and(|v| !v.is_empty()) {
+        return Err(ApiError::bad_request("dryRun is not supported by corral"));
+    }
+    Ok(())
+}
+
+/// The list object for `items`.
+pub fn list_object(kind: Kind, version: &str, items: Vec<Value>, rv: u64) -> Value {
+    let info = kind.info();
+    let api_version = if info.group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{}/{version}", info.group)
+    };
+    json!({
+        "kind": info.list_kind,
+        "apiVersion": api_version,
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": items,
+    })
+}
+
+/// A handled request: the response.
+pub type Handled = Result<Response, ApiError>;
+
+#[allow(clippy::too_many_arguments)]
+/// Dispatches a resource request by method and shape.
+pub async fn handle(
+    st: &AppState,
+    method: &Method,
+    headers: &HeaderMap,
+    q: &Query,
+    kind: Kind,
+    version: &str,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<Sub>,
+    body: bytes::Bytes,
+) -> Handled {
+    let enc = body::encoding(headers);
+    let nsr = ns.as_deref();
+    match (method, name.as_deref(), sub) {
+        (&Method::GET, None, None) => {
+            if q.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                return crate::watch::serve(st, headers, q, kind, version, ns).await;
+            }
+            list(st, headers, q, kind, version, nsr, enc)
+        }
+        (&Method::POST, None, None) => {
+            let ns = nsr.ok_or_else(|| {
+                ApiError::method_not_allowed("create needs a namespace in the path")
+            })?;
+            reject_dry_run(q)?;
+            let fv = field_validation(q)?;
+            let obj = body::decode(&body, body::format_of(headers))?;
+            let name = meta::name(&obj).to_string();
+            let svc = st.service.clone();
+            let kind_ = kind;
+            let ns_ = ns.to_string();
+            let (created, warnings) = blocking(move || svc.create(kind_, &ns_, obj, fv))
+                .await?
+                .map_err(|e| ApiError::from_op(e, kind, &name))?;
+            Ok(crate::table::respond_object(
+                st,
+                headers,
+                StatusCode::CREATED,
+                kind,
+                version,
+                &created,
+                enc,
+                &warnings,
+            ))
+        }
+        (&Method::GET, Some(name), None) | (&Method::GET, Some(name), Some(Sub::Status)) => {
+            let ns = nsr.unwrap_or_default();
+            let obj = st
+                .store
+                .get_or_404(&ObjectKey::new(kind, ns, name))
+                .map_err(|e| ApiError::from_op(e.into(), kind, name))?;
+            Ok(crate::table::respond_object(
+                st,
+                headers,
+                StatusCode::OK,
+                kind,
+                version,
+                &obj,
+                enc,
+                &[],
+            ))
+        }
+        (&Method::PUT, Some(name), None) | (&Method::PUT, Some(name), Some(Sub::Status)) => {
+            reject_dry_run(q)?;
+            let fv = field_validation(q)?;
+            let obj = body::decode(&body, body::format_of(headers))?;
+            let (svc, ns_, name_) = (
+                st.service.clone(),
+                nsr.unwrap_or_default().to_string(),
+                name.to_string(),
+            );
+            let res = blocking(move || {
+                if sub == Some(Sub::Status) {
+                    svc.replace_status(kind, &ns_, &name_, obj)
+                        .map(|o| (o, Vec::new()))
+                } else {
+                    svc.replace(kind, &ns_, &name_, obj, fv)
+                }
+            })
+            .await?
+            .map_err(|e| ApiError::from_op(e, kind, name))?;
+            Ok(body::respond(StatusCode::OK, &res.0, enc, &res.1))
+        }
+        (&Method::PATCH, Some(name), None) | (&Method::PATCH, Some(name), Some(Sub::Status)) => {
+            reject_dry_run(q)?;
+            let fv = field_validation(q)?;
+            let pt = patch_type(headers, kind)?;
+            let fmt = if pt == PatchType::Apply {
+                body::BodyFormat::Sniff
+            } else {
+                body::BodyFormat::Json
+            };
+            let patch = body::decode(&body, fmt)?;
+            let (svc, ns_, name_) = (
+                st.service.clone(),
+                nsr.unwrap_or_default().to_string(),
+                name.to_string(),
+            );
+            let (obj, warnings) = blocking(move || {
+                svc.patch(
+                    &ObjectKey::new(kind, &ns_, &name_),
+                    &patch,
+                    pt,
+                    sub == Some(Sub::Status),
+                    fv,
+                )
+            })
+            .await?
+            .map_err(|e| ApiError::from_op(e, kind, name))?;
+            Ok(body::respond(StatusCode::OK, &obj, enc, &warnings))
+        }
+        (&Method::DELETE, Some(name), None) => {
+            delete(
+                st,
+                headers,
+                q,
+                kind,
+                nsr.unwrap_or_default(),
+                name,
+                &body,
+                enc,
+            )
+            .await
+        }
+        (&Method::GET, Some(name), Some(Sub::Scale)) => {
+            let s = st
+                .service
+                .scale(nsr.unwrap_or_default(), name)
+                .map_err(|e| ApiError::from_op(e, kind, name))?;
+            Ok(body::respond(StatusCode::OK, &s, enc, &[]))
+        }
+        (&Method::PUT, Some(name), Some(Sub::Scale)) => {
+            let obj = body::decode(&body, body::format_of(headers))?;
+            let (svc, ns_, name_) = (
+                st.service.clone(),
+                nsr.unwrap_or_default().to_string(),
+                name.to_string(),
+            );
+            let s = blocking(move || svc.set_scale(&ns_, &name_, &obj))
+                .await?
+                .map_err(|e| ApiError::from_op(e, kind, name))?;
+            Ok(body::respond(StatusCode::OK, &s, enc, &[]))
+        }
+        (&Method::PATCH, Some(name), Some(Sub::Scale)) => {
+            let pt = patch_type(headers, Kind::Hpa)?;
+            let patch = body::decode(&body, body::BodyFormat::Json)?;
+            let (svc, ns_, name_) = (
+                st.service.clone(),
+                nsr.unwrap_or_default().to_string(),
+                name.to_string(),
+            );
+            let s = blocking(move || svc.patch_scale(&ns_, &name_, &patch, pt))
+                .await?
+                .map_err(|e| ApiError::from_op(e, kind, name))?;
+            Ok(body::respond(StatusCode::OK, &s, enc, &[]))
+        }
+        (m, _, _) => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({m} {})",
+            kind.qualified_plural()
+        ))),
+    }
+}
+
+/// Runs a store operation (it may fsync) off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("request task failed: {e}")))
+}
+
+fn patch_type(headers: &HeaderMap, kind: Kind) -> Result<PatchType, ApiError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let base = ct.split(';').next().unwrap_or("").trim();
+    match base {
+        "application/merge-patch+json" => Ok(PatchType::Merge),
+        "application/json-patch+json" => Ok(PatchType::Json),
+        "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(PatchType::Apply),
+        "application/strategic-merge-patch+json" if matches!(kind, Kind::Hpa | Kind::Event) => {
+            Ok(PatchType::Strategic)
+        }
+        "application/strategic-merge-patch+json" => Err(ApiError::unsupported_media(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+        )),
+        _ => Err(ApiError::unsupported_media(format!(
+            "the body of the request was in an unknown format ({base:?}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml"
+        ))),
+    }
+}
+
+fn list(
+    st: &AppState,
+    headers: &HeaderMap,
+    q: &Query,
+    kind: Kind,
+    version: &str,
+    ns: Option<&str>,
+    enc: Encoding,
+) -> Handled {
+    let filter = Filter::from_query(q)?;
+    let (items, rv) = st.store.list(kind, ns, |o| filter.matches(o));
+    Ok(crate::table::respond_list(
+        st, headers, kind, version, &items, rv, enc,
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn delete(
+    st: &AppState,
+    _headers: &HeaderMap,
+    q: &Query,
+    kind: Kind,
+    ns: &str,
+    name: &str,
+    raw: &[u8],
+    enc: Encoding,
+) -> Handled {
+    reject_dry_run(q)?;
+    let opts: Value = if raw.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        body::decode(raw, body::BodyFormat::Sniff)?
+    };
+    let policy = opts
+        .get("propagationPolicy")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| q.get("propagationPolicy").cloned())
+        .or_else(|| {
+            let orphan = opts
+                .get("orphanDependents")
+                .and_then(Value::as_bool)
+                .or_else(|| q.get("orphanDependents").map(|v| v == "true"));
+            orphan.map(|o| {
+                if o {
+                    "Orphan".to_string()
+                } else {
+                    "Background".to_string()
+                }
+            })
+        });
+    let propagation = match policy.as_deref() {
+        None | Some("Background") => Propagation::Background,
+        Some("Foreground") => Propagation::Foreground,
+        Some("Orphan") => Propagation::Orphan,
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid propagationPolicy {o:?}: must be Background, Foreground or Orphan"
+            )));
+        }
+    };
+    let grace = opts
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+    let uid = opts
+        .get("preconditions")
+        .and_then(|p| p.get("uid"))
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let (svc, ns_, name_) = (st.service.clone(), ns.to_string(), name.to_string());
+    let out = blocking(move || svc.delete(kind, &ns_, &name_, propagation, grace, uid.as_deref()))
+        .await?
+        .map_err(|e| ApiError::from_op(e, kind, name))?;
+    let obj = match out {
+        DeleteOutcome::Gone(o) | DeleteOutcome::Pending(o) => o,
+    };
+    Ok(body::respond(StatusCode::OK, &obj, enc, &[]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_selectors() {
+        let obj =
+            json!({"metadata": {"name": "a", "namespace": "ns"}, "status": {"phase": "Running"}});
+        let cases = [
+            ("metadata.name=a", true),
+            ("metadata.name==a", true),
+            ("metadata.name!=a", false),
+            ("metadata.namespace=ns,status.phase=Running", true),
+            ("status.phase=Pending", false),
+        ];
+        for (s, want) in cases {
+            assert_eq!(FieldSelector::parse(s).unwrap().matches(&obj), want, "{s}");
+        }
+        assert!(FieldSelector::parse("spec.x=1").is_err());
+        assert!(FieldSelector::parse("garbage").is_err());
+    }
+}

@@ -1,0 +1,185 @@
+//! The HTTP entry point: one handler that parses the path ([`crate::path`]) and dispatches, so
+//! that Kubernetes' URL grammar (trailing slashes, optional namespaces, subresources) is handled
+//! in one pure function instead of a route table.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+
+use axum::Router;
+use axum::extract::{RawQuery, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+use crate::objects;
+use crate::path::{self, Route};
+use crate::state::AppState;
+use crate::status::ApiError;
+
+/// Largest accepted request body.
+const MAX_BODY: usize = 8 << 20;
+
+fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
+    raw.map(url_decode_pairs).unwrap_or_default()
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h * 16 + l);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn url_decode_pairs(q: &str) -> HashMap<String, String> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (url_decode(k), url_decode(v))
+        })
+        .collect()
+}
+
+async fn dispatch(
+    State(st): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: axum::body::Body,
+) -> Response {
+    let q = parse_query(raw.as_deref());
+    let route = path::parse(uri.path());
+    let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                "the request body is too large",
+            )
+            .into_response();
+        }
+    };
+    let res: Result<Response, ApiError> = match route {
+        Route::Healthz | Route::Livez => Ok("ok".into_response()),
+        Route::Readyz => {
+            if st.ready.load(Ordering::Relaxed) {
+                Ok("ok".into_response())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "ServiceUnavailable",
+                    "corral is starting",
+                ))
+            }
+        }
+        Route::Version => Ok(crate::discovery::version()),
+        Route::CoreVersions => Ok(crate::discovery::core_versions(&headers, false)),
+        Route::CoreResources => Ok(crate::discovery::core_resources(false)),
+        Route::Groups => Ok(crate::discovery::groups(&headers, false)),
+        Route::Group(g) => crate::discovery::group(&g, false),
+        Route::GroupResources(g, v) => crate::discovery::group_resources(&g, &v, false),
+        Route::Resource {
+            kind,
+            version,
+            namespace,
+            name,
+            sub,
+        } => {
+            objects::handle(
+                &st, &method, &headers, &q, kind, &version, namespace, name, sub, bytes,
+            )
+            .await
+        }
+        Route::ConsoleLog { namespace, name } => crate::console::log(&st, &namespace, &name, &q),
+        _ => Err(ApiError::no_route(uri.path())),
+    };
+    res.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Rejects requests without the bearer token (TCP listener only).
+async fn require_token(
+    State(token): State<std::sync::Arc<String>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let ok = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()));
+    if ok {
+        next.run(req).await
+    } else {
+        ApiError::unauthorized().into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The router; with `token`, every request must carry `Authorization: Bearer <token>`.
+pub fn router(st: AppState, token: Option<String>) -> Router {
+    let r = Router::new()
+        .route(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/console",
+            axum::routing::get(crate::console::websocket),
+        )
+        .fallback(dispatch)
+        .with_state(st);
+    match token {
+        Some(t) => r.layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(t),
+            require_token,
+        )),
+        None => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let q =
+            url_decode_pairs("labelSelector=kubevirt.io%2Fdomain%3Dlab05&watch=true&x=a+b&y=%zz");
+        assert_eq!(q["labelSelector"], "kubevirt.io/domain=lab05");
+        assert_eq!(q["watch"], "true");
+        assert_eq!(q["x"], "a b");
+        assert_eq!(q["y"], "%zz");
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+    }
+}
