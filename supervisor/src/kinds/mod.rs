@@ -1,6 +1,7 @@
 //! The kinds corral serves, their API coordinates, and admission (decode, strict unknown-field
 //! checks, validation) of incoming objects.
 
+pub mod hpa;
 pub mod validation;
 pub mod vmi;
 pub mod vmirs;
@@ -250,7 +251,8 @@ pub fn admit(kind: Kind, obj: &Value, fv: FieldValidation) -> Result<Vec<String>
             }
             finish(inv, unknown, fv)
         }
-        Kind::Hpa | Kind::Event => {
+        Kind::Hpa => hpa::admit(obj, fv),
+        Kind::Event => {
             let (env, unknown) = decode_envelope::<Value>(obj)?;
             check_meta(&env.metadata.unwrap_or_default(), kind, &mut inv);
             finish(inv, unknown, fv)
