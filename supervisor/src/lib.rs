@@ -4,6 +4,7 @@
 //! (std locks, short critical sections; redb commits happen under a writer lock only). The
 //! controller manager is one task draining a work queue; each VM process is watched by one task.
 
+pub mod autoscaler;
 pub mod boot;
 pub mod capacity;
 pub mod controller;
