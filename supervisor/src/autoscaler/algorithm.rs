@@ -72,7 +72,9 @@ impl Default for Tuning {
 /// `FailedGetResourceMetric` with this message).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CalcError {
-    #[error("unable to get metrics for resource cpu: no metrics returned from resource metrics API")]
+    #[error(
+        "unable to get metrics for resource cpu: no metrics returned from resource metrics API"
+    )]
     NoMetricsAtAll,
     #[error("no pods returned by selector while calculating replica count")]
     NoPods,

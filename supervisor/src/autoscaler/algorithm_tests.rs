@@ -90,7 +90,11 @@ impl Case {
             let started = self.start.get(i).copied().unwrap_or(COOL);
             let ready = self.ready.get(i).copied().unwrap_or(true);
             // A hot pod became ready 20 s ago; others transitioned when they started.
-            let transition = if started == HOT { ago(20) } else { ago(started) };
+            let transition = if started == HOT {
+                ago(20)
+            } else {
+                ago(started)
+            };
             pods.push(Pod {
                 name: name.clone(),
                 phase: self.phase.get(i).copied().unwrap_or(PodPhase::Running),
@@ -156,26 +160,46 @@ fn replica_calculator_figures() {
             .deleting(&[f, f, t, t])
             .want(4, 60),
         case("ScaleDown", 5, 50, &[100, 300, 500, 250, 250]).want(3, 28),
-        case("ScaleDownIncludeUnreadyPods", 5, 50, &[100, 300, 500, 250, 250])
-            .ready(&[t, t, t, f, f])
-            .want(2, 30),
+        case(
+            "ScaleDownIncludeUnreadyPods",
+            5,
+            50,
+            &[100, 300, 500, 250, 250],
+        )
+        .ready(&[t, t, t, f, f])
+        .want(2, 30),
         case("ScaleDownExcludeUnscheduledPods", 5, 50, &[100])
             .ready(&[t, f, f, f, f])
             .phase(&[Running, Pending, Pending, Pending, Pending])
             .want(1, 10),
-        case("ScaleDownIgnoreHotCpuPods", 5, 50, &[100, 300, 500, 250, 250])
-            .start(&[COOL, COOL, COOL, HOT, HOT])
-            .want(2, 30),
-        case("ScaleDownIgnoresFailedPods", 5, 50, &[100, 300, 500, 250, 250])
-            .pods(7)
-            .ready(&[t, t, t, t, t, f, f])
-            .phase(&[Running, Running, Running, Running, Running, Failed, Failed])
-            .want(3, 28),
-        case("ScaleDownIgnoresDeletionPods", 5, 50, &[100, 300, 500, 250, 250])
-            .pods(7)
-            .ready(&[t, t, t, t, t, f, f])
-            .deleting(&[f, f, f, f, f, t, t])
-            .want(3, 28),
+        case(
+            "ScaleDownIgnoreHotCpuPods",
+            5,
+            50,
+            &[100, 300, 500, 250, 250],
+        )
+        .start(&[COOL, COOL, COOL, HOT, HOT])
+        .want(2, 30),
+        case(
+            "ScaleDownIgnoresFailedPods",
+            5,
+            50,
+            &[100, 300, 500, 250, 250],
+        )
+        .pods(7)
+        .ready(&[t, t, t, t, t, f, f])
+        .phase(&[Running, Running, Running, Running, Running, Failed, Failed])
+        .want(3, 28),
+        case(
+            "ScaleDownIgnoresDeletionPods",
+            5,
+            50,
+            &[100, 300, 500, 250, 250],
+        )
+        .pods(7)
+        .ready(&[t, t, t, t, t, f, f])
+        .deleting(&[f, f, f, f, f, t, t])
+        .want(3, 28),
         case("Tolerance", 3, 100, &[1010, 1030, 1020])
             .requests(&[900, 1000, 1100])
             .want(3, 102),
@@ -207,15 +231,30 @@ fn replica_calculator_figures() {
             .ready(&[f, f])
             .fails(CalcError::NoReadyMetrics),
         // horizontal_test.go, controller-level figures that reduce to the calculation:
-        case("MinReplicas (proposal before clamping)", 3, 90, &[10, 95, 10])
-            .requests(&[900, 1000, 1100])
-            .want(1, 3),
-        case("MaxReplicas (proposal before clamping)", 3, 90, &[8000, 9500, 1000])
-            .requests(&[900, 1000, 1100])
-            .want(21, 616),
-        case("UpscaleCap (proposal before the rate limit)", 3, 10, &[100, 200, 300])
-            .requests(&[100, 100, 100])
-            .want(60, 200),
+        case(
+            "MinReplicas (proposal before clamping)",
+            3,
+            90,
+            &[10, 95, 10],
+        )
+        .requests(&[900, 1000, 1100])
+        .want(1, 3),
+        case(
+            "MaxReplicas (proposal before clamping)",
+            3,
+            90,
+            &[8000, 9500, 1000],
+        )
+        .requests(&[900, 1000, 1100])
+        .want(21, 616),
+        case(
+            "UpscaleCap (proposal before the rate limit)",
+            3,
+            10,
+            &[100, 200, 300],
+        )
+        .requests(&[100, 100, 100])
+        .want(60, 200),
         case("EventCreated", 1, 50, &[200])
             .requests(&[200])
             .want(2, 100),
@@ -223,7 +262,9 @@ fn replica_calculator_figures() {
             .requests(&[400, 400])
             .want(2, 50),
         // The seed lab: one VMI requesting 100m spinning at its 300m limit, target 75%.
-        case("Lab 283%", 1, 75, &[283]).requests(&[100]).want(4, 283),
+        case("Lab 283%", 1, 75, &[283])
+            .requests(&[100])
+            .want(4, 283),
     ];
     for c in cases {
         c.run();
@@ -400,11 +441,7 @@ fn group_pods_table() {
         ..Tuning::default()
     };
     for c in cases {
-        let samples = c
-            .samples
-            .iter()
-            .map(|(n, s)| (n.to_string(), *s))
-            .collect();
+        let samples = c.samples.iter().map(|(n, s)| (n.to_string(), *s)).collect();
         let g = group_pods(&c.pods, &samples, now(), &tuning);
         assert_eq!(
             (g.ready, g.unready, g.missing),

@@ -5,3 +5,4 @@
 //! [`reconcile`] ties them to the store, the metrics sampler and the scale subresource.
 
 pub mod algorithm;
+pub mod behavior;

@@ -217,10 +217,7 @@ mod tests {
         let spec2 = spec_from_v1(&spec1, &mut back);
         status_from_v1(&mut back);
         assert_eq!(json!(spec2), stored["spec"]);
-        assert_eq!(
-            back["status"]["conditions"],
-            stored["status"]["conditions"]
-        );
+        assert_eq!(back["status"]["conditions"], stored["status"]["conditions"]);
         assert_eq!(
             back["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"],
             283

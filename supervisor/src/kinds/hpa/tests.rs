@@ -32,7 +32,11 @@ fn seed_lab_hpa_is_admitted_strictly_as_v1_and_stored_as_v2() {
         stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
         75
     );
-    assert!(stored["spec"].get("targetCPUUtilizationPercentage").is_none());
+    assert!(
+        stored["spec"]
+            .get("targetCPUUtilizationPercentage")
+            .is_none()
+    );
     let a = resolve(&stored);
     assert_eq!(
         (a.min_replicas, a.max_replicas, a.cpu_targets.clone()),
@@ -49,7 +53,9 @@ fn seed_lab_hpa_is_admitted_strictly_as_v1_and_stored_as_v2() {
 
 #[test]
 fn v2_defaults_are_filled_in() {
-    let obj = v2(json!({"scaleTargetRef": target(), "maxReplicas": 4, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 20}}}));
+    let obj = v2(
+        json!({"scaleTargetRef": target(), "maxReplicas": 4, "behavior": {"scaleDown": {"stabilizationWindowSeconds": 20}}}),
+    );
     let (stored, _) = admit_versioned(&obj, "v2", FieldValidation::Strict).unwrap();
     assert_eq!(stored["spec"]["minReplicas"], 1);
     assert_eq!(
@@ -162,15 +168,19 @@ fn unknown_fields_are_judged_against_the_written_version_and_dropped() {
     let mut obj = seed_hpa();
     obj["spec"]["metrics"] = json!([{"type": "Resource"}]);
     let err = admit_versioned(&obj, "v1", FieldValidation::Strict).unwrap_err();
-    assert!(err.to_string().contains("unknown field \"spec.metrics\""), "{err}");
+    assert!(
+        err.to_string().contains("unknown field \"spec.metrics\""),
+        "{err}"
+    );
     let (stored, w) = admit_versioned(&obj, "v1", FieldValidation::Warn).unwrap();
     assert_eq!(w, vec!["unknown field \"spec.metrics\"".to_string()]);
     assert_eq!(
-        stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
-        75,
+        stored["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"], 75,
         "the v1 target wins; the stray field is dropped"
     );
-    let mut v2obj = v2(json!({"scaleTargetRef": target(), "maxReplicas": 2, "targetCPUUtilizationPercentage": 5}));
+    let mut v2obj = v2(
+        json!({"scaleTargetRef": target(), "maxReplicas": 2, "targetCPUUtilizationPercentage": 5}),
+    );
     v2obj["spec"]["bogus"] = json!(1);
     let (_, w) = admit_versioned(&v2obj, "v2", FieldValidation::Warn).unwrap();
     assert_eq!(w.len(), 2, "{w:?}");
@@ -179,11 +189,16 @@ fn unknown_fields_are_judged_against_the_written_version_and_dropped() {
 #[test]
 fn v1_status_writes_become_v2_status() {
     let mut obj = seed_hpa();
-    obj["status"] = json!({"currentReplicas": 1, "desiredReplicas": 1, "currentCPUUtilizationPercentage": 2});
+    obj["status"] =
+        json!({"currentReplicas": 1, "desiredReplicas": 1, "currentCPUUtilizationPercentage": 2});
     let (stored, _) = admit_versioned(&obj, "v1", FieldValidation::Warn).unwrap();
     assert_eq!(
         stored["status"]["currentMetrics"][0]["resource"]["current"]["averageUtilization"],
         2
     );
-    assert!(stored["status"].get("currentCPUUtilizationPercentage").is_none());
+    assert!(
+        stored["status"]
+            .get("currentCPUUtilizationPercentage")
+            .is_none()
+    );
 }

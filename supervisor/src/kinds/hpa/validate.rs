@@ -44,7 +44,7 @@ fn validate_target(t: Option<&TargetRef>, inv: &mut Invalid) {
                 format!("{base}.name"),
                 format!("\"{n}\""),
                 "may not contain '/' or '%' and may not be '.' or '..'",
-            ))
+            ));
         }
         _ => {}
     }
@@ -88,7 +88,13 @@ fn validate_bounds(min: Option<i64>, max: Option<i64>, inv: &mut Invalid) {
     }
 }
 
-const SOURCE_TYPES: [&str; 5] = ["ContainerResource", "External", "Object", "Pods", "Resource"];
+const SOURCE_TYPES: [&str; 5] = [
+    "ContainerResource",
+    "External",
+    "Object",
+    "Pods",
+    "Resource",
+];
 
 fn validate_metric(i: usize, m: &MetricSpec, inv: &mut Invalid) {
     let base = format!("spec.metrics[{i}]");
@@ -112,7 +118,9 @@ fn validate_metric(i: usize, m: &MetricSpec, inv: &mut Invalid) {
     if t != "Resource" {
         inv.push(FieldError::unsupported(
             format!("{base}.type"),
-            &format!("\"{t}\": corral's autoscaler supports only \"Resource\" metrics (cpu utilization)"),
+            &format!(
+                "\"{t}\": corral's autoscaler supports only \"Resource\" metrics (cpu utilization)"
+            ),
         ));
         return;
     }
