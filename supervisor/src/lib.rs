@@ -7,6 +7,7 @@
 pub mod autoscaler;
 pub mod boot;
 pub mod capacity;
+pub mod cgroups;
 pub mod controller;
 pub mod events;
 pub mod host;
