@@ -13,6 +13,7 @@ pub mod events;
 pub mod host;
 pub mod kinds;
 pub mod meta;
+pub mod metrics;
 pub mod names;
 pub mod quantity;
 pub mod runtime;

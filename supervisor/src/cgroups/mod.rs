@@ -12,6 +12,7 @@
 
 pub mod fs;
 pub mod mounts;
+pub mod place;
 pub mod settings;
 pub mod v1;
 pub mod v2;
@@ -334,3 +335,5 @@ impl Cgroups {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub mod testutil;

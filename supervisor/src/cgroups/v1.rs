@@ -55,13 +55,13 @@ impl Backend for V1 {
         let quota = s.cpu_quota_us.map_or("-1".to_string(), |q| q.to_string());
         fs::write(&cpu, "cpu.cfs_quota_us", &quota)?;
         fs::write(&cpu, "cpu.shares", &s.cpu_shares.to_string())?;
+        let mem = fs::child(&self.memory, vm);
         if let Some(m) = s.memory_max {
-            fs::write(
-                &fs::child(&self.memory, vm),
-                "memory.limit_in_bytes",
-                &m.to_string(),
-            )?;
+            fs::write(&mem, "memory.limit_in_bytes", &m.to_string())?;
         }
+        // The VMM is moved a moment after it started: bring the memory it already touched
+        // along (best effort; the knob is deprecated on recent kernels).
+        let _ = fs::write(&mem, "memory.move_charge_at_immigrate", "3");
         Ok(())
     }
 
