@@ -119,11 +119,11 @@ impl Sampler {
                 if let Some(p) = &self.placer {
                     match p.ensure(&vm, pid) {
                         Ok(true) => {
-                            tracing::info!(vmi = %format!("{}/{}", vm.namespace, vm.name), pid, "placed a re-adopted VM into its cgroup")
+                            tracing::info!(vmi = %format!("{}/{}", vm.namespace, vm.name), pid, "placed a re-adopted VM into its cgroup");
                         }
                         Ok(false) => {}
                         Err(e) => {
-                            tracing::warn!(vmi = %format!("{}/{}", vm.namespace, vm.name), error = %crate::error_chain(&e), "could not place the VM into its cgroup")
+                            tracing::warn!(vmi = %format!("{}/{}", vm.namespace, vm.name), error = %crate::error_chain(&e), "could not place the VM into its cgroup");
                         }
                     }
                 }
