@@ -6,3 +6,6 @@
 
 pub mod algorithm;
 pub mod behavior;
+pub mod pods;
+pub mod reconcile;
+pub mod status;

@@ -175,8 +175,25 @@ pub fn to_v1(stored: &Value) -> Value {
     o
 }
 
+/// A v1-shaped object (written around the API) in the storage shape.
+fn canonical(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if super::version_of(obj) == "v1" {
+        let v1: SpecV1 = obj
+            .get("spec")
+            .cloned()
+            .and_then(|s| serde_json::from_value(s).ok())
+            .unwrap_or_default();
+        let v2 = spec_from_v1(&v1, &mut o);
+        o["spec"] = json!(v2);
+        status_from_v1(&mut o);
+    }
+    o
+}
+
 /// The stored object as served by `version` (`v1` or `v2`).
 pub fn to_version(stored: &Value, version: &str) -> Value {
+    let stored = &canonical(stored);
     if version == "v1" {
         return to_v1(stored);
     }

@@ -21,12 +21,18 @@ use convert::{spec_from_v1, status_from_v1};
 pub use policy::Autoscaling;
 use types::{SpecV1, SpecV2};
 
-/// The version an object claims (`autoscaling/v1` → `v1`; anything else is the v2 shape).
+/// The shape of an HPA object: `v1` when its spec carries `targetCPUUtilizationPercentage`,
+/// else `v2`. (The shape, not `apiVersion`: the store stamps every kind with one apiVersion, and
+/// a v1 spec without a target reads the same through both schemas.)
 pub fn version_of(obj: &Value) -> &'static str {
-    match obj.get("apiVersion").and_then(Value::as_str) {
-        Some("autoscaling/v1") => "v1",
-        _ => "v2",
-    }
+    let v1_field = obj
+        .get("spec")
+        .and_then(|s| s.get("targetCPUUtilizationPercentage"))
+        .is_some();
+    let v2_field = obj
+        .get("spec")
+        .is_some_and(|s| s.get("metrics").is_some() || s.get("behavior").is_some());
+    if v1_field && !v2_field { "v1" } else { "v2" }
 }
 
 /// Applies the API server's defaults to a v2 spec.
