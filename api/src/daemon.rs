@@ -35,6 +35,10 @@ pub struct DaemonConfig {
     pub insecure_registries: Vec<String>,
     pub registry_auth_file: Option<PathBuf>,
     pub vmm_binary: PathBuf,
+    pub hpa_sync_period: Duration,
+    pub hpa_downscale_stabilization: Duration,
+    pub metrics_resolution: Duration,
+    pub cgroups: supervisor::cgroups::CgroupConfig,
 }
 
 /// Why the daemon could not start.
@@ -58,6 +62,8 @@ pub enum DaemonError {
     Images(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("listen")]
     Listen(#[from] crate::server::ListenError),
+    #[error("set up cgroups")]
+    Cgroups(#[source] supervisor::cgroups::CgroupError),
 }
 
 fn mkdir(p: &Path) -> Result<(), DaemonError> {
@@ -76,13 +82,21 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let store =
         Arc::new(Store::open(&cfg.state_dir.join("corral.redb")).map_err(DaemonError::Store)?);
     let (vm_tx, vm_rx) = tokio::sync::mpsc::unbounded_channel();
+    let placer = crate::daemon_metrics::placer(&cfg, &store)?;
+    let place = placer.clone().map(|p| {
+        Box::new(
+            move |vm: &supervisor::runtime::VmRef, pid: u32, l: &supervisor::runtime::Limits| {
+                p.place(vm, pid, l).map_err(|e| supervisor::error_chain(&e))
+            },
+        ) as Box<supervisor::runtime::process::PlaceFn>
+    });
     let runtime: Arc<dyn VmRuntime> = Arc::new(
         ProcessRuntime::start(
             ProcessConfig {
                 run_dir: cfg.run_dir.clone(),
                 binary: cfg.vmm_binary.clone(),
                 extra_env: Vec::new(),
-                place: None,
+                place,
             },
             vm_tx,
         )
@@ -111,13 +125,15 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         launch_lock: Default::default(),
         crash_loops: Default::default(),
     });
-    controller::spawn(ctx, vm_rx, None);
+    let (metrics, autoscaler) = crate::daemon_metrics::start(&cfg, runtime.clone(), placer);
+    controller::spawn(ctx, vm_rx, Some(autoscaler));
 
     let state = AppState {
         service: Arc::new(Service::new(store.clone(), Arc::new(capacity))),
         store,
         runtime,
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        metrics: Some(metrics),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = move || {

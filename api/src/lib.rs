@@ -6,11 +6,14 @@
 pub mod body;
 pub mod cli;
 pub mod console;
+pub mod console_input;
 pub mod daemon;
+pub mod daemon_metrics;
 pub mod discovery;
 pub mod hostcheck;
 pub mod hpa_versions;
 pub mod image_source;
+pub mod metrics_api;
 pub mod objects;
 pub mod path;
 pub mod router;

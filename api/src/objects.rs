@@ -166,12 +166,15 @@ pub async fn handle(
             let fv = field_validation(q)?;
             let obj = body::decode(&body, body::format_of(headers))?;
             let name = meta::name(&obj).to_string();
+            let (obj, mut warnings, fv) =
+                crate::hpa_versions::incoming(kind, obj, version, fv, true)?;
             let svc = st.service.clone();
             let kind_ = kind;
             let ns_ = ns.to_string();
-            let (created, warnings) = blocking(move || svc.create(kind_, &ns_, obj, fv))
+            let (created, more) = blocking(move || svc.create(kind_, &ns_, obj, fv))
                 .await?
                 .map_err(|e| ApiError::from_op(e, kind, &name))?;
+            warnings.extend(more);
             Ok(crate::table::respond_object(
                 st,
                 headers,
@@ -204,6 +207,12 @@ pub async fn handle(
             reject_dry_run(q)?;
             let fv = field_validation(q)?;
             let obj = body::decode(&body, body::format_of(headers))?;
+            let (obj, mut warnings, fv) = if sub == Some(Sub::Status) {
+                let o = crate::hpa_versions::incoming_status(kind, obj, version);
+                (o, Vec::new(), fv)
+            } else {
+                crate::hpa_versions::incoming(kind, obj, version, fv, false)?
+            };
             let (svc, ns_, name_) = (
                 st.service.clone(),
                 nsr.unwrap_or_default().to_string(),
@@ -219,7 +228,9 @@ pub async fn handle(
             })
             .await?
             .map_err(|e| ApiError::from_op(e, kind, name))?;
-            Ok(body::respond(StatusCode::OK, &res.0, enc, &res.1))
+            warnings.extend(res.1);
+            let out = crate::table::versioned(kind, version, &res.0);
+            Ok(body::respond(StatusCode::OK, &out, enc, &warnings))
         }
         (&Method::PATCH, Some(name), None) | (&Method::PATCH, Some(name), Some(Sub::Status)) => {
             reject_dry_run(q)?;
@@ -231,12 +242,16 @@ pub async fn handle(
                 body::BodyFormat::Json
             };
             let patch = body::decode(&body, fmt)?;
+            let key = ObjectKey::new(kind, nsr.unwrap_or_default(), name);
+            let status_only = sub == Some(Sub::Status);
+            let (patch, pt, mut warnings, fv) =
+                crate::hpa_versions::incoming_patch(st, &key, patch, pt, version, fv, status_only)?;
             let (svc, ns_, name_) = (
                 st.service.clone(),
                 nsr.unwrap_or_default().to_string(),
                 name.to_string(),
             );
-            let (obj, warnings) = blocking(move || {
+            let (obj, more) = blocking(move || {
                 svc.patch(
                     &ObjectKey::new(kind, &ns_, &name_),
                     &patch,
@@ -247,7 +262,9 @@ pub async fn handle(
             })
             .await?
             .map_err(|e| ApiError::from_op(e, kind, name))?;
-            Ok(body::respond(StatusCode::OK, &obj, enc, &warnings))
+            warnings.extend(more);
+            let out = crate::table::versioned(kind, version, &obj);
+            Ok(body::respond(StatusCode::OK, &out, enc, &warnings))
         }
         (&Method::DELETE, Some(name), None) => {
             delete(

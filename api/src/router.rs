@@ -73,6 +73,7 @@ async fn dispatch(
 ) -> Response {
     let q = parse_query(raw.as_deref());
     let route = path::parse(uri.path());
+    let metrics = st.metrics.is_some();
     let bytes = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -98,11 +99,16 @@ async fn dispatch(
             }
         }
         Route::Version => Ok(crate::discovery::version()),
-        Route::CoreVersions => Ok(crate::discovery::core_versions(&headers, false)),
-        Route::CoreResources => Ok(crate::discovery::core_resources(false)),
-        Route::Groups => Ok(crate::discovery::groups(&headers, false)),
-        Route::Group(g) => crate::discovery::group(&g, false),
-        Route::GroupResources(g, v) => crate::discovery::group_resources(&g, &v, false),
+        Route::CoreVersions => Ok(crate::discovery::core_versions(&headers, metrics)),
+        Route::CoreResources => Ok(crate::discovery::core_resources(metrics)),
+        Route::Groups => Ok(crate::discovery::groups(&headers, metrics)),
+        Route::Group(g) => crate::discovery::group(&g, metrics),
+        Route::GroupResources(g, v) => crate::discovery::group_resources(&g, &v, metrics),
+        Route::Metrics => Ok(crate::metrics_api::prometheus(&st)),
+        Route::PodMetrics { namespace, name } => {
+            crate::metrics_api::pods(&st, &headers, &q, namespace.as_deref(), name.as_deref())
+        }
+        Route::NodeMetrics { name } => crate::metrics_api::nodes(&st, &headers, name.as_deref()),
         Route::Resource {
             kind,
             version,
@@ -150,6 +156,18 @@ pub fn router(st: AppState, token: Option<String>) -> Router {
         .route(
             "/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/console",
             axum::routing::get(crate::console::websocket),
+        )
+        .route(
+            "/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/consoleinput",
+            axum::routing::post(crate::console_input::post),
+        )
+        .route(
+            "/api/v1/namespaces/{ns}/pods",
+            axum::routing::get(crate::metrics_api::empty_pods),
+        )
+        .route(
+            "/api/v1/nodes",
+            axum::routing::get(crate::metrics_api::node_list),
         )
         .fallback(dispatch)
         .with_state(st);

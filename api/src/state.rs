@@ -15,4 +15,6 @@ pub struct AppState {
     pub runtime: Arc<dyn VmRuntime>,
     /// False until the daemon has finished starting (`/readyz`).
     pub ready: Arc<AtomicBool>,
+    /// The metrics sampler (`metrics.k8s.io`, `/metrics`), when the daemon runs one.
+    pub metrics: Option<Arc<crate::metrics_api::MetricsState>>,
 }

@@ -54,6 +54,22 @@ pub struct Args {
     /// Docker config.json with registry credentials.
     #[arg(long)]
     pub registry_auth_file: Option<PathBuf>,
+    /// How often each HorizontalPodAutoscaler is synced (`15s`, `500ms`, `1m`).
+    #[arg(long, default_value = "15s")]
+    pub hpa_sync_period: String,
+    /// How long an HPA waits before scaling down (the highest recommendation of this window
+    /// wins; shorten it for tests).
+    #[arg(long, default_value = "5m")]
+    pub hpa_downscale_stabilization: String,
+    /// How often VM CPU and memory are sampled (metrics-server's `--metric-resolution`).
+    #[arg(long, default_value = "15s")]
+    pub metrics_resolution: String,
+    /// cgroup hierarchy for VM limits and accounting: auto, v1, v2 or none.
+    #[arg(long, default_value = "auto")]
+    pub cgroups: String,
+    /// The VMs' parent cgroup: absolute (`/corral`) or relative to the daemon's own cgroup.
+    #[arg(long, default_value = "vms")]
+    pub cgroup_root: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +87,11 @@ struct FileConfig {
     resync_seconds: Option<u64>,
     insecure_registries: Option<Vec<String>>,
     registry_auth_file: Option<PathBuf>,
+    hpa_sync_period: Option<String>,
+    hpa_downscale_stabilization: Option<String>,
+    metrics_resolution: Option<String>,
+    cgroups: Option<String>,
+    cgroup_root: Option<String>,
 }
 
 /// Errors in the daemon's configuration.
@@ -142,7 +163,12 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             burst,
             workers,
             resync_seconds,
-            insecure_registries
+            insecure_registries,
+            hpa_sync_period,
+            hpa_downscale_stabilization,
+            metrics_resolution,
+            cgroups,
+            cgroup_root
         );
         if !from_cli(m, "socket") && f.socket.is_some() {
             a.socket = f.socket.take();
@@ -164,6 +190,39 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             message: e.to_string(),
         })
     };
+    let duration = |flag: &'static str, v: &str| {
+        parse_duration(v).map_err(|message| ConfigError::Value {
+            flag,
+            value: v.to_string(),
+            message,
+        })
+    };
+    let hpa_sync_period = duration("hpa-sync-period", &a.hpa_sync_period)?;
+    let hpa_downscale_stabilization = duration(
+        "hpa-downscale-stabilization",
+        &a.hpa_downscale_stabilization,
+    )?;
+    let metrics_resolution = duration("metrics-resolution", &a.metrics_resolution)?;
+    for (flag, d) in [
+        ("hpa-sync-period", hpa_sync_period),
+        ("metrics-resolution", metrics_resolution),
+    ] {
+        if d < Duration::from_millis(100) {
+            return Err(ConfigError::Value {
+                flag,
+                value: format!("{d:?}"),
+                message: "must be at least 100ms".into(),
+            });
+        }
+    }
+    let cgroup_mode = a
+        .cgroups
+        .parse::<supervisor::cgroups::Mode>()
+        .map_err(|message| ConfigError::Value {
+            flag: "cgroups",
+            value: a.cgroups.clone(),
+            message,
+        })?;
     let memory_reserve = bytes("memory-reserve", &a.memory_reserve)?;
     let vmm_overhead = bytes("vmm-overhead", &a.vmm_overhead)?;
     if a.listen.is_some() && a.token_file.is_none() {
@@ -210,7 +269,32 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
         insecure_registries: a.insecure_registries,
         registry_auth_file: a.registry_auth_file,
         vmm_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("corral")),
+        hpa_sync_period,
+        hpa_downscale_stabilization,
+        metrics_resolution,
+        cgroups: supervisor::cgroups::CgroupConfig {
+            mode: cgroup_mode,
+            root: Some(a.cgroup_root),
+        },
     })
+}
+
+/// Parses `15s`, `500ms`, `5m`, `1h` or plain seconds.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| "expected a duration such as 15s, 500ms or 5m".to_string())?;
+    let ms = match unit {
+        "" | "s" => n.saturating_mul(1000),
+        "ms" => n,
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        u => return Err(format!("unknown unit {u:?} (ms, s, m or h)")),
+    };
+    Ok(Duration::from_millis(ms))
 }
 
 /// Runs the daemon.

@@ -143,6 +143,13 @@ fn process(ctx: &Ctx, hpa: Option<&dyn HpaReconciler>, key: &WorkKey) -> Option<
             Ok(None)
         }
     };
+    let kind = match key {
+        WorkKey::Set(..) => crate::metrics::counters::ReconcileKind::ReplicaSet,
+        WorkKey::Vmi(..) => crate::metrics::counters::ReconcileKind::Vmi,
+        WorkKey::Hpa(..) => crate::metrics::counters::ReconcileKind::Hpa,
+        WorkKey::Gc => crate::metrics::counters::ReconcileKind::Gc,
+    };
+    crate::metrics::counters::reconciled(kind, res.is_err());
     match res {
         Ok(r) => r,
         Err(crate::store::StoreError::NotFound { .. }) => None,

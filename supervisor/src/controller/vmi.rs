@@ -507,7 +507,17 @@ fn admit_and_launch(ctx: &Ctx, vmi: &Vmi) -> Result<Requeue, StoreError> {
         );
     })?;
     drop(_g);
-    if let Err(e) = ctx.runtime.launch(&plan) {
+    let launched = ctx.runtime.launch(&plan);
+    let c = &crate::metrics::counters::COUNTERS;
+    crate::metrics::counters::add(
+        if launched.is_ok() {
+            &c.vm_starts
+        } else {
+            &c.vm_start_failures
+        },
+        1,
+    );
+    if let Err(e) = launched {
         let msg = crate::error_chain(&e);
         tracing::error!(vmi = %format!("{}/{}", vmi.key.namespace, vmi.key.name), error = %msg, "VM launch failed");
         set_final(ctx, vmi, false, "FailedCreate", &msg)?;

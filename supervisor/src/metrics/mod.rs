@@ -2,6 +2,7 @@
 //! autoscaler and the `metrics.k8s.io` API read, and corral's own [`counters`].
 
 pub mod counters;
+pub mod node;
 pub mod proc;
 pub mod sampler;
 

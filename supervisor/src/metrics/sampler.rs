@@ -63,12 +63,29 @@ struct Tracked {
     metrics: Option<VmMetrics>,
 }
 
+/// The host's metrics (one `NodeMetrics`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeUsage {
+    pub cpu_nanocores: u64,
+    /// `MemTotal − MemAvailable`.
+    pub memory_working_set: u64,
+    pub timestamp: DateTime<Utc>,
+    pub window: Duration,
+}
+
+#[derive(Default)]
+struct NodeTrack {
+    last: Option<Reading>,
+    usage: Option<NodeUsage>,
+}
+
 /// The sampler; share it behind an `Arc`.
 pub struct Sampler {
     runtime: Arc<dyn VmRuntime>,
     cgroups: Option<Arc<Cgroups>>,
     placer: Option<Arc<Placer>>,
     vms: Mutex<HashMap<String, Tracked>>,
+    node: Mutex<NodeTrack>,
 }
 
 impl Sampler {
@@ -83,6 +100,7 @@ impl Sampler {
             cgroups,
             placer,
             vms: Mutex::new(HashMap::new()),
+            node: Mutex::new(NodeTrack::default()),
         })
     }
 
@@ -169,8 +187,48 @@ impl Sampler {
                 tracing::debug!(uid = %gone, "removed the cgroup of an ended VM");
             }
         }
+        self.sample_node();
         counters::add(&COUNTERS.metric_samples, 1);
         counters::add(&COUNTERS.sample_nanos, t0.elapsed().as_nanos() as u64);
+    }
+
+    fn sample_node(&self) {
+        let Some(busy) = super::node::read_busy_ns() else {
+            return;
+        };
+        let cur = Reading {
+            cpu_ns: busy,
+            at: Instant::now(),
+            wall: Utc::now(),
+        };
+        let mut n = self
+            .node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((ncores, window)) = n.last.as_ref().and_then(|p| rate(p, &cur)) {
+            let (total, available) = crate::host::memory();
+            n.usage = Some(NodeUsage {
+                cpu_nanocores: ncores,
+                memory_working_set: total.saturating_sub(available),
+                timestamp: cur.wall,
+                window,
+            });
+        }
+        n.last = Some(cur);
+    }
+
+    /// The host's latest metrics.
+    pub fn node(&self) -> Option<NodeUsage> {
+        self.node
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .usage
+            .clone()
+    }
+
+    /// True when VM CPU comes from cgroups (not the VMMs' `/proc` times).
+    pub fn uses_cgroups(&self) -> bool {
+        self.cgroups.is_some()
     }
 
     /// The latest metrics of a VM (by VMI uid).

@@ -111,7 +111,23 @@ pub fn admit_versioned(
     Ok((out, warnings))
 }
 
-/// Admission of a stored-form (or v1-labelled) HPA, for [`super::admit`].
+/// The status of an object written through `version` (the status subresource), in the storage
+/// shape; spec and metadata are left as they are.
+pub fn status_to_storage(obj: &Value, version: &str) -> Value {
+    let mut out = obj.clone();
+    if version == "v1" {
+        status_from_v1(&mut out);
+    }
+    out
+}
+
+/// The RFC 6902 operations that turn `from` into `to` (a patch written against a served view,
+/// re-expressed against the stored object).
+pub fn patch_between(from: &Value, to: &Value) -> Value {
+    serde_json::to_value(json_patch::diff(from, to)).unwrap_or_else(|_| json!([]))
+}
+
+/// Admission of a stored-form (or v1-shaped) HPA, for [`super::admit`].
 pub fn admit(obj: &Value, fv: FieldValidation) -> Result<Vec<String>, AdmitError> {
     admit_versioned(obj, version_of(obj), fv).map(|(_, w)| w)
 }
