@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod cli;
+pub mod client;
 pub mod console;
 pub mod daemon;
 pub mod discovery;
