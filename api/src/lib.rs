@@ -13,6 +13,7 @@ pub mod hostcheck;
 pub mod hpa_versions;
 pub mod image_source;
 pub mod objects;
+pub mod openapi;
 pub mod path;
 pub mod router;
 pub mod server;
