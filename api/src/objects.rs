@@ -20,8 +20,21 @@ use crate::status::ApiError;
 /// Query parameters of a request.
 pub type Query = HashMap<String, String>;
 
-/// `?fieldSelector=` restricted to what corral indexes: `metadata.name`, `metadata.namespace`
-/// and `status.phase`, with `=`, `==` or `!=`.
+/// Fields `?fieldSelector=` accepts (objects' `metadata.name`/`namespace`, VMIs' `status.phase`,
+/// and the fields kubectl uses to find an object's events).
+const SELECTABLE: [&str; 9] = [
+    "metadata.name",
+    "metadata.namespace",
+    "status.phase",
+    "involvedObject.kind",
+    "involvedObject.name",
+    "involvedObject.namespace",
+    "involvedObject.uid",
+    "reason",
+    "type",
+];
+
+/// `?fieldSelector=` over [`SELECTABLE`] fields, with `=`, `==` or `!=`.
 #[derive(Debug, Default, Clone)]
 pub struct FieldSelector {
     reqs: Vec<(String, bool, String)>,
@@ -41,12 +54,10 @@ impl FieldSelector {
                     "invalid field selector term {term:?}"
                 )));
             };
-            if !matches!(
-                field,
-                "metadata.name" | "metadata.namespace" | "status.phase"
-            ) {
+            if !SELECTABLE.contains(&field) {
                 return Err(ApiError::bad_request(format!(
-                    "field label not supported: {field} (supported: metadata.name, metadata.namespace, status.phase)"
+                    "field label not supported: {field} (supported: {})",
+                    SELECTABLE.join(", ")
                 )));
             }
             reqs.push((field.to_string(), eq, value.to_string()));
@@ -57,15 +68,11 @@ impl FieldSelector {
     /// True when `obj` satisfies every term.
     pub fn matches(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|(f, eq, v)| {
-            let actual = match f.as_str() {
-                "metadata.name" => meta::name(obj),
-                "metadata.namespace" => meta::namespace(obj),
-                _ => obj
-                    .get("status")
-                    .and_then(|s| s.get("phase"))
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-            };
+            let actual = f
+                .split('.')
+                .try_fold(obj, |o, k| o.get(k))
+                .and_then(Value::as_str)
+                .unwrap_or("");
             (actual == v) == *eq
         })
     }

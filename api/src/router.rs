@@ -122,6 +122,7 @@ async fn dispatch(
             .await
         }
         Route::ConsoleLog { namespace, name } => crate::console::log(&st, &namespace, &name, &q),
+        Route::OpenApi(rest) => crate::openapi::serve(&rest),
         _ => Err(ApiError::no_route(uri.path())),
     };
     res.unwrap_or_else(IntoResponse::into_response)

@@ -6,8 +6,18 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, Parser, Subcommand};
 
+pub mod apply;
+pub mod common;
+pub mod console;
 pub mod daemon;
+pub mod delete;
+pub mod describe;
+pub mod get;
 pub mod image;
+pub mod kubeconfig;
+pub mod logs;
+pub mod scale;
+pub mod top;
 pub mod vmm;
 
 /// corral: a single-node VM supervisor for KVM hosts.
@@ -23,6 +33,24 @@ pub struct Cli {
 pub enum Command {
     /// Run the supervisor: API, controllers and VMs (the systemd service).
     Daemon(daemon::Args),
+    /// List objects (vmirs, vmi, hpa, events), like kubectl get.
+    Get(get::Args),
+    /// Create or update objects from YAML/JSON files, like kubectl apply.
+    Apply(apply::Args),
+    /// Delete objects and wait until they are gone.
+    Delete(delete::Args),
+    /// Set the replicas of a replica set.
+    Scale(scale::Args),
+    /// Show an object and its events.
+    Describe(describe::Args),
+    /// Attach to a VMI's serial console (Ctrl+] detaches).
+    Console(console::Args),
+    /// Print the recent serial output of a VMI.
+    Logs(logs::Args),
+    /// CPU and memory of VMIs.
+    Top(top::Args),
+    /// Print a kubeconfig for kubectl (TCP listener + token).
+    Kubeconfig(kubeconfig::Args),
     /// Run one VM in the foreground (what the daemon spawns per VM).
     Vmm(vmm::Args),
     /// Pull, import, list and remove container disks.
@@ -38,6 +66,15 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
         .unwrap_or_default();
     match cli.command {
         Command::Daemon(args) => daemon::run(args, &sub),
+        Command::Get(a) => get::run(a),
+        Command::Apply(a) => apply::run(a),
+        Command::Delete(a) => delete::run(a),
+        Command::Scale(a) => scale::run(a),
+        Command::Describe(a) => describe::run(a),
+        Command::Console(a) => console::run(a),
+        Command::Logs(a) => logs::run(a),
+        Command::Top(a) => top::run(a),
+        Command::Kubeconfig(a) => kubeconfig::run(a),
         Command::Vmm(args) => vmm::run(args),
         Command::Image(args) => image::run(args),
     }
@@ -65,4 +102,13 @@ pub fn init_tracing() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
+}
+
+/// Prints a client command's error once and returns its exit status.
+pub fn fail(e: &common::CmdError) -> ExitCode {
+    match e {
+        common::CmdError::Server { .. } => eprintln!("{e}"),
+        other => print_error_chain(other),
+    }
+    ExitCode::from(e.code())
 }

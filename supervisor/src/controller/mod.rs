@@ -73,9 +73,10 @@ pub struct Ctx {
     pub crash_loops: Mutex<std::collections::HashMap<String, replicaset::CrashLoop>>,
 }
 
-fn route(ctx: &Ctx, key: &ObjectKey, obj: &serde_json::Value) {
+fn route(ctx: &Ctx, key: &ObjectKey, obj: &serde_json::Value, deleted: bool) {
     let (ns, name) = (key.namespace.clone(), key.name.clone());
     match key.kind {
+        Kind::ReplicaSet if deleted => ctx.queue.add(WorkKey::Gc),
         Kind::ReplicaSet => ctx.queue.add(WorkKey::Set(ns, name)),
         Kind::Vmi => {
             if let Some(r) = meta::controller_ref(obj) {
@@ -98,6 +99,7 @@ fn enqueue_all(ctx: &Ctx) {
                 ctx,
                 &ObjectKey::new(kind, meta::namespace(&o), meta::name(&o)),
                 &o,
+                false,
             );
         }
     }
@@ -174,7 +176,12 @@ pub fn spawn(
         enqueue_all(&c);
         loop {
             match rx.recv().await {
-                Ok(ev) => route(&c, &ev.key, &ev.object),
+                Ok(ev) => route(
+                    &c,
+                    &ev.key,
+                    &ev.object,
+                    ev.event_type == crate::store::EventType::Deleted,
+                ),
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!(
                         missed = n,

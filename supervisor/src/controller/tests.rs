@@ -85,13 +85,23 @@ async fn settle(w: &World) {
     let mut rx = w.rx.lock().await;
     for _ in 0..200 {
         while let Ok(ev) = rx.try_recv() {
-            route(&w.ctx, &ev.key, &ev.object);
+            route(
+                &w.ctx,
+                &ev.key,
+                &ev.object,
+                ev.event_type == crate::store::EventType::Deleted,
+            );
         }
         if w.ctx.queue.is_empty() {
             // Let spawned image pulls finish and wake their VMIs.
             tokio::time::sleep(Duration::from_millis(5)).await;
             while let Ok(ev) = rx.try_recv() {
-                route(&w.ctx, &ev.key, &ev.object);
+                route(
+                    &w.ctx,
+                    &ev.key,
+                    &ev.object,
+                    ev.event_type == crate::store::EventType::Deleted,
+                );
             }
             if w.ctx.queue.is_empty() {
                 return;

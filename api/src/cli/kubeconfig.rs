@@ -1,0 +1,52 @@
+//! `corral kubeconfig`: a kubeconfig that points kubectl at the daemon's TCP listener.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::json;
+
+use super::common::CmdError;
+
+/// Arguments of `corral kubeconfig`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The daemon's TCP address (its --listen), e.g. 127.0.0.1:6443.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub server: String,
+    /// The daemon's bearer token file (its --token-file).
+    #[arg(long, default_value = "/etc/corral/token")]
+    pub token_file: PathBuf,
+    /// Default namespace of the context.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+}
+
+fn run_inner(a: &Args) -> Result<(), CmdError> {
+    let token = std::fs::read_to_string(&a.token_file).map_err(|e| CmdError::File {
+        path: a.token_file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let server = if a.server.starts_with("http://") {
+        a.server.clone()
+    } else {
+        format!("http://{}", a.server)
+    };
+    let kc = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "corral", "cluster": {"server": server}}],
+        "users": [{"name": "corral", "user": {"token": token.trim()}}],
+        "contexts": [{"name": "corral", "context": {"cluster": "corral", "user": "corral", "namespace": a.namespace}}],
+        "current-context": "corral",
+    });
+    print!("{}", serde_norway::to_string(&kc).unwrap_or_default());
+    Ok(())
+}
+
+/// Runs `corral kubeconfig`.
+pub fn run(a: Args) -> ExitCode {
+    match run_inner(&a) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => super::fail(&e),
+    }
+}

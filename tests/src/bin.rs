@@ -1,0 +1,49 @@
+//! The `corral` binary under test: the one next to the test executable (same profile), built on
+//! first use if it is missing.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Path of the `corral` binary of the profile the tests were built with.
+pub fn corral() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>/corral
+        let profile_dir = exe
+            .parent()
+            .and_then(|d| d.parent())
+            .expect("target/<profile>")
+            .to_path_buf();
+        let bin = profile_dir.join("corral");
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(workspace())
+            .args(["build", "--bin", "corral"]);
+        if release {
+            cmd.arg("--release");
+        }
+        // Always run cargo: it is a no-op when the binary is fresh and rebuilds a stale one.
+        let st = cmd.status().expect("run cargo build");
+        assert!(st.success(), "cargo build --bin corral failed");
+        assert!(bin.exists(), "{} missing after the build", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// The fixtures directory (`target/fixtures`, built by `tests/fixtures/build.sh`).
+pub fn fixtures() -> PathBuf {
+    std::env::var_os("FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/fixtures"))
+}
