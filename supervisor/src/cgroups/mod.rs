@@ -167,6 +167,18 @@ pub fn choose(
     if use_v2 {
         let m = v2_mount.ok_or_else(|| CgroupError::Unavailable("no cgroup2 mount".into()))?;
         let own_path = mounts::v2_own_path(&own).unwrap_or_else(|| "/".into());
+        // Already in the daemon's leaf (an earlier start moved it, or systemd's
+        // `DelegateSubgroup=supervisor` put it there): the delegated cgroup is the leaf's parent.
+        let own_path = match own_path.rsplit_once('/') {
+            Some((parent, leaf)) if leaf == v2::SUPERVISOR_LEAF => {
+                if parent.is_empty() {
+                    "/".to_string()
+                } else {
+                    parent.to_string()
+                }
+            }
+            _ => own_path,
+        };
         let (parent, relative) = resolve_root(cfg.root.as_deref(), &own_path);
         let mut enable = Vec::new();
         let mut leaf_for_self = None;

@@ -58,6 +58,14 @@ fn v2_under_systemd_delegation_moves_the_daemon_into_a_leaf() {
         names(b.as_ref()),
         "cgroup v2 (/sys/fs/cgroup/system.slice/corral.service/vms)"
     );
+    // Restarted inside its leaf (or placed there by `DelegateSubgroup=supervisor`).
+    let again = choose(
+        &CgroupConfig::default(),
+        UNIFIED,
+        "0::/system.slice/corral.service/supervisor\n",
+    )
+    .unwrap();
+    assert_eq!(names(again.as_ref()), names(b.as_ref()));
     // The same through the concrete type: the enable chain and the daemon's leaf.
     let mounts = mounts::parse_mountinfo(UNIFIED);
     let m = &mounts[0];
