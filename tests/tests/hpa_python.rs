@@ -54,8 +54,8 @@ fn python_client_reads_hpas() {
         "--token-file",
         token.to_str().unwrap(),
     ]);
-    let hpa = std::fs::read(corral_tests::bin::workspace().join("tests/fixtures/seed/hpa.yaml"))
-        .unwrap();
+    let hpa =
+        std::fs::read(corral_tests::bin::workspace().join("tests/fixtures/seed/hpa.yaml")).unwrap();
     let r = d.req(
         "POST",
         "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers",
@@ -67,10 +67,17 @@ fn python_client_reads_hpas() {
         let v = d.get_json(
             "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/lab05-cirros-replicaset",
         );
-        v.get("status").filter(|s| s.get("conditions").is_some()).map(|_| ())
+        v.get("status")
+            .filter(|s| s.get("conditions").is_some())
+            .map(|_| ())
     });
     let out = Command::new(&python)
-        .args(["-c", SCRIPT, &format!("http://{addr}"), token.to_str().unwrap()])
+        .args([
+            "-c",
+            SCRIPT,
+            &format!("http://{addr}"),
+            token.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let text = format!(

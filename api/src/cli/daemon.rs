@@ -36,8 +36,9 @@ pub struct Args {
     /// Host memory never given to VMs.
     #[arg(long, default_value = "512Mi")]
     pub memory_reserve: String,
-    /// Memory counted per VM on top of its guest memory (the VMM process itself).
-    #[arg(long, default_value = "24Mi")]
+    /// Memory counted per VM on top of its guest memory (the VMM process itself; measured:
+    /// 5.2 MiB RSS, at most 4.1 MiB charged to its cgroup for a 1 GiB test guest).
+    #[arg(long, default_value = "16Mi")]
     pub vmm_overhead: String,
     /// Most VMIs created or deleted per replica-set sync.
     #[arg(long, default_value_t = 250)]

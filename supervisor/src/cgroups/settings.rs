@@ -4,7 +4,10 @@
 //! * `limits.cpu` → CFS quota over a 100 ms period (at least 1 ms);
 //! * `requests.cpu` (else `limits.cpu`, else KubeVirt's 100m per vCPU) → v1 shares
 //!   (millis × 1024 / 1000, at least 2) or v2 weight (1 + (shares − 2) × 9999 / 262142);
-//! * memory → guest memory (or `limits.memory` if larger) + the VMM's overhead.
+//! * memory → guest memory (or `limits.memory` if larger) + the VMM's overhead + 1/256 of the
+//!   guest memory for what grows with it (page tables of guest RAM and KVM's per-page
+//!   metadata, 8 bytes per 4 KiB page each). Measured here for a test-guest VMM: 5.2 MiB RSS
+//!   (0.6 MiB anonymous), 1.8/2.3/4.1 MiB charged to its cgroup for 64Mi/265Mi/1Gi guests.
 
 /// CFS period (Kubernetes' default `cpu-cfs-quota-period`).
 pub const CFS_PERIOD_US: u64 = 100_000;
@@ -76,7 +79,8 @@ impl Settings {
             memory_max: Some(
                 guest_memory
                     .max(memory_limit.unwrap_or(0))
-                    .saturating_add(overhead),
+                    .saturating_add(overhead)
+                    .saturating_add(guest_memory / 256),
             ),
         }
     }
@@ -113,12 +117,12 @@ mod tests {
         let s = Settings::for_vm(Some(100), Some(300), 1, 265 << 20, None, 24 << 20);
         assert_eq!(s.cpu_quota_us, Some(30_000));
         assert_eq!((s.cpu_shares, s.cpu_weight), (102, 4));
-        assert_eq!(s.memory_max, Some(289 << 20));
+        assert_eq!(s.memory_max, Some((289 << 20) + (265 << 20) / 256));
         // No request: the limit; neither: 100m per vCPU.
         assert_eq!(effective_cpu_request(None, Some(300), 2), 300);
         assert_eq!(effective_cpu_request(None, None, 2), 200);
         let s = Settings::for_vm(None, None, 4, 1 << 30, Some(2 << 30), 0);
         assert_eq!((s.cpu_quota_us, s.cpu_shares), (None, 409));
-        assert_eq!(s.memory_max, Some(2 << 30));
+        assert_eq!(s.memory_max, Some((2 << 30) + (1 << 30) / 256));
     }
 }

@@ -123,9 +123,13 @@ fn v2_writes_the_kubernetes_values() {
     let read = |f: &str| std::fs::read_to_string(parent.join(vm).join(f)).unwrap();
     assert_eq!(read("cpu.max"), "30000 100000");
     assert_eq!(read("cpu.weight"), "4");
-    assert_eq!(read("memory.max"), (289u64 << 20).to_string());
+    assert_eq!(
+        read("memory.max"),
+        ((289u64 << 20) + (265 << 20) / 256).to_string()
+    );
     assert_eq!(read("cgroup.procs"), "4242");
-    assert_eq!(b.limits(vm).unwrap(), (Some(30_000), Some(289 << 20)));
+    let mem = (289u64 << 20) + (265 << 20) / 256;
+    assert_eq!(b.limits(vm).unwrap(), (Some(30_000), Some(mem)));
     // No limit: `max`.
     let open = Settings::for_vm(None, None, 1, 64 << 20, None, 0);
     b.apply(vm, &open).unwrap();
@@ -181,7 +185,10 @@ fn real_v1_quota_is_enforced_and_accounted() {
     let s = Settings::for_vm(Some(100), Some(300), 1, 64 << 20, None, 24 << 20);
     cg.place(&vm, busy.pid(), &s).unwrap();
     assert!(cg.contains(&vm, busy.pid()));
-    assert_eq!(cg.limits(&vm).unwrap(), (Some(30_000), Some(88 << 20)));
+    assert_eq!(
+        cg.limits(&vm).unwrap(),
+        (Some(30_000), Some((88 << 20) + (64 << 20) / 256))
+    );
     std::thread::sleep(Duration::from_millis(300));
     let mut last = (0.0, 0.0, 0.0);
     for _ in 0..3 {
