@@ -127,7 +127,7 @@ fn main() {
     store.create(Kind::Hpa, "default", h, false).unwrap();
     let mut kids = Kill(Vec::new());
     let mut vms = Vec::new();
-    for i in 0..n {
+    for (i, uid) in uids.iter().enumerate() {
         let script = if i < busy {
             "while :; do :; done"
         } else {
@@ -139,7 +139,7 @@ fn main() {
             .spawn()
             .unwrap();
         let vm = VmRef {
-            uid: uids[i].clone(),
+            uid: uid.clone(),
             namespace: "default".into(),
             name: format!("vm-{i}"),
         };
