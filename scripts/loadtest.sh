@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# Reproduces the seed lab's HPA part against a running corral daemon, with curl and jq only:
+# create the VMIRS (image swapped), scale it to 1, create the HPA, start the lab's load line in
+# the guest through the console API, print the HPA like `kubectl get hpa` until it scales the set
+# to 2, stop the load, and show the scale-down once the stabilization window has passed.
+# Prints a timeline; exits non-zero if the scaling did not happen as expected.
+#
+#   scripts/loadtest.sh [--socket PATH | --server URL --token-file FILE] [--namespace NS]
+#                       [--image IMAGE] [--vmirs FILE] [--hpa FILE] [--window SECONDS]
+#                       [--up-timeout SECONDS] [--keep]
+#
+# --window is the daemon's --hpa-downscale-stabilization (default 300 s, as in the lab); run the
+# daemon with a shorter one (e.g. --hpa-downscale-stabilization 30s) and pass the same value to
+# see the scale-down quickly.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+SOCKET=${CORRAL_SOCKET:-/run/corral/corral.sock}
+SERVER=""
+TOKEN_FILE=""
+NS=default
+IMAGE=""
+VMIRS="$HERE/../tests/fixtures/seed/vmirs.yaml"
+HPA="$HERE/../tests/fixtures/seed/hpa.yaml"
+WINDOW=300
+UP_TIMEOUT=180
+KEEP=0
+LOAD_LINE='load() { dd if=/dev/zero of=/dev/null & }; load; read; killall dd'
+
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --socket) SOCKET=$2; shift 2 ;;
+    --server) SERVER=${2%/}; shift 2 ;;
+    --token-file) TOKEN_FILE=$2; shift 2 ;;
+    -n|--namespace) NS=$2; shift 2 ;;
+    --image) IMAGE=$2; shift 2 ;;
+    --vmirs) VMIRS=$2; shift 2 ;;
+    --hpa) HPA=$2; shift 2 ;;
+    --window) WINDOW=${2%s}; shift 2 ;;
+    --up-timeout) UP_TIMEOUT=${2%s}; shift 2 ;;
+    --keep) KEEP=1; shift ;;
+    -h|--help) usage ;;
+    *) echo "loadtest: unknown argument $1" >&2; usage ;;
+  esac
+done
+for tool in curl jq; do
+  command -v "$tool" >/dev/null || { echo "loadtest: $tool is required" >&2; exit 2; }
+done
+for f in "$VMIRS" "$HPA"; do
+  [ -r "$f" ] || { echo "loadtest: cannot read $f" >&2; exit 2; }
+done
+
+# ---- HTTP -----------------------------------------------------------------------------------
+CURL=(curl -sS --max-time 30)
+if [ -n "$SERVER" ]; then
+  BASE=$SERVER
+  [ -n "$TOKEN_FILE" ] && CURL+=(-H "Authorization: Bearer $(tr -d '[:space:]' < "$TOKEN_FILE")")
+else
+  BASE=http://localhost
+  CURL+=(--unix-socket "$SOCKET")
+fi
+# api METHOD PATH [CONTENT-TYPE BODY-FILE|-] → body on stdout, HTTP code in $CODE
+api() {
+  local method=$1 path=$2 ct=${3:-} body=${4:-} out
+  out=$(mktemp)
+  if [ -n "$ct" ]; then
+    CODE=$("${CURL[@]}" -o "$out" -w '%{http_code}' -X "$method" -H "Content-Type: $ct" --data-binary "@$body" "$BASE$path")
+  else
+    CODE=$("${CURL[@]}" -o "$out" -w '%{http_code}' -X "$method" "$BASE$path")
+  fi
+  cat "$out"; rm -f "$out"
+}
+TABLE='Accept: application/json;as=Table;v=v1;g=meta.k8s.io'
+# Prints a Table response the way kubectl does (priority-0 columns, aligned).
+print_table() {
+  jq -r '
+    ([.columnDefinitions[] | select(.priority == 0) | .name | ascii_upcase]) as $h
+    | ([.columnDefinitions | to_entries[] | select(.value.priority == 0) | .key]) as $ix
+    | [$h] + [.rows[] | [.cells as $c | $ix[] | ($c[.] // "<none>") | tostring]]
+    | (transpose | map(map(length) | max)) as $w
+    | .[] | [to_entries[] | .value + (" " * ($w[.key] - (.value | length)))] | join("   ")'
+}
+
+T0=$(date +%s)
+log() { printf '[t+%4ds] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
+fail() { log "FAIL: $*"; exit 1; }
+
+RS=/apis/kubevirt.io/v1/namespaces/$NS/virtualmachineinstancereplicasets
+HPAS=/apis/autoscaling/v1/namespaces/$NS/horizontalpodautoscalers
+VMIS=/apis/kubevirt.io/v1/namespaces/$NS/virtualmachineinstances
+SET=$(sed -n 's/^  name: *//p' "$VMIRS" | head -1)
+HPA_NAME=$(sed -n 's/^  name: *//p' "$HPA" | head -1)
+
+api GET /readyz >/dev/null; [ "$CODE" = 200 ] || fail "the daemon at ${SERVER:-$SOCKET} is not ready (HTTP $CODE)"
+api GET /apis | jq -e '.groups[] | select(.name == "metrics.k8s.io")' >/dev/null \
+  || fail "the daemon does not serve metrics.k8s.io (no sampler)"
+log "daemon ready at ${SERVER:-$SOCKET}; stabilization window ${WINDOW}s"
+
+# ---- 1. the set, scaled to 1 ------------------------------------------------------------------
+body=$(mktemp); trap 'rm -f "$body"' EXIT
+if [ -n "$IMAGE" ]; then
+  sed "s|image: .*|image: $IMAGE|" "$VMIRS" > "$body"
+else
+  cp "$VMIRS" "$body"
+fi
+out=$(api POST "$RS" application/yaml "$body")
+case "$CODE" in
+  201) log "created VirtualMachineInstanceReplicaSet $SET" ;;
+  409) log "VirtualMachineInstanceReplicaSet $SET exists; reusing it" ;;
+  *) fail "create $SET: HTTP $CODE $(echo "$out" | jq -r .message 2>/dev/null || echo "$out")" ;;
+esac
+echo '{"spec":{"replicas":1}}' > "$body"
+api PATCH "$RS/$SET/scale" application/merge-patch+json "$body" >/dev/null
+[ "$CODE" = 200 ] || fail "scale $SET to 1: HTTP $CODE"
+log "scaled $SET to 1 (the lab's: oc scale vmirs $SET --replicas 1)"
+deadline=$(( $(date +%s) + UP_TIMEOUT ))
+until [ "$(api GET "$RS/$SET" | jq '[.status.replicas, .status.readyReplicas] == [1, 1]')" = true ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "$SET did not settle at 1 Ready VMI within ${UP_TIMEOUT}s"
+  sleep 1
+done
+VMI=$(api GET "$VMIS" | jq -r --arg s "$SET" '[.items[] | select(.metadata.ownerReferences[]?.name == $s)
+  | select(.status.conditions[]? | .type == "Ready" and .status == "True") | .metadata.name][0] // empty')
+[ -n "$VMI" ] || fail "no Ready VMI of $SET"
+log "1 VMI Ready: $VMI"
+
+# ---- 2. the HPA -------------------------------------------------------------------------------
+out=$(api POST "$HPAS" application/yaml "$HPA")
+case "$CODE" in
+  201) log "created HorizontalPodAutoscaler $HPA_NAME (autoscaling/v1, the lab's YAML)" ;;
+  409) log "HorizontalPodAutoscaler $HPA_NAME exists; reusing it" ;;
+  *) fail "create the HPA: HTTP $CODE $(echo "$out" | jq -r .message 2>/dev/null || echo "$out")" ;;
+esac
+hpa_row() { "${CURL[@]}" -H "$TABLE" "$BASE$HPAS/$HPA_NAME" | print_table; }
+top_pods() {
+  api GET "/apis/metrics.k8s.io/v1beta1/namespaces/$NS/pods" \
+    | jq -r '.items[] | "\(.metadata.name)  cpu \(.containers[0].usage.cpu)  memory \(.containers[0].usage.memory)"'
+}
+deadline=$(( $(date +%s) + 120 ))
+until api GET "$HPAS/$HPA_NAME" | jq -e '.status.currentCPUUtilizationPercentage != null' >/dev/null; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "the HPA reported no CPU utilization within 120s: $(hpa_row | tail -1)"
+  sleep 1
+done
+log "the HPA sees the idle VMI:"; hpa_row
+top_pods | sed 's/^/           top: /'
+
+# ---- 3. load ----------------------------------------------------------------------------------
+printf '%s\n' "$LOAD_LINE" > "$body"
+echo_out=$(api POST "/apis/subresources.kubevirt.io/v1/namespaces/$NS/virtualmachineinstances/$VMI/consoleinput?until=burn%20started&waitMillis=5000" text/plain "$body")
+[ "$CODE" = 200 ] || fail "console input to $VMI: HTTP $CODE $echo_out"
+T_LOAD=$(date +%s)
+log "load started in $VMI: \`$LOAD_LINE\` → guest: $(echo "$echo_out" | tr -d '\r' | grep -m1 . || echo '(no reply)')"
+last=""
+deadline=$(( T_LOAD + UP_TIMEOUT ))
+while :; do
+  row=$(hpa_row | tail -1)
+  [ "$row" != "$last" ] && { log "$row"; last=$row; }
+  replicas=$(api GET "$RS/$SET" | jq '.spec.replicas')
+  if [ "$replicas" -ge 2 ]; then
+    T_UP=$(date +%s)
+    log "SCALED UP: $SET has $replicas replicas, $(( T_UP - T_LOAD ))s after the load started"
+    break
+  fi
+  [ "$(date +%s)" -lt "$deadline" ] || fail "no scale-up within ${UP_TIMEOUT}s of the load: $row"
+  sleep 2
+done
+hpa_row | sed 's/^/           /'
+top_pods | sed 's/^/           top: /'
+api GET "$HPAS/$HPA_NAME" | jq -r '"           reason: " + ((.metadata.annotations["autoscaling.alpha.kubernetes.io/conditions"] // "[]") | fromjson | map(select(.type == "AbleToScale"))[0].message // "")'
+
+# ---- 4. stop the load, wait out the window ----------------------------------------------------
+printf '\n' > "$body"
+echo_out=$(api POST "/apis/subresources.kubevirt.io/v1/namespaces/$NS/virtualmachineinstances/$VMI/consoleinput?until=burn%20stopped&waitMillis=5000" text/plain "$body")
+T_STOP=$(date +%s)
+log "load stopped (Enter in the console) → guest: $(echo "$echo_out" | tr -d '\r' | grep -m1 . || echo '(no reply)')"
+MARGIN=60
+deadline=$(( T_STOP + WINDOW + MARGIN ))
+while :; do
+  row=$(hpa_row | tail -1)
+  [ "$row" != "$last" ] && { log "$row"; last=$row; }
+  replicas=$(api GET "$RS/$SET" | jq '.spec.replicas')
+  if [ "$replicas" -le 1 ]; then
+    T_DOWN=$(date +%s)
+    log "SCALED DOWN: $SET back to $replicas replica, $(( T_DOWN - T_STOP ))s after the load stopped"
+    break
+  fi
+  [ "$(date +%s)" -lt "$deadline" ] || fail "no scale-down within the ${WINDOW}s window + ${MARGIN}s"
+  sleep 2
+done
+# The highest recommendation of the window wins: the scale-down comes a window after the last
+# loaded sample (which may predate the stop by a sampling period and a sync).
+EARLY=$(( WINDOW > 40 ? WINDOW - 40 : 0 ))
+[ $(( T_DOWN - T_STOP )) -ge "$EARLY" ] || fail "scaled down $(( T_DOWN - T_STOP ))s after the load stopped, before the ${WINDOW}s stabilization window"
+
+echo
+echo "timeline"
+echo "  load started         t+$(( T_LOAD - T0 ))s"
+echo "  scaled 1 → 2         t+$(( T_UP - T0 ))s   ($(( T_UP - T_LOAD ))s after the load started)"
+echo "  load stopped         t+$(( T_STOP - T0 ))s"
+echo "  scaled 2 → 1         t+$(( T_DOWN - T0 ))s   ($(( T_DOWN - T_STOP ))s after the load stopped; window ${WINDOW}s)"
+if [ "$KEEP" = 0 ]; then
+  api DELETE "$HPAS/$HPA_NAME" >/dev/null
+  api DELETE "$RS/$SET" >/dev/null
+  log "deleted the HPA and the set (--keep keeps them)"
+fi
+log "PASS"
