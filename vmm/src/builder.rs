@@ -224,7 +224,7 @@ fn setup_vcpus(
 impl Vm {
     /// Starts one thread per vCPU.
     pub fn start(self, events: EventSender, state: Arc<VmState>) -> Result<RunningVm, BuildError> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = events.ending();
         let ctx = VcpuContext {
             pio: self.pio,
             mmio: self.mmio,

@@ -1,9 +1,9 @@
 //! What ends a boot (`VmEvent`), what ends the process (`Outcome` and its exit code), and the
 //! state every thread can read (`VmState`: the control socket's `status`).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Something that ends the current boot, sent to the main thread.
@@ -58,11 +58,13 @@ impl Outcome {
 }
 
 /// Sends [`VmEvent`]s tagged with the boot they belong to, so that a late event of a previous
-/// boot (a second vCPU noticing the same reset) is ignored.
+/// boot (a second vCPU noticing the same reset) is ignored. Sending also raises the boot's
+/// `ending` flag, which makes every vCPU of that boot stop running guest code at its next exit.
 #[derive(Debug, Clone)]
 pub struct EventSender {
     tx: Sender<(u64, VmEvent)>,
     boot: u64,
+    ending: Arc<AtomicBool>,
 }
 
 /// Boot tag for events that apply whatever the boot (host stop requests).
@@ -70,12 +72,22 @@ pub const ANY_BOOT: u64 = u64::MAX;
 
 impl EventSender {
     pub fn new(tx: Sender<(u64, VmEvent)>, boot: u64) -> Self {
-        EventSender { tx, boot }
+        EventSender {
+            tx,
+            boot,
+            ending: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     /// Sends `event`; a closed channel means the VM is already going away, so it is ignored.
     pub fn send(&self, event: VmEvent) {
+        self.ending.store(true, Ordering::Release);
         let _ = self.tx.send((self.boot, event));
+    }
+
+    /// The flag raised by [`send`](Self::send) (also set by the main thread to stop the boot).
+    pub fn ending(&self) -> Arc<AtomicBool> {
+        self.ending.clone()
     }
 }
 

@@ -135,17 +135,16 @@ fn run_loop(index: u8, mut vcpu: VcpuFd, ctx: VcpuContext) {
         match vcpu.run() {
             Ok(exit) => {
                 if let Some(event) = handle_exit(index, exit, &ctx) {
-                    let fatal = !matches!(event, VmEvent::PowerOff | VmEvent::Reset);
-                    if fatal {
-                        if let VmEvent::InternalError(ref detail) = event {
-                            let detail = format!("{detail}{}", internal_error_detail(&mut vcpu));
-                            ctx.events.send(VmEvent::InternalError(detail));
-                        } else {
-                            ctx.events.send(event);
-                        }
-                        break;
-                    }
+                    // Whatever ends the boot, this vCPU runs no further guest code.
+                    let event = match event {
+                        VmEvent::InternalError(detail) => VmEvent::InternalError(format!(
+                            "{detail}{}",
+                            internal_error_detail(&mut vcpu)
+                        )),
+                        other => other,
+                    };
                     ctx.events.send(event);
+                    break;
                 }
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
