@@ -1,1 +1,3 @@
 //! Shared helpers for corral's end-to-end tests.
+
+pub mod vmm;

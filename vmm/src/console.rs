@@ -2,22 +2,31 @@
 //! stdout, the console log file and every attached control-socket console connection.
 //!
 //! Writes happen on the vCPU thread that executed the `out` instruction. A console connection
-//! never blocks the guest: its socket is non-blocking and bytes that do not fit are dropped and
+//! never blocks the guest: its socket is non-blocking; what the socket does not take waits in a
+//! per-connection buffer of [`CLIENT_BUFFER`] bytes that the event loop flushes when the socket
+//! becomes writable (the hub signals [`ConsoleHub::flush_fd`]); bytes beyond that are dropped and
 //! counted (per connection and in `VmState::console_dropped`).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
+use vmm_sys_util::eventfd::EventFd;
+
 use crate::lifecycle::VmState;
+
+/// Output bytes kept for a console connection whose socket is full.
+pub const CLIENT_BUFFER: usize = 64 * 1024;
 
 /// One attached console connection.
 #[derive(Debug)]
 struct Client {
     id: u64,
     stream: UnixStream,
+    pending: VecDeque<u8>,
     dropped: u64,
 }
 
@@ -27,17 +36,24 @@ pub struct ConsoleHub {
     to_stdout: bool,
     log: Option<Mutex<File>>,
     clients: Mutex<Vec<Client>>,
+    flush: EventFd,
     state: Arc<VmState>,
 }
 
 impl ConsoleHub {
-    pub fn new(to_stdout: bool, log: Option<File>, state: Arc<VmState>) -> Self {
-        ConsoleHub {
+    pub fn new(to_stdout: bool, log: Option<File>, state: Arc<VmState>) -> io::Result<Self> {
+        Ok(ConsoleHub {
             to_stdout,
             log: log.map(Mutex::new),
             clients: Mutex::new(Vec::new()),
+            flush: EventFd::new(libc::EFD_NONBLOCK)?,
             state,
-        }
+        })
+    }
+
+    /// Becomes readable when some connection has buffered output to flush.
+    pub fn flush_fd(&self) -> &EventFd {
+        &self.flush
     }
 
     /// Attaches a console connection (its socket is made non-blocking).
@@ -46,9 +62,43 @@ impl ConsoleHub {
         lock(&self.clients).push(Client {
             id,
             stream,
+            pending: VecDeque::new(),
             dropped: 0,
         });
         Ok(())
+    }
+
+    /// Ids of connections with buffered output.
+    pub fn pending(&self) -> Vec<u64> {
+        lock(&self.clients)
+            .iter()
+            .filter(|c| !c.pending.is_empty())
+            .map(|c| c.id)
+            .collect()
+    }
+
+    /// Writes buffered output of connection `id`; returns whether some is still left.
+    pub fn flush(&self, id: u64) -> bool {
+        let mut clients = lock(&self.clients);
+        let Some(pos) = clients.iter().position(|c| c.id == id) else {
+            return false;
+        };
+        let client = &mut clients[pos];
+        while !client.pending.is_empty() {
+            let (chunk, _) = client.pending.as_slices();
+            match (&client.stream).write(chunk) {
+                Ok(n) => {
+                    client.pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => {
+                    clients.remove(pos);
+                    return false;
+                }
+            }
+        }
+        false
     }
 
     /// Detaches a connection; returns how many bytes it missed.
@@ -74,18 +124,26 @@ impl ConsoleHub {
             let _ = lock(log).write_all(buf);
         }
         let mut clients = lock(&self.clients);
-        clients.retain_mut(|c| match (&c.stream).write(buf) {
-            Ok(n) => {
-                self.count_drop(c, buf.len() - n);
-                true
+        let mut notify = false;
+        clients.retain_mut(|c| {
+            let mut rest = buf;
+            if c.pending.is_empty() {
+                match (&c.stream).write(buf) {
+                    Ok(n) => rest = &buf[n..],
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return false, // the peer went away; the event loop sees the EOF too
+                }
+                notify |= !rest.is_empty();
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.count_drop(c, buf.len());
-                true
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
-            Err(_) => false, // the peer went away; the event loop notices the EOF too
+            let keep = rest.len().min(CLIENT_BUFFER - c.pending.len());
+            c.pending.extend(&rest[..keep]);
+            self.count_drop(c, rest.len() - keep);
+            true
         });
+        if notify {
+            let _ = self.flush.write(1);
+        }
     }
 
     fn count_drop(&self, client: &mut Client, n: usize) {
@@ -125,7 +183,7 @@ mod tests {
     #[test]
     fn slow_reader_loses_bytes_but_never_blocks() {
         let state = Arc::new(VmState::new(1, 0));
-        let hub = ConsoleHub::new(false, None, state.clone());
+        let hub = ConsoleHub::new(false, None, state.clone()).unwrap();
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         hub.attach(7, ours).unwrap();
         let chunk = vec![b'x'; 64 * 1024];
@@ -143,7 +201,24 @@ mod tests {
             }
             got += n as u64;
         }
+        assert_eq!(hub.pending(), vec![7]);
+        assert_eq!(hub.flush_fd().read().unwrap(), 1);
+        while hub.flush(7) {
+            while let Ok(n) = theirs.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got += n as u64;
+            }
+        }
+        while let Ok(n) = theirs.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got += n as u64;
+        }
         assert_eq!(got + dropped, 64 * 64 * 1024);
+        assert!(got >= CLIENT_BUFFER as u64);
         assert_eq!(hub.detach(7), Some(dropped));
         assert_eq!(hub.attached(), 0);
     }
@@ -153,18 +228,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
         let log = File::create(&path).unwrap();
-        let hub = ConsoleHub::new(false, Some(log), Arc::new(VmState::new(1, 0)));
+        let hub = ConsoleHub::new(false, Some(log), Arc::new(VmState::new(1, 0))).unwrap();
         let (a, mut a_peer) = UnixStream::pair().unwrap();
         let (b, mut b_peer) = UnixStream::pair().unwrap();
         hub.attach(1, a).unwrap();
         hub.attach(2, b).unwrap();
-        ConsoleWriter(Arc::new(ConsoleHub::new(
-            false,
-            None,
-            Arc::new(VmState::new(1, 0)),
-        )))
-        .write_all(b"ignored")
-        .unwrap();
+        let other = ConsoleHub::new(false, None, Arc::new(VmState::new(1, 0))).unwrap();
+        ConsoleWriter(Arc::new(other))
+            .write_all(b"ignored")
+            .unwrap();
         hub.output(b"hello\n");
         let mut buf = [0u8; 6];
         a_peer.read_exact(&mut buf).unwrap();

@@ -186,6 +186,26 @@ impl DeviceEvents {
         }
     }
 
+    /// Console connections with buffered output: also wait until their socket is writable.
+    fn watch_writable(&mut self, ops: &mut EventOps) {
+        let pending = self.serial.hub().pending();
+        for (fd, conn) in &self.conns {
+            if let Conn::Console { id, .. } = conn {
+                if pending.contains(id) {
+                    let _ = ops.modify(Events::new_raw(*fd, EventSet::IN | EventSet::OUT));
+                }
+            }
+        }
+    }
+
+    fn on_writable(&mut self, fd: RawFd, ops: &mut EventOps) {
+        if let Some(Conn::Console { id, .. }) = self.conns.get(&fd) {
+            if !self.serial.hub().flush(*id) {
+                let _ = ops.modify(Events::new_raw(fd, EventSet::IN));
+            }
+        }
+    }
+
     fn on_conn(&mut self, fd: RawFd, ops: &mut EventOps) {
         let mut buf = [0u8; 4096];
         let Some(conn) = self.conns.get_mut(&fd) else {
@@ -271,6 +291,7 @@ impl MutEventSubscriber for DeviceEvents {
     fn init(&mut self, ops: &mut EventOps) {
         let _ = ops.add(Events::new(&self.signals, EventSet::IN));
         let _ = ops.add(Events::new(self.serial.drained_fd(), EventSet::IN));
+        let _ = ops.add(Events::new(self.serial.hub().flush_fd(), EventSet::IN));
         if let Some(listener) = &self.listener {
             let _ = ops.add(Events::new(listener, EventSet::IN));
         }
@@ -292,6 +313,9 @@ impl MutEventSubscriber for DeviceEvents {
             .intersects(EventSet::HANG_UP | EventSet::ERROR | EventSet::READ_HANG_UP);
         if fd == self.signals.as_raw_fd() {
             self.on_signal();
+        } else if fd == self.serial.hub().flush_fd().as_raw_fd() {
+            let _ = self.serial.hub().flush_fd().read();
+            self.watch_writable(ops);
         } else if fd == self.serial.drained_fd().as_raw_fd() {
             let _ = self.serial.drained_fd().read();
             self.pump_input();
@@ -300,7 +324,12 @@ impl MutEventSubscriber for DeviceEvents {
         } else if self.listener.as_ref().is_some_and(|l| l.as_raw_fd() == fd) {
             self.on_accept(ops);
         } else if self.conns.contains_key(&fd) {
-            self.on_conn(fd, ops);
+            if events.event_set().contains(EventSet::OUT) {
+                self.on_writable(fd, ops);
+            }
+            if events.event_set().intersects(!EventSet::OUT) {
+                self.on_conn(fd, ops);
+            }
         } else if hangup {
             let _ = ops.remove(Events::empty_raw(fd));
         }

@@ -61,7 +61,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     vcpu::register_kick_handler().map_err(VmmError::Kick)?;
     let state = Arc::new(VmState::new(u32::from(config.vcpus), config.memory_bytes));
     let log = open_console_log(config.console_log.as_deref())?;
-    let hub = Arc::new(ConsoleHub::new(true, log, state.clone()));
+    let hub = Arc::new(ConsoleHub::new(true, log, state.clone()).map_err(VmmError::Serial)?);
     let serial = Arc::new(Serial::new(hub).map_err(VmmError::Serial)?);
     let control = ControlSocket::bind(config.control_socket.as_deref())?;
     let (tx, rx) = channel();

@@ -75,15 +75,21 @@ static RX_TAIL: AtomicUsize = AtomicUsize::new(0); // written by the reader
 /// Complete lines waiting in the ring.
 static LINES: AtomicUsize = AtomicUsize::new(0);
 
+/// The ring is full: the receive interrupt is off until the reader makes room, so the UART's
+/// FIFO (and behind it the VMM's input queue) holds the rest instead of losing it.
+static THROTTLED: AtomicBool = AtomicBool::new(false);
+
 /// IRQ 4 handler body: drain the UART's receive FIFO into the ring.
 pub fn on_interrupt() {
     while inb(LSR) & LSR_DATA_READY != 0 {
-        let b = inb(RBR_THR);
         let head = RX_HEAD.load(Ordering::Relaxed);
         let next = (head + 1) % RX_SIZE;
         if next == RX_TAIL.load(Ordering::Acquire) {
-            continue; // ring full: drop
+            THROTTLED.store(true, Ordering::Release);
+            outb(IER, 0);
+            return;
         }
+        let b = inb(RBR_THR);
         // SAFETY: only the IRQ handler (one CPU, interrupts not nested) writes slot `head`,
         // which the reader does not touch until RX_HEAD moves past it.
         unsafe { (&raw mut RX).cast::<u8>().add(head).write_volatile(b) };
@@ -94,9 +100,16 @@ pub fn on_interrupt() {
     }
 }
 
-/// Whether a complete line is waiting.
+/// Whether a complete line (or a full ring) is waiting.
 pub fn line_ready() -> bool {
-    LINES.load(Ordering::Acquire) > 0
+    LINES.load(Ordering::Acquire) > 0 || THROTTLED.load(Ordering::Acquire)
+}
+
+/// Re-enables the receive interrupt after the reader made room.
+fn unthrottle() {
+    if THROTTLED.swap(false, Ordering::AcqRel) {
+        outb(IER, 0x01);
+    }
 }
 
 /// Takes the next complete line into `buf`; returns its length (CR/LF stripped, `\r\n` counts as
@@ -110,6 +123,7 @@ pub fn take_line(buf: &mut [u8]) -> Option<usize> {
     loop {
         let tail = RX_TAIL.load(Ordering::Relaxed);
         if tail == RX_HEAD.load(Ordering::Acquire) {
+            unthrottle();
             return if skipped_lf && len == 0 { None } else { Some(len) };
         }
         // SAFETY: slot `tail` was published by the handler through RX_HEAD.
@@ -122,6 +136,7 @@ pub fn take_line(buf: &mut [u8]) -> Option<usize> {
                 continue; // the LF of a CRLF pair
             }
             LAST_WAS_CR.store(b == b'\r', Ordering::Relaxed);
+            unthrottle();
             return Some(len);
         }
         LAST_WAS_CR.store(false, Ordering::Relaxed);

@@ -126,7 +126,7 @@ mod tests {
 
     #[test]
     fn input_raises_the_irq_and_is_read_back() {
-        let hub = Arc::new(ConsoleHub::new(false, None, Arc::new(VmState::new(1, 0))));
+        let hub = Arc::new(ConsoleHub::new(false, None, Arc::new(VmState::new(1, 0))).unwrap());
         let serial = Serial::new(hub).unwrap();
         serial.write(1, 0x01); // IER: receive-data interrupt
         let _ = serial.irq_fd().read();
