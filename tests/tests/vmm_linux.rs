@@ -82,15 +82,15 @@ fn boot_real_kernel(kernel: &str, protocol: &str, bound: Duration) {
     if hw {
         args = args.args(["--initrd", initramfs(dir.path()).to_str().unwrap()]);
     } else {
-        println!(
-            "vmm_linux: full boot of {kernel} to an initramfs marker and poweroff not attempted: \
-             /dev/kvm is PVM (no vmx/svm), unmodified kernels stop in early boot; checking its \
-             early-boot log instead"
-        );
+        note_full_boot_not_attempted();
     }
     let start = std::time::Instant::now();
     let mut vm = Vm::spawn(args);
-    let out = vm.wait_for(&format!("smpboot: Allowing {CPUS} CPUs"), bound);
+    // The last line checked: `smpboot: Allowing N CPUs, 0 hotplug CPUs` (from the MADT).
+    let out = vm.wait_for(
+        &format!("smpboot: Allowing {CPUS} CPUs, 0 hotplug CPUs\n"),
+        bound,
+    );
     eprintln!(
         "{kernel} ({protocol}): early-boot lines after {:?}",
         start.elapsed()
@@ -128,10 +128,6 @@ fn boot_real_kernel(kernel: &str, protocol: &str, bound: Duration) {
         assert_eq!(line.len(), 1, "{sig}: {out}");
         assert!(line[0].contains("CORRAL"), "{sig}: {line:?}");
     }
-    assert!(
-        out.contains(&format!("smpboot: Allowing {CPUS} CPUs, 0 hotplug CPUs")),
-        "{out}"
-    );
 
     if hw {
         let out = vm.wait_for(&format!("{MARKER} cpus={CPUS}"), bound);
@@ -140,6 +136,20 @@ fn boot_real_kernel(kernel: &str, protocol: &str, bound: Duration) {
         vm.signal(libc::SIGTERM);
         assert_eq!(vm.exit_code(Duration::from_secs(30)), 5);
     }
+}
+
+/// Says once per run, past libtest's output capture, why the full boot was not attempted.
+fn note_full_boot_not_attempted() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "vmm_linux: full Linux boot (busybox initramfs to a marker, then poweroff) not \
+             attempted: /dev/kvm is PVM (no vmx/svm), where unmodified kernels stop in early boot; \
+             checked the early-boot log of vmlinux (64-bit and PVH entry) and bzImage instead"
+        );
+    });
 }
 
 /// The text after `marker` on each line that contains it (timestamps stripped).
