@@ -68,7 +68,11 @@ def rss_at_ready(cmd):
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.DEVNULL)
     out = b""
+    deadline = time.monotonic() + 60
     while b"TESTGUEST READY" not in out:
+        if time.monotonic() > deadline:
+            p.kill()
+            raise SystemExit(f"{cmd[0]}: no READY within 60 s: {out[-500:]!r}")
         chunk = os.read(p.stdout.fileno(), 65536)
         if not chunk:
             raise SystemExit(f"{cmd[0]} exited before READY: {out[-500:]!r}")
@@ -78,8 +82,12 @@ def rss_at_ready(cmd):
     guest = guest_ram_rss_kib(p.pid)
     p.stdin.write(b"poweroff\n")
     p.stdin.flush()
+    try:
+        p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise SystemExit(f"{cmd[0]} ignored the console poweroff")
     p.stdout.read()
-    p.wait(timeout=60)
     return total, guest
 
 

@@ -164,7 +164,8 @@ fn parse_madt(m: &[u8], info: &mut AcpiInfo) {
                 }
                 info.cpus += 1;
             }
-            1 => info.ioapic = u64::from(read_u32(m, off + 4)),
+            // The IOAPIC that serves GSI 0..23 (QEMU microvm has a second one from GSI 24).
+            1 if read_u32(m, off + 8) == 0 => info.ioapic = u64::from(read_u32(m, off + 4)),
             9 if read_u32(m, off + 8) & 1 != 0 => {
                 if info.cpus < MAX_CPUS {
                     info.apic_ids[info.cpus] = read_u32(m, off + 4) as u8;
