@@ -38,9 +38,8 @@ impl TerminationSignals {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `fd` was just returned by signalfd and is owned by nobody else.
-        Ok(TerminationSignals {
-            fd: unsafe { File::from_raw_fd(fd) },
-        })
+        let fd = unsafe { File::from_raw_fd(fd) };
+        Ok(TerminationSignals { fd })
     }
 
     /// Reads one pending signal, if any; returns its number.

@@ -96,7 +96,7 @@ pub fn run(args: Args) -> ExitCode {
                 Outcome::PoweredOff => {}
                 Outcome::Crashed(why) => eprintln!("corral vmm: guest crashed: {why}"),
                 Outcome::KvmInternalError(why) => {
-                    eprintln!("corral vmm: KVM internal error: {why}")
+                    eprintln!("corral vmm: KVM internal error: {why}");
                 }
                 Outcome::Stopped(why) => eprintln!("corral vmm: stopped: {why}"),
             }

@@ -27,7 +27,7 @@ impl PioBus {
         data.fill(0xff);
         match port {
             SERIAL_PORT..=0x3ff if data.len() == 1 => {
-                data[0] = self.serial.read((port - SERIAL_PORT) as u8)
+                data[0] = self.serial.read((port - SERIAL_PORT) as u8);
             }
             p if (p == I8042_PORT || p == I8042_PORT + 4) && data.len() == 1 => {
                 data[0] = lock(&self.i8042).read((p - I8042_PORT) as u8);

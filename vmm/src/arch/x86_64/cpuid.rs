@@ -82,7 +82,7 @@ fn topology_leaf(function: u32, apic_id: u8, cpus: u8) -> [kvm_cpuid_entry2; 3] 
         ..Default::default()
     };
     [
-        entry(0, 0, 1, (LEVEL_SMT << 8) | 0),
+        entry(0, 0, 1, LEVEL_SMT << 8),
         entry(
             1,
             core_id_bits(cpus),

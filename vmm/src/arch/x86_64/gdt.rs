@@ -31,7 +31,7 @@ pub const BOOT_GDT: [u64; 5] = [
 
 /// Decodes a descriptor into the `kvm_segment` KVM expects (limit expanded when G=1).
 pub fn kvm_segment_from(selector: u16, entry: u64) -> kvm_segment {
-    let base = (((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000)) as u64;
+    let base = ((entry >> 16) & 0xff_ffff) | ((entry >> 32) & 0xff00_0000);
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0xf_0000)) as u32;
     let g = ((entry >> 55) & 1) as u8;
     let limit = if g == 1 {
