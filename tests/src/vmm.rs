@@ -205,6 +205,24 @@ impl Vm {
         self.wait_for_n(needle, 1, timeout)
     }
 
+    /// Waits for a complete line starting with `prefix` (its first occurrence); returns the rest
+    /// of that line.
+    pub fn wait_for_line(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.wait_for(prefix, deadline.saturating_duration_since(Instant::now()));
+            let rest = &out[out.find(prefix).unwrap() + prefix.len()..];
+            if let Some(end) = rest.find('\n') {
+                return rest[..end].to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "incomplete line {prefix:?}: {out}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Writes to the guest's serial input through our stdin.
     pub fn send(&mut self, text: &str) {
         let stdin = self.stdin.as_mut().expect("spawned with --no-stdin");

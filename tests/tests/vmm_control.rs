@@ -93,9 +93,21 @@ fn status_console_and_stop() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    let reply = control(&socket, r#"{"op":"stop","grace_ms":200}"#);
+    // A stop with a grace period presses the ACPI power button; the guest powers off.
+    let reply = control(&socket, r#"{"op":"stop","grace_ms":10000}"#);
     assert_eq!(reply, serde_json::json!({"ok": true}));
     assert_eq!(vm.exit_code(STEP), 5);
+    let out = vm.output();
+    assert!(
+        out.contains("testguest: power button\ntestguest: poweroff"),
+        "{out}"
+    );
+    assert!(
+        vm.stderr()
+            .contains("stopped: control socket stop: guest powered off"),
+        "{}",
+        vm.stderr()
+    );
     assert!(!socket.exists(), "socket removed at exit");
     // The console connection sees the end of the stream.
     let mut rest = String::new();
@@ -126,4 +138,48 @@ fn a_console_reader_that_never_reads_does_not_block_the_guest() {
     );
     vm.send("poweroff\n");
     assert_eq!(vm.exit_code(STEP), 0);
+}
+
+#[test]
+fn stop_forces_a_guest_that_ignores_the_power_button_after_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("vm.sock");
+    let mut vm = Vm::spawn(
+        VmArgs::testguest("mode=hang")
+            .args(["--control-socket", socket.to_str().unwrap()])
+            .no_stdin(),
+    );
+    vm.wait_for("testguest: hang", STEP);
+    wait_for_socket(&socket, STEP);
+    let start = Instant::now();
+    assert_eq!(
+        control(&socket, r#"{"op":"stop","grace_ms":400}"#)["ok"],
+        true
+    );
+    assert_eq!(vm.exit_code(STEP), 5);
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        vm.stderr().contains("forced after 400 ms grace"),
+        "{}",
+        vm.stderr()
+    );
+    // grace_ms 0 (or absent) stops at once.
+    let mut vm = Vm::spawn(
+        VmArgs::testguest("mode=hang")
+            .args(["--control-socket", socket.to_str().unwrap()])
+            .no_stdin(),
+    );
+    vm.wait_for("testguest: hang", STEP);
+    wait_for_socket(&socket, STEP);
+    assert_eq!(control(&socket, r#"{"op":"stop"}"#)["ok"], true);
+    assert_eq!(vm.exit_code(STEP), 5);
+    assert!(
+        vm.stderr().contains("stopped: control socket stop\n"),
+        "{}",
+        vm.stderr()
+    );
 }

@@ -58,8 +58,12 @@ fn one_vcpu_64bit_protocol_sees_what_the_vmm_configured() {
         )
     );
     assert_eq!(
-        report(&out, "acpi "),
+        report(&out, "acpi rsdp"),
         "testguest: acpi rsdp=0xe0000 oem=CORRAL hw_reduced=1 s5_slp_typ=5"
+    );
+    assert_eq!(
+        report(&out, "acpi power"),
+        "testguest: acpi power_button_gsi=23"
     );
     assert!(
         report(&out, "madt ").starts_with("testguest: madt cpus=1 apic_ids=0 "),
@@ -129,14 +133,8 @@ fn interactive_commands_and_burn_until_next_line() {
     vm.wait_for("testguest: burn started", STEP);
     std::thread::sleep(Duration::from_millis(300));
     vm.send("\n");
-    let out = vm.wait_for("testguest: burn stopped ms=", STEP);
-    let ms: u64 = out
-        .split("burn stopped ms=")
-        .nth(1)
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
+    let ms: u64 = vm
+        .wait_for_line("testguest: burn stopped ms=", STEP)
         .parse()
         .unwrap();
     assert!(ms >= 200, "burned only {ms} ms of guest time");

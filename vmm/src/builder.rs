@@ -11,11 +11,14 @@ use vm_memory::GuestMemoryMmap;
 
 use crate::arch::x86_64::acpi::{AcpiError, AcpiTables};
 use crate::arch::x86_64::boot::{self, BootError, BootInfo, Initrd, KernelEntry};
-use crate::arch::x86_64::layout::{KVM_TSS_ADDR, SERIAL_IRQ, e820_ram, low_ram_end};
+use crate::arch::x86_64::layout::{
+    KVM_TSS_ADDR, POWER_BUTTON_GSI, SERIAL_IRQ, e820_ram, low_ram_end,
+};
 use crate::arch::x86_64::paging;
 use crate::arch::x86_64::regs::{self, EntryMode, RegsError};
 use crate::config::VmConfig;
 use crate::devices::acpi_pm::AcpiPm;
+use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
 use crate::devices::{MmioBus, PioBus, i8042};
 use crate::lifecycle::{EventSender, VmState};
@@ -49,6 +52,8 @@ pub enum BuildError {
     DescriptorTables(#[source] RegsError),
     #[error("KVM_IRQFD for the serial port")]
     SerialIrq(#[source] kvm_ioctls::Error),
+    #[error("KVM_IRQFD for the power button")]
+    PowerButtonIrq(#[source] kvm_ioctls::Error),
     #[error("KVM_GET_SUPPORTED_CPUID")]
     SupportedCpuid(#[source] kvm_ioctls::Error),
     #[error("vCPU setup")]
@@ -75,13 +80,22 @@ pub struct RunningVm {
     _mem: GuestMemoryMmap,
 }
 
-/// Builds the VM for `config` (one boot), using the long-lived serial port.
+/// Devices that outlive a boot: their host-side state (console, input queue, EventFds) stays,
+/// and each boot attaches them to its new VM.
+#[derive(Debug, Clone)]
+pub struct HostDevices {
+    pub serial: Arc<Serial>,
+    pub power_button: Arc<PowerButton>,
+}
+
+/// Builds the VM for `config` (one boot), attaching the long-lived `devices`.
 pub fn build(
     kvm: &Kvm,
     config: &VmConfig,
-    serial: &Arc<Serial>,
+    devices: &HostDevices,
     events: EventSender,
 ) -> Result<Vm, BuildError> {
+    let serial = &devices.serial;
     let vm_fd = create_vm(kvm)?;
     let mem = setup_memory(&vm_fd, config)?;
     setup_irqchip(&vm_fd)?;
@@ -90,6 +104,7 @@ pub fn build(
     let acpi = setup_acpi(&mem, config)?;
     let entry = setup_boot_info(&mem, config, kernel, initrd, acpi.rsdp_addr())?;
     attach_serial(&vm_fd, serial)?;
+    attach_power_button(&vm_fd, &devices.power_button)?;
     let pio = attach_port_devices(serial, events);
     let mmio = Arc::new(MmioBus::default());
     let vcpus = setup_vcpus(kvm, &vm_fd, config, entry)?;
@@ -188,6 +203,12 @@ fn attach_serial(vm_fd: &VmFd, serial: &Serial) -> Result<(), BuildError> {
     vm_fd
         .register_irqfd(serial.irq_fd(), SERIAL_IRQ)
         .map_err(BuildError::SerialIrq)
+}
+
+fn attach_power_button(vm_fd: &VmFd, button: &PowerButton) -> Result<(), BuildError> {
+    vm_fd
+        .register_irqfd(button.irq_fd(), POWER_BUTTON_GSI)
+        .map_err(BuildError::PowerButtonIrq)
 }
 
 fn attach_port_devices(serial: &Arc<Serial>, events: EventSender) -> Arc<PioBus> {

@@ -116,13 +116,13 @@ impl DeviceEvents {
 
     fn on_signal(&mut self) {
         while let Some(signo) = self.signals.read() {
-            self.request_stop(signals::name(signo).to_string());
+            self.request_stop(signals::name(signo).to_string(), 0);
         }
     }
 
-    fn request_stop(&mut self, reason: String) {
+    fn request_stop(&mut self, reason: String, grace_ms: u64) {
         self.state.set_stopping();
-        self.events.send(VmEvent::Stop(reason));
+        self.events.send(VmEvent::Stop { reason, grace_ms });
     }
 
     fn on_stdin(&mut self, ops: &mut EventOps) {
@@ -261,7 +261,7 @@ impl DeviceEvents {
             } => {
                 reply(&stream, &text);
                 let _ = ops.remove(Events::empty_raw(fd));
-                self.request_stop(format!("control socket stop (grace {grace_ms} ms)"));
+                self.request_stop("control socket stop".to_string(), grace_ms);
             }
             Action::Console(text) => {
                 reply(&stream, &text);

@@ -17,8 +17,9 @@ pub enum VmEvent {
     Crash(String),
     /// KVM could not run the guest (`KVM_EXIT_INTERNAL_ERROR`, emulation failure, entry failure).
     InternalError(String),
-    /// The host asked us to stop (signal or control socket).
-    Stop(String),
+    /// The host asked us to stop (signal or control socket): press the power button and give the
+    /// guest `grace_ms` to power off (0: stop at once).
+    Stop { reason: String, grace_ms: u64 },
     /// A VMM-side failure (ioctl error) on a vCPU or device thread.
     Failed(String),
 }

@@ -6,13 +6,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::builder::{self, BuildError};
+use crate::builder::{self, BuildError, HostDevices};
 use crate::config::VmConfig;
 use crate::console::ConsoleHub;
+use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
 use crate::event_loop::{self, DeviceEvents, EventLoopError};
 use crate::kvm::{self, HostKvm, KvmError};
@@ -63,6 +65,10 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let log = open_console_log(config.console_log.as_deref())?;
     let hub = Arc::new(ConsoleHub::new(true, log, state.clone()).map_err(VmmError::Serial)?);
     let serial = Arc::new(Serial::new(hub).map_err(VmmError::Serial)?);
+    let host_devices = HostDevices {
+        serial: serial.clone(),
+        power_button: Arc::new(PowerButton::new().map_err(VmmError::Serial)?),
+    };
     let control = ControlSocket::bind(config.control_socket.as_deref())?;
     let (tx, rx) = channel();
     let devices = DeviceEvents::new(
@@ -74,6 +80,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         control.listener()?,
     );
     let _event_loop = event_loop::spawn(devices).map_err(VmmError::EventLoop)?;
+    let devices = host_devices;
 
     let mut boot = 0u64;
     loop {
@@ -81,9 +88,15 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         state.begin_boot();
         serial.reset().map_err(VmmError::Serial)?;
         let events = EventSender::new(tx.clone(), boot);
-        let vm = builder::build(&kvm, config, &serial, events.clone()).map_err(VmmError::Build)?;
+        let vm = builder::build(&kvm, config, &devices, events.clone()).map_err(VmmError::Build)?;
         let running = vm.start(events, state.clone()).map_err(VmmError::Build)?;
-        let event = next_event(&rx, boot);
+        let event = match next_event(&rx, boot, None) {
+            Some(VmEvent::Stop { reason, grace_ms }) if grace_ms > 0 => {
+                graceful_stop(&rx, boot, &devices.power_button, reason, grace_ms)
+            }
+            Some(event) => event,
+            None => VmEvent::Failed("every event sender is gone".into()),
+        };
         let ended = running.stop();
         let outcome = match event {
             VmEvent::Reset => {
@@ -97,7 +110,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
                 Outcome::Crashed(why)
             }
             VmEvent::InternalError(why) => Outcome::KvmInternalError(why),
-            VmEvent::Stop(why) => Outcome::Stopped(why),
+            VmEvent::Stop { reason, .. } => Outcome::Stopped(reason),
             VmEvent::Failed(why) => return Err(VmmError::Vcpu(why)),
         };
         state.set_stopping();
@@ -108,14 +121,48 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     }
 }
 
-/// The first event of `boot` (or of any boot, for host stop requests).
-fn next_event(rx: &Receiver<(u64, VmEvent)>, boot: u64) -> VmEvent {
+/// The first event of `boot` (or of any boot, for host stop requests), waiting at most until
+/// `deadline`.
+fn next_event(
+    rx: &Receiver<(u64, VmEvent)>,
+    boot: u64,
+    deadline: Option<Instant>,
+) -> Option<VmEvent> {
     loop {
-        match rx.recv() {
-            Ok((b, event)) if b == boot || b == ANY_BOOT => return event,
+        let received = match deadline {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match received {
+            Ok((b, event)) if b == boot || b == ANY_BOOT => return Some(event),
             Ok(_) => continue, // late event of an earlier boot
-            Err(_) => return VmEvent::Failed("every event sender is gone".into()),
+            Err(_) => return None,
         }
+    }
+}
+
+/// Presses the power button and waits up to `grace_ms` for the guest to power off; whatever
+/// happens, the result is a host stop.
+fn graceful_stop(
+    rx: &Receiver<(u64, VmEvent)>,
+    boot: u64,
+    button: &PowerButton,
+    reason: String,
+    grace_ms: u64,
+) -> VmEvent {
+    if let Err(e) = button.press() {
+        tracing::warn!("pressing the power button: {e}");
+    }
+    let deadline = Instant::now() + Duration::from_millis(grace_ms);
+    let reason = match next_event(rx, boot, Some(deadline)) {
+        Some(VmEvent::PowerOff) => format!("{reason}: guest powered off"),
+        Some(VmEvent::Stop { .. }) => format!("{reason}: stopped again, forced"),
+        Some(other) => format!("{reason}: forced after {other:?}"),
+        None => format!("{reason}: forced after {grace_ms} ms grace"),
+    };
+    VmEvent::Stop {
+        reason,
+        grace_ms: 0,
     }
 }
 

@@ -39,6 +39,8 @@ pub struct AcpiInfo {
     pub pm1a_control: u16,
     pub reset: Option<(Gas, u8)>,
     pub s5_slp_typ: u8,
+    /// GSI of the generic event device (`ACPI0013`, the power button), if the DSDT has one.
+    pub ged_gsi: Option<u32>,
 }
 
 impl AcpiInfo {
@@ -92,6 +94,7 @@ pub fn probe(given: u64) -> Option<AcpiInfo> {
         pm1a_control: 0,
         reset: None,
         s5_slp_typ: 5,
+        ged_gsi: None,
     };
     info.oem.copy_from_slice(&r[9..15]);
     // Revision 2+: XSDT with 64-bit entries; else RSDT with 32-bit entries.
@@ -129,6 +132,7 @@ fn parse_fadt(f: &[u8], info: &mut AcpiInfo) {
     if let Some(typ) = table(dsdt).and_then(s5_slp_typ) {
         info.s5_slp_typ = typ;
     }
+    info.ged_gsi = table(dsdt).and_then(ged_gsi);
 }
 
 /// `SLP_TYPa` of the `_S5_` package: `Name(_S5_, Package(){typ, ...})` in AML.
@@ -147,6 +151,16 @@ fn s5_slp_typ(dsdt: &[u8]) -> Option<u8> {
         0x0a => dsdt.get(i + 1).copied(), // BytePrefix
         _ => None,
     }
+}
+
+/// The interrupt of the `ACPI0013` device: the first Extended Interrupt descriptor (0x89, length
+/// 6, one interrupt) after its `_HID` string.
+fn ged_gsi(dsdt: &[u8]) -> Option<u32> {
+    let hid = dsdt.windows(8).position(|w| w == b"ACPI0013")?;
+    let rest = &dsdt[hid..];
+    let desc = rest.windows(5).position(|w| w[0] == 0x89 && w[1] == 6 && w[2] == 0 && w[4] == 1)?;
+    let at = desc + 5;
+    (at + 4 <= rest.len()).then(|| read_u32(rest, at))
 }
 
 fn parse_madt(m: &[u8], info: &mut AcpiInfo) {

@@ -5,11 +5,15 @@
 //! * `mode=idle` (default) — interactive: wait for console lines with `sti; hlt`;
 //! * `mode=poweroff` — ACPI S5; `mode=reboot` — i8042 reset; `mode=reboot-acpi` — FADT reset
 //!   register; `mode=echo` — print every input line as `testguest: echo LINE`;
-//!   `mode=crash` — triple fault; `mode=internal-error` — make KVM fail to emulate.
+//!   `mode=crash` — triple fault; `mode=internal-error` — make KVM fail to emulate;
+//!   `mode=hang` — halt with interrupts off (ignores the console and the power button).
 //!
 //! Console commands (interactive mode, one per line): `burn` (or any line containing
 //! `dd if=/dev/zero`) spins until the next line; `stop` / `killall ...` stop a burn;
 //! `echo TEXT` prints TEXT; `poweroff`; `reboot`; `reboot acpi`.
+//!
+//! The ACPI power button (generic event device interrupt) powers off from any waiting or burning
+//! state (`testguest: power button`); `mode=echo` and `burn=MS` included.
 
 use crate::acpi::AcpiInfo;
 use crate::io::{cli, pause, sti, sti_hlt};
@@ -24,6 +28,7 @@ pub enum Mode {
     Echo,
     Crash,
     InternalError,
+    Hang,
 }
 
 pub struct Plan {
@@ -44,6 +49,7 @@ pub fn parse_cmdline(cmdline: &str) -> Plan {
                     "echo" => Mode::Echo,
                     "crash" => Mode::Crash,
                     "internal-error" => Mode::InternalError,
+                    "hang" => Mode::Hang,
                     _ => Mode::Idle,
                 }
             }
@@ -53,17 +59,19 @@ pub fn parse_cmdline(cmdline: &str) -> Plan {
     plan
 }
 
-fn burn_for(ms: u64) {
+fn burn_for(ms: u64, acpi: Option<&AcpiInfo>) {
     let end = time::ticks() + time::ms_to_ticks(ms);
     while time::ticks() < end {
+        power::check_button(acpi);
         pause();
     }
 }
 
-/// Waits (halted, interrupts on) for the next console line.
-fn wait_line(buf: &mut [u8]) -> &str {
+/// Waits (halted, interrupts on) for the next console line; the power button powers off.
+fn wait_line<'a>(buf: &'a mut [u8], acpi: Option<&AcpiInfo>) -> &'a str {
     loop {
         cli();
+        power::check_button(acpi);
         if let Some(len) = serial::take_line(buf) {
             sti();
             return core::str::from_utf8(&buf[..len]).unwrap_or("").trim();
@@ -75,7 +83,7 @@ fn wait_line(buf: &mut [u8]) -> &str {
 /// Runs the plan; never returns.
 pub fn run(plan: Plan, acpi: Option<&AcpiInfo>) -> ! {
     if let Some(ms) = plan.burn_ms {
-        burn_for(ms);
+        burn_for(ms, acpi);
         println!("testguest: burn done ms={ms}");
     }
     match plan.mode {
@@ -91,13 +99,17 @@ pub fn run(plan: Plan, acpi: Option<&AcpiInfo>) -> ! {
         }
         Mode::Echo => loop {
             let mut buf = [0u8; 256];
-            let line = wait_line(&mut buf);
+            let line = wait_line(&mut buf, acpi);
             println!("testguest: echo {line}");
             if line == "poweroff" {
                 power::power_off(acpi);
             }
         },
         Mode::Idle => interactive(acpi),
+        Mode::Hang => {
+            println!("testguest: hang");
+            crate::io::halt_forever()
+        }
     }
 }
 
@@ -111,7 +123,7 @@ fn interactive(acpi: Option<&AcpiInfo>) -> ! {
                 line_buf = b;
                 core::str::from_utf8(&line_buf[..n]).unwrap_or("")
             }
-            None => wait_line(&mut buf),
+            None => wait_line(&mut buf, acpi),
         };
         if line.is_empty() {
             continue;
@@ -121,10 +133,11 @@ fn interactive(acpi: Option<&AcpiInfo>) -> ! {
             let start = time::ticks();
             while !serial::line_ready() {
                 time::ticks(); // keep the PIT clock wrapped-around correctly
+                power::check_button(acpi);
                 pause();
             }
             let ms = time::ticks_to_ms(time::ticks() - start);
-            let next = wait_line(&mut buf);
+            let next = wait_line(&mut buf, acpi);
             println!("testguest: burn stopped ms={ms}");
             if !next.is_empty() && next != "stop" && !next.starts_with("killall") {
                 let mut copy = [0u8; 256];

@@ -6,6 +6,7 @@ use core::arch::{asm, global_asm};
 use crate::io::{mmio_read32, mmio_write32, outb};
 
 pub const SERIAL_VECTOR: u8 = 0x24;
+pub const POWER_BUTTON_VECTOR: u8 = 0x25;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 const SERIAL_GSI: u32 = 4;
 
@@ -72,6 +73,30 @@ serial_irq_stub:
     pop rax
     iretq
 
+    .globl power_button_stub
+power_button_stub:
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    cld
+    call power_button_irq
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    iretq
+
     .globl spurious_stub
 spurious_stub:
     iretq
@@ -81,6 +106,7 @@ spurious_stub:
 unsafe extern "C" {
     static EXC_STUBS: [u64; 32];
     fn serial_irq_stub();
+    fn power_button_stub();
     fn spurious_stub();
 }
 
@@ -95,6 +121,13 @@ extern "C" fn exception(vector: u64, word1: u64, word2: u64) -> ! {
 #[unsafe(no_mangle)]
 extern "C" fn serial_irq() {
     crate::serial::on_interrupt();
+    lapic_write(LAPIC_EOI, 0);
+}
+
+/// Power button (ACPI GED) interrupt: remember the press, then EOI.
+#[unsafe(no_mangle)]
+extern "C" fn power_button_irq() {
+    crate::power::BUTTON_PRESSED.store(true, core::sync::atomic::Ordering::Release);
     lapic_write(LAPIC_EOI, 0);
 }
 
@@ -150,8 +183,16 @@ fn ioapic_write(base: u64, reg: u32, value: u32) {
     mmio_write32(base + 0x10, value);
 }
 
-/// Sets up the IDT, masks the PIC, enables the LAPIC and routes COM1 to this CPU.
-pub fn init(lapic: u64, ioapic: u64) {
+fn route(ioapic: u64, gsi: u32, vector: u8) {
+    // Redirection entry: fixed delivery, physical destination, edge, active high, unmasked.
+    let entry = 0x10 + 2 * gsi;
+    ioapic_write(ioapic, entry + 1, u32::from(apic_id()) << 24);
+    ioapic_write(ioapic, entry, u32::from(vector));
+}
+
+/// Sets up the IDT, masks the PIC, enables the LAPIC and routes COM1 (and the power button's
+/// GSI, when there is one) to this CPU.
+pub fn init(lapic: u64, ioapic: u64, power_button_gsi: Option<u32>) {
     // SAFETY: single-threaded at this point.
     unsafe { *(&raw mut LAPIC_BASE) = lapic };
     for vector in 0..32u8 {
@@ -161,14 +202,15 @@ pub fn init(lapic: u64, ioapic: u64) {
     }
     set_gate(SERIAL_VECTOR, serial_irq_stub as *const () as u64);
     set_gate(SPURIOUS_VECTOR, spurious_stub as *const () as u64);
+    set_gate(POWER_BUTTON_VECTOR, power_button_stub as *const () as u64);
     load_idt();
     // Mask both 8259s: everything goes through the IOAPIC.
     outb(0x21, 0xff);
     outb(0xa1, 0xff);
     lapic_write(LAPIC_TPR, 0);
     lapic_write(LAPIC_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
-    // Redirection entry: fixed delivery, physical destination, edge, active high, unmasked.
-    let entry = 0x10 + 2 * SERIAL_GSI;
-    ioapic_write(ioapic, entry + 1, u32::from(apic_id()) << 24);
-    ioapic_write(ioapic, entry, u32::from(SERIAL_VECTOR));
+    route(ioapic, SERIAL_GSI, SERIAL_VECTOR);
+    if let Some(gsi) = power_button_gsi.filter(|g| *g < 24) {
+        route(ioapic, gsi, POWER_BUTTON_VECTOR);
+    }
 }

@@ -13,6 +13,7 @@
 //! testguest: e820 addr=0x0 size=0x9fc00 type=1          (one per entry)
 //! testguest: memory ram_bytes=N ram_top=0x...
 //! testguest: acpi rsdp=0x... oem=... hw_reduced=1 s5_slp_typ=5
+//! testguest: acpi power_button_gsi=N                     (when the DSDT has a GED)
 //! testguest: madt cpus=N apic_ids=0,1 lapic=0x... ioapic=0x...
 //! testguest: cpu apic_id=N online                        (one per AP)
 //! testguest: cpus online=N
@@ -50,8 +51,10 @@ extern "C" fn rust_main(protocol: u64, info: u64) -> ! {
     paging::install();
     time::init();
     let acpi = acpi::probe(boot.rsdp);
-    let (lapic, ioapic) = acpi.as_ref().map_or((0xfee0_0000, 0xfec0_0000), |a| (a.lapic, a.ioapic));
-    interrupts::init(lapic, ioapic);
+    let (lapic, ioapic, ged) = acpi
+        .as_ref()
+        .map_or((0xfee0_0000, 0xfec0_0000, None), |a| (a.lapic, a.ioapic, a.ged_gsi));
+    interrupts::init(lapic, ioapic, ged);
     report(&boot, acpi.as_ref());
     let online = acpi.as_ref().map_or(1, smp::start_aps);
     println!("testguest: cpus online={online}");
@@ -84,6 +87,9 @@ fn report(boot: &BootInfo, acpi: Option<&acpi::AcpiInfo>) {
         u8::from(a.hw_reduced),
         a.s5_slp_typ
     );
+    if let Some(gsi) = a.ged_gsi {
+        println!("testguest: acpi power_button_gsi={gsi}");
+    }
     serial::print(format_args!("testguest: madt cpus={} apic_ids=", a.cpus));
     for (i, id) in a.apic_ids().iter().enumerate() {
         serial::print(format_args!("{}{id}", if i == 0 { "" } else { "," }));

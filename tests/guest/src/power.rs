@@ -2,9 +2,21 @@
 //! emulation failure on purpose.
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use crate::acpi::{self, AcpiInfo};
 use crate::io::{halt_forever, outb};
+
+/// Set by the power button interrupt (ACPI generic event device).
+pub static BUTTON_PRESSED: AtomicBool = AtomicBool::new(false);
+
+/// Powers off if the power button was pressed (checked wherever the guest waits).
+pub fn check_button(acpi: Option<&AcpiInfo>) {
+    if BUTTON_PRESSED.load(Ordering::Acquire) {
+        crate::println!("testguest: power button");
+        power_off(acpi);
+    }
+}
 
 /// Powers off through ACPI; never returns (if the VMM ignores it, the guest halts).
 pub fn power_off(acpi: Option<&AcpiInfo>) -> ! {

@@ -5,6 +5,7 @@
 
 pub mod acpi_pm;
 pub mod i8042;
+pub mod power_button;
 pub mod serial;
 
 use std::sync::{Arc, Mutex};

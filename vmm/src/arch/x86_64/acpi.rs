@@ -21,7 +21,8 @@ use zerocopy::{Immutable, IntoBytes};
 
 use super::layout::{
     ACPI_END, ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLP_TYP, ACPI_SLEEP_CONTROL_PORT,
-    ACPI_SLEEP_STATUS_PORT, ACPI_START, IOAPIC_ADDR, LAPIC_ADDR, SERIAL_IRQ, SERIAL_PORT,
+    ACPI_SLEEP_STATUS_PORT, ACPI_START, IOAPIC_ADDR, LAPIC_ADDR, POWER_BUTTON_GSI, SERIAL_IRQ,
+    SERIAL_PORT,
 };
 
 /// OEM id written into every table.
@@ -70,7 +71,7 @@ impl AcpiTables {
             .ok()
             .filter(|c| *c <= 254)
             .ok_or(AcpiError::TooManyCpus(cpus))?;
-        let mut devices = vec![serial_device()];
+        let mut devices = vec![serial_device(), power_button(), generic_event_device()];
         devices.extend_from_slice(extra_devices);
         let dsdt = dsdt(&devices);
 
@@ -244,6 +245,45 @@ fn serial_device() -> DsdtDevice {
     )))
 }
 
+/// The ACPI power button (`PNP0C0C`), a control-method button notified by the GED.
+fn power_button() -> DsdtDevice {
+    DsdtDevice(to_bytes(&aml::Device::new(
+        aml::Path::new("PWRB"),
+        vec![
+            &aml::Name::new(aml::Path::new("_HID"), &aml::EISAName::new("PNP0C0C")),
+            &aml::Name::new(aml::Path::new("_UID"), &aml::ZERO),
+        ],
+    )))
+}
+
+/// The hardware-reduced generic event device (`ACPI0013`): an edge interrupt on
+/// [`POWER_BUTTON_GSI`] whose `_EVT` notifies `PWRB` (0x80: "button pressed").
+fn generic_event_device() -> DsdtDevice {
+    let gsi = POWER_BUTTON_GSI;
+    DsdtDevice(to_bytes(&aml::Device::new(
+        aml::Path::new("GED0"),
+        vec![
+            &aml::Name::new(aml::Path::new("_HID"), &"ACPI0013"),
+            &aml::Name::new(aml::Path::new("_UID"), &aml::ZERO),
+            &aml::Name::new(
+                aml::Path::new("_CRS"),
+                &aml::ResourceTemplate::new(vec![&aml::Interrupt::new(
+                    true, true, false, false, gsi,
+                )]),
+            ),
+            &aml::Method::new(
+                aml::Path::new("_EVT"),
+                1,
+                true,
+                vec![&aml::If::new(
+                    &aml::Equal::new(&aml::Arg(0), &gsi),
+                    vec![&aml::Notify::new(&aml::Path::new("\\_SB_.PWRB"), &0x80u8)],
+                )],
+            ),
+        ],
+    )))
+}
+
 /// A virtio-mmio device window (`LNRO0005`), as Linux's virtio_mmio driver discovers it.
 pub fn virtio_mmio_device(index: u8, base: u32, len: u32, gsi: u32) -> DsdtDevice {
     let name = format!("V{index:03X}");
@@ -329,6 +369,7 @@ mod tests {
         let dsdt = &get("DSDT").bytes;
         assert!(dsdt.windows(8).any(|w| w == b"LNRO0005"));
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
+        assert!(dsdt.windows(8).any(|w| w == b"ACPI0013"));
     }
 
     #[test]

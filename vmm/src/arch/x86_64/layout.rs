@@ -70,8 +70,10 @@ pub const ACPI_S5_SLP_TYP: u8 = 5;
 
 /// IRQ (= IOAPIC GSI) of the serial port.
 pub const SERIAL_IRQ: u32 = 4;
-/// First GSI handed to virtio-mmio devices (issue 3); 5..=23 are free.
+/// First GSI handed to virtio-mmio devices (issue 3); 5..=22 are free.
 pub const FIRST_DEVICE_IRQ: u32 = 5;
+/// GSI of the ACPI generic event device (GED) that signals the power button.
+pub const POWER_BUTTON_GSI: u32 = 23;
 /// Number of IOAPIC pins of KVM's in-kernel IOAPIC.
 pub const IOAPIC_PINS: u32 = 24;
 
