@@ -26,8 +26,10 @@ fn initramfs(dir: &Path) -> PathBuf {
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
     std::fs::write(
         root.join("init"),
+        // No /dev/console node in the archive: mount devtmpfs and take the console from it.
         format!(
-            "#!/bin/sh\n/bin/busybox mount -t proc proc /proc\n\
+            "#!/bin/sh\n/bin/busybox mount -t devtmpfs devtmpfs /dev\n\
+             exec 0</dev/console 1>/dev/console 2>&1\n/bin/busybox mount -t proc proc /proc\n\
              echo \"{MARKER} cpus=$(/bin/busybox nproc)\"\n/bin/busybox poweroff -f\n"
         ),
     )

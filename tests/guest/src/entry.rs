@@ -129,13 +129,17 @@ ap_entry32:
     ljmp $0x08, $ap_entry64
 
     .code64
-pvh_start64:
+    .macro load_data_segments
     mov $0x10, %ax
     mov %ax, %ds
     mov %ax, %es
     mov %ax, %ss
     mov %ax, %fs
     mov %ax, %gs
+    .endm
+
+pvh_start64:
+    load_data_segments
     lea BSP_STACK+{bsp_stack}(%rip), %rsp
     mov %esi, %esi                  /* zero-extend the start info address */
     mov $({pvh}), %edi
@@ -144,12 +148,7 @@ pvh_start64:
     jmp 3b
 
 ap_entry64:
-    mov $0x10, %ax
-    mov %ax, %ds
-    mov %ax, %es
-    mov %ax, %ss
-    mov %ax, %fs
-    mov %ax, %gs
+    load_data_segments
     mov AP_STACK_TOP(%rip), %rsp
     call ap_main
 4:  cli

@@ -49,8 +49,10 @@ exc_common:
 1:  hlt
     jmp 1b
 
-    .globl serial_irq_stub
-serial_irq_stub:
+    /* An interrupt stub: save the caller-saved registers, call a Rust handler, iretq. */
+    .macro irq_stub name, handler
+    .globl \name
+\name:
     push rax
     push rcx
     push rdx
@@ -61,7 +63,7 @@ serial_irq_stub:
     push r10
     push r11
     cld
-    call serial_irq
+    call \handler
     pop r11
     pop r10
     pop r9
@@ -72,30 +74,10 @@ serial_irq_stub:
     pop rcx
     pop rax
     iretq
+    .endm
 
-    .globl power_button_stub
-power_button_stub:
-    push rax
-    push rcx
-    push rdx
-    push rsi
-    push rdi
-    push r8
-    push r9
-    push r10
-    push r11
-    cld
-    call power_button_irq
-    pop r11
-    pop r10
-    pop r9
-    pop r8
-    pop rdi
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rax
-    iretq
+    irq_stub serial_irq_stub, serial_irq
+    irq_stub power_button_stub, power_button_irq
 
     .globl spurious_stub
 spurious_stub:

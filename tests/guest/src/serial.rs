@@ -8,7 +8,7 @@ use crate::io::{inb, outb};
 const COM1: u16 = 0x3f8;
 const RBR_THR: u16 = COM1;
 const IER: u16 = COM1 + 1;
-const FCR: u16 = COM1 + 2;
+const IIR_FCR: u16 = COM1 + 2;
 const LCR: u16 = COM1 + 3;
 const MCR: u16 = COM1 + 4;
 const LSR: u16 = COM1 + 5;
@@ -21,7 +21,7 @@ static LOCK: AtomicBool = AtomicBool::new(false);
 pub fn init() {
     outb(IER, 0);
     outb(LCR, 0x03);
-    outb(FCR, 0xc7);
+    outb(IIR_FCR, 0xc7);
     outb(MCR, 0x0b);
 }
 
@@ -81,6 +81,10 @@ static THROTTLED: AtomicBool = AtomicBool::new(false);
 
 /// IRQ 4 handler body: drain the UART's receive FIFO into the ring.
 pub fn on_interrupt() {
+    // Acknowledge like a real driver: reading IIR clears the pending-interrupt state, so the next
+    // received byte (or re-enabling the interrupt) raises the line again. Without it an emulated
+    // UART that signals edges may consider the interrupt still pending and never raise it again.
+    inb(IIR_FCR);
     while inb(LSR) & LSR_DATA_READY != 0 {
         let head = RX_HEAD.load(Ordering::Relaxed);
         let next = (head + 1) % RX_SIZE;
@@ -108,6 +112,7 @@ pub fn line_ready() -> bool {
 /// Re-enables the receive interrupt after the reader made room.
 fn unthrottle() {
     if THROTTLED.swap(false, Ordering::AcqRel) {
+        inb(IIR_FCR);
         outb(IER, 0x01);
     }
 }
