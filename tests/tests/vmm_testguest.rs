@@ -259,3 +259,29 @@ fn idle_guest_costs_the_host_almost_no_cpu_and_burn_costs_a_core() {
         idle_share * 100.0
     );
 }
+
+#[test]
+fn initrd_is_loaded_at_the_top_of_ram_through_both_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let initrd = dir.path().join("initrd.img");
+    let mut bytes = b"\x07\x07\x07CORRAL".to_vec();
+    bytes.resize(12_345, 0x42);
+    std::fs::write(&initrd, &bytes).unwrap();
+    let mem = 64u64 << 20;
+    let addr = (mem - 12_345) & !0xfff;
+    for protocol in ["linux", "pvh"] {
+        let out = boot_and_poweroff(VmArgs::testguest("mode=poweroff").args([
+            "--memory",
+            "64Mi",
+            "--initrd",
+            initrd.to_str().unwrap(),
+            "--boot-protocol",
+            protocol,
+        ]));
+        assert_eq!(
+            report(&out, "initrd "),
+            format!("testguest: initrd addr={addr:#x} size=12345 head=070707434f525241"),
+            "{protocol}"
+        );
+    }
+}

@@ -23,6 +23,8 @@ pub struct BootInfo {
     pub cmdline_len: usize,
     /// RSDP address given by the loader (0 = not given: scan the BIOS area).
     pub rsdp: u64,
+    /// Initial ramdisk (address, size), if the loader passed one.
+    pub initrd: Option<(u64, u64)>,
 }
 
 impl BootInfo {
@@ -42,6 +44,7 @@ impl BootInfo {
             cmdline: [0; MAX_CMDLINE],
             cmdline_len: 0,
             rsdp: 0,
+            initrd: None,
         }
     }
 
@@ -66,6 +69,8 @@ impl BootInfo {
 // boot_params offsets (Documentation/arch/x86/zero-page.rst, boot.rst).
 const BP_ACPI_RSDP_ADDR: usize = 0x070;
 const BP_E820_ENTRIES: usize = 0x1e8;
+const BP_RAMDISK_IMAGE: usize = 0x218;
+const BP_RAMDISK_SIZE: usize = 0x21c;
 const BP_CMD_LINE_PTR: usize = 0x228;
 const BP_CMDLINE_SIZE: usize = 0x238;
 const BP_E820_TABLE: usize = 0x2d0;
@@ -82,6 +87,10 @@ pub fn from_zero_page(addr: u64) -> BootInfo {
     let size = read_u32(zp, BP_CMDLINE_SIZE) as usize;
     info.set_cmdline(u64::from(read_u32(zp, BP_CMD_LINE_PTR)), if size == 0 { MAX_CMDLINE } else { size + 1 });
     info.rsdp = read_u64(zp, BP_ACPI_RSDP_ADDR);
+    let size = read_u32(zp, BP_RAMDISK_SIZE);
+    if size != 0 {
+        info.initrd = Some((u64::from(read_u32(zp, BP_RAMDISK_IMAGE)), u64::from(size)));
+    }
     info
 }
 
@@ -96,6 +105,10 @@ pub fn from_pvh(addr: u64) -> BootInfo {
     }
     info.set_cmdline(read_u64(si, 24), MAX_CMDLINE);
     info.rsdp = read_u64(si, 32);
+    if read_u32(si, 12) > 0 {
+        let module = phys_slice(read_u64(si, 16), 16);
+        info.initrd = Some((read_u64(module, 0), read_u64(module, 8)));
+    }
     let version = read_u32(si, 4);
     if version >= 1 {
         let memmap = read_u64(si, 40);

@@ -12,6 +12,7 @@
 //! testguest: cmdline="..."
 //! testguest: e820 addr=0x0 size=0x9fc00 type=1          (one per entry)
 //! testguest: memory ram_bytes=N ram_top=0x...
+//! testguest: initrd addr=0x... size=N head=<first 8 bytes, hex>  (when there is one)
 //! testguest: acpi rsdp=0x... oem=... hw_reduced=1 s5_slp_typ=5
 //! testguest: acpi power_button_gsi=N                     (when the DSDT has a GED)
 //! testguest: madt cpus=N apic_ids=0,1 lapic=0x... ioapic=0x...
@@ -76,6 +77,14 @@ fn report(boot: &BootInfo, acpi: Option<&acpi::AcpiInfo>) {
         }
     }
     println!("testguest: memory ram_bytes={ram} ram_top={top:#x}");
+    if let Some((addr, size)) = boot.initrd {
+        let head = io::phys_slice(addr, size.min(8) as usize);
+        serial::print(format_args!("testguest: initrd addr={addr:#x} size={size} head="));
+        for b in head {
+            serial::print(format_args!("{b:02x}"));
+        }
+        println!("");
+    }
     let Some(a) = acpi else {
         println!("testguest: acpi none");
         return;
