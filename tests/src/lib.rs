@@ -1,5 +1,6 @@
 //! Shared helpers for corral's end-to-end tests: find (or build) the `corral` binary, run a
-//! daemon on private directories, talk to it over its socket.
+//! daemon on private directories, talk to it over its socket, run single VMMs.
 
 pub mod bin;
 pub mod daemon;
+pub mod vmm;

@@ -16,6 +16,8 @@ pub mod files {
     pub const RECORD: &str = "vm.json";
     /// Directory holding seed files, one subdirectory per seed disk.
     pub const SEED: &str = "seed";
+    /// The VMM's own record of how it ended (`{"code": N, ...}`), for re-adopted VMMs.
+    pub const EXIT: &str = "exit.json";
 }
 
 /// Arguments after the binary: `vmm --kernel ... --disk ...`.
@@ -43,6 +45,8 @@ pub fn vmm_args(plan: &LaunchPlan, run_dir: &Path) -> Vec<String> {
         run_dir.join(files::CONSOLE).display().to_string(),
         "--scratch-dir".into(),
         run_dir.display().to_string(),
+        "--exit-file".into(),
+        run_dir.join(files::EXIT).display().to_string(),
     ]);
     for d in &plan.disks {
         a.push("--disk".into());

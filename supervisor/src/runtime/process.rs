@@ -91,7 +91,7 @@ fn last_error_line(dir: &Path) -> Option<String> {
 
 /// Exit code recorded by the VMM itself (`exit.json`), for processes that are not our children.
 fn recorded_exit_code(dir: &Path) -> Option<i32> {
-    let text = fs::read_to_string(dir.join("exit.json")).ok()?;
+    let text = fs::read_to_string(dir.join(files::EXIT)).ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     v.get("code")?.as_i64().and_then(|c| i32::try_from(c).ok())
 }
