@@ -77,7 +77,7 @@ fn spinning_guest_is_held_at_its_cpu_limit() {
     );
     let desc = cg.describe();
     let dirs: Vec<std::path::PathBuf> = desc
-        .split(|c| c == '(' || c == ',' || c == ')')
+        .split(['(', ',', ')'])
         .filter_map(|p| p.trim().split_once(' ').map(|(_, d)| d.into()))
         .filter(|d: &std::path::PathBuf| d.is_absolute())
         .collect();
