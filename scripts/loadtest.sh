@@ -60,17 +60,20 @@ else
   BASE=http://localhost
   CURL+=(--unix-socket "$SOCKET")
 fi
-# api METHOD PATH [CONTENT-TYPE BODY-FILE|-] → body on stdout, HTTP code in $CODE
+# api METHOD PATH [CONTENT-TYPE BODY-FILE]: the response body goes to $RESP, its status to $CODE
+# (call it directly, not in $( ), so that CODE is set in this shell).
+RESP=$(mktemp)
 api() {
-  local method=$1 path=$2 ct=${3:-} body=${4:-} out
-  out=$(mktemp)
+  local method=$1 path=$2 ct=${3:-} body=${4:-}
   if [ -n "$ct" ]; then
-    CODE=$("${CURL[@]}" -o "$out" -w '%{http_code}' -X "$method" -H "Content-Type: $ct" --data-binary "@$body" "$BASE$path")
+    CODE=$("${CURL[@]}" -o "$RESP" -w '%{http_code}' -X "$method" -H "Content-Type: $ct" --data-binary "@$body" "$BASE$path")
   else
-    CODE=$("${CURL[@]}" -o "$out" -w '%{http_code}' -X "$method" "$BASE$path")
+    CODE=$("${CURL[@]}" -o "$RESP" -w '%{http_code}' -X "$method" "$BASE$path")
   fi
-  cat "$out"; rm -f "$out"
 }
+# get PATH: the JSON body on stdout (for pipelines).
+get() { "${CURL[@]}" "$BASE$1"; }
+message() { jq -r '.message // empty' "$RESP" 2>/dev/null || cat "$RESP"; }
 TABLE='Accept: application/json;as=Table;v=v1;g=meta.k8s.io'
 # Prints a Table response the way kubectl does (priority-0 columns, aligned).
 print_table() {
@@ -92,52 +95,57 @@ VMIS=/apis/kubevirt.io/v1/namespaces/$NS/virtualmachineinstances
 SET=$(sed -n 's/^  name: *//p' "$VMIRS" | head -1)
 HPA_NAME=$(sed -n 's/^  name: *//p' "$HPA" | head -1)
 
-api GET /readyz >/dev/null; [ "$CODE" = 200 ] || fail "the daemon at ${SERVER:-$SOCKET} is not ready (HTTP $CODE)"
-api GET /apis | jq -e '.groups[] | select(.name == "metrics.k8s.io")' >/dev/null \
+api GET /readyz; [ "$CODE" = 200 ] || fail "the daemon at ${SERVER:-$SOCKET} is not ready (HTTP $CODE)"
+get /apis | jq -e '.groups[] | select(.name == "metrics.k8s.io")' >/dev/null \
   || fail "the daemon does not serve metrics.k8s.io (no sampler)"
 log "daemon ready at ${SERVER:-$SOCKET}; stabilization window ${WINDOW}s"
 
 # ---- 1. the set, scaled to 1 ------------------------------------------------------------------
-body=$(mktemp); trap 'rm -f "$body"' EXIT
+body=$(mktemp); trap 'rm -f "$body" "$RESP"' EXIT
 if [ -n "$IMAGE" ]; then
   sed "s|image: .*|image: $IMAGE|" "$VMIRS" > "$body"
 else
   cp "$VMIRS" "$body"
 fi
-out=$(api POST "$RS" application/yaml "$body")
+api POST "$RS" application/yaml "$body"
 case "$CODE" in
   201) log "created VirtualMachineInstanceReplicaSet $SET" ;;
   409) log "VirtualMachineInstanceReplicaSet $SET exists; reusing it" ;;
-  *) fail "create $SET: HTTP $CODE $(echo "$out" | jq -r .message 2>/dev/null || echo "$out")" ;;
+  *) fail "create $SET: HTTP $CODE $(message)" ;;
 esac
 echo '{"spec":{"replicas":1}}' > "$body"
-api PATCH "$RS/$SET/scale" application/merge-patch+json "$body" >/dev/null
-[ "$CODE" = 200 ] || fail "scale $SET to 1: HTTP $CODE"
+api PATCH "$RS/$SET/scale" application/merge-patch+json "$body"
+[ "$CODE" = 200 ] || fail "scale $SET to 1: HTTP $CODE $(message)"
 log "scaled $SET to 1 (the lab's: oc scale vmirs $SET --replicas 1)"
+# The set's VMIs that are not being deleted: "name ready" lines.
+vmis() {
+  get "$VMIS" | jq -r --arg s "$SET" '.items[] | select(.metadata.ownerReferences[]?.name == $s)
+    | select(.metadata.deletionTimestamp == null)
+    | "\(.metadata.name) \(any(.status.conditions[]?; .type == "Ready" and .status == "True"))"'
+}
+ready_vmis() { vmis | awk '$2 == "true" {print $1}'; }
 deadline=$(( $(date +%s) + UP_TIMEOUT ))
-until [ "$(api GET "$RS/$SET" | jq '[.status.replicas, .status.readyReplicas] == [1, 1]')" = true ]; do
+until [ "$(vmis | wc -l)" = 1 ] && [ "$(ready_vmis | wc -l)" = 1 ]; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "$SET did not settle at 1 Ready VMI within ${UP_TIMEOUT}s"
   sleep 1
 done
-VMI=$(api GET "$VMIS" | jq -r --arg s "$SET" '[.items[] | select(.metadata.ownerReferences[]?.name == $s)
-  | select(.status.conditions[]? | .type == "Ready" and .status == "True") | .metadata.name][0] // empty')
-[ -n "$VMI" ] || fail "no Ready VMI of $SET"
+VMI=$(ready_vmis)
 log "1 VMI Ready: $VMI"
 
 # ---- 2. the HPA -------------------------------------------------------------------------------
-out=$(api POST "$HPAS" application/yaml "$HPA")
+api POST "$HPAS" application/yaml "$HPA"
 case "$CODE" in
   201) log "created HorizontalPodAutoscaler $HPA_NAME (autoscaling/v1, the lab's YAML)" ;;
   409) log "HorizontalPodAutoscaler $HPA_NAME exists; reusing it" ;;
-  *) fail "create the HPA: HTTP $CODE $(echo "$out" | jq -r .message 2>/dev/null || echo "$out")" ;;
+  *) fail "create the HPA: HTTP $CODE $(message)" ;;
 esac
 hpa_row() { "${CURL[@]}" -H "$TABLE" "$BASE$HPAS/$HPA_NAME" | print_table; }
 top_pods() {
-  api GET "/apis/metrics.k8s.io/v1beta1/namespaces/$NS/pods" \
+  get "/apis/metrics.k8s.io/v1beta1/namespaces/$NS/pods" \
     | jq -r '.items[] | "\(.metadata.name)  cpu \(.containers[0].usage.cpu)  memory \(.containers[0].usage.memory)"'
 }
 deadline=$(( $(date +%s) + 120 ))
-until api GET "$HPAS/$HPA_NAME" | jq -e '.status.currentCPUUtilizationPercentage != null' >/dev/null; do
+until get "$HPAS/$HPA_NAME" | jq -e '.status.currentCPUUtilizationPercentage != null' >/dev/null; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "the HPA reported no CPU utilization within 120s: $(hpa_row | tail -1)"
   sleep 1
 done
@@ -146,8 +154,9 @@ top_pods | sed 's/^/           top: /'
 
 # ---- 3. load ----------------------------------------------------------------------------------
 printf '%s\n' "$LOAD_LINE" > "$body"
-echo_out=$(api POST "/apis/subresources.kubevirt.io/v1/namespaces/$NS/virtualmachineinstances/$VMI/consoleinput?until=burn%20started&waitMillis=5000" text/plain "$body")
-[ "$CODE" = 200 ] || fail "console input to $VMI: HTTP $CODE $echo_out"
+api POST "/apis/subresources.kubevirt.io/v1/namespaces/$NS/virtualmachineinstances/$VMI/consoleinput?until=burn%20started&waitMillis=5000" text/plain "$body"
+[ "$CODE" = 200 ] || fail "console input to $VMI: HTTP $CODE $(message)"
+echo_out=$(cat "$RESP")
 T_LOAD=$(date +%s)
 log "load started in $VMI: \`$LOAD_LINE\` → guest: $(echo "$echo_out" | tr -d '\r' | grep -m1 . || echo '(no reply)')"
 last=""
@@ -155,7 +164,7 @@ deadline=$(( T_LOAD + UP_TIMEOUT ))
 while :; do
   row=$(hpa_row | tail -1)
   [ "$row" != "$last" ] && { log "$row"; last=$row; }
-  replicas=$(api GET "$RS/$SET" | jq '.spec.replicas')
+  replicas=$(get "$RS/$SET" | jq '.spec.replicas')
   if [ "$replicas" -ge 2 ]; then
     T_UP=$(date +%s)
     log "SCALED UP: $SET has $replicas replicas, $(( T_UP - T_LOAD ))s after the load started"
@@ -164,13 +173,29 @@ while :; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "no scale-up within ${UP_TIMEOUT}s of the load: $row"
   sleep 2
 done
+get "/api/v1/namespaces/$NS/events" | jq -r --arg h "$HPA_NAME" '[.items[]
+  | select(.involvedObject.kind == "HorizontalPodAutoscaler" and .involvedObject.name == $h and .reason == "SuccessfulRescale")]
+  | sort_by(.lastTimestamp) | last | "           event: \(.reason): \(.message)"'
+# The second VMI boots while the first keeps burning (the lab's `oc get vmi`).
+deadline=$(( $(date +%s) + 120 ))
+while :; do
+  ready=$(ready_vmis | tr '\n' ' ')
+  [ "$(echo "$ready" | wc -w)" -ge 2 ] && break
+  [ "$(date +%s)" -lt "$deadline" ] || fail "the second VMI did not become Ready within 120s"
+  sleep 2
+done
+log "2 VMIs Ready: $ready"
+"${CURL[@]}" -H "$TABLE" "$BASE$VMIS" | print_table | sed 's/^/           /'
+sleep 5
 hpa_row | sed 's/^/           /'
 top_pods | sed 's/^/           top: /'
-api GET "$HPAS/$HPA_NAME" | jq -r '"           reason: " + ((.metadata.annotations["autoscaling.alpha.kubernetes.io/conditions"] // "[]") | fromjson | map(select(.type == "AbleToScale"))[0].message // "")'
+last=$(hpa_row | tail -1)
 
 # ---- 4. stop the load, wait out the window ----------------------------------------------------
 printf '\n' > "$body"
-echo_out=$(api POST "/apis/subresources.kubevirt.io/v1/namespaces/$NS/virtualmachineinstances/$VMI/consoleinput?until=burn%20stopped&waitMillis=5000" text/plain "$body")
+api POST "/apis/subresources.kubevirt.io/v1/namespaces/$NS/virtualmachineinstances/$VMI/consoleinput?until=burn%20stopped&waitMillis=5000" text/plain "$body"
+[ "$CODE" = 200 ] || fail "console input to $VMI: HTTP $CODE $(message)"
+echo_out=$(cat "$RESP")
 T_STOP=$(date +%s)
 log "load stopped (Enter in the console) → guest: $(echo "$echo_out" | tr -d '\r' | grep -m1 . || echo '(no reply)')"
 MARGIN=60
@@ -178,7 +203,7 @@ deadline=$(( T_STOP + WINDOW + MARGIN ))
 while :; do
   row=$(hpa_row | tail -1)
   [ "$row" != "$last" ] && { log "$row"; last=$row; }
-  replicas=$(api GET "$RS/$SET" | jq '.spec.replicas')
+  replicas=$(get "$RS/$SET" | jq '.spec.replicas')
   if [ "$replicas" -le 1 ]; then
     T_DOWN=$(date +%s)
     log "SCALED DOWN: $SET back to $replicas replica, $(( T_DOWN - T_STOP ))s after the load stopped"
@@ -199,8 +224,8 @@ echo "  scaled 1 → 2         t+$(( T_UP - T0 ))s   ($(( T_UP - T_LOAD ))s afte
 echo "  load stopped         t+$(( T_STOP - T0 ))s"
 echo "  scaled 2 → 1         t+$(( T_DOWN - T0 ))s   ($(( T_DOWN - T_STOP ))s after the load stopped; window ${WINDOW}s)"
 if [ "$KEEP" = 0 ]; then
-  api DELETE "$HPAS/$HPA_NAME" >/dev/null
-  api DELETE "$RS/$SET" >/dev/null
+  api DELETE "$HPAS/$HPA_NAME"
+  api DELETE "$RS/$SET"
   log "deleted the HPA and the set (--keep keeps them)"
 fi
 log "PASS"
