@@ -46,6 +46,15 @@ impl Default for AutoscalerConfig {
     }
 }
 
+/// One HPA as the controller remembers it.
+struct Tracked {
+    uid: String,
+    /// The spec generation of the last sync.
+    generation: i64,
+    last_sync: Tick,
+    memory: Memory,
+}
+
 /// Monotonic and wall-clock time of a sync.
 pub type Clock = Box<dyn Fn() -> (Tick, DateTime<Utc>) + Send + Sync>;
 
@@ -53,8 +62,8 @@ pub type Clock = Box<dyn Fn() -> (Tick, DateTime<Utc>) + Send + Sync>;
 pub struct Autoscaler {
     config: AutoscalerConfig,
     metrics: Arc<dyn CpuSource>,
-    /// Per HPA (namespace, name): its uid and what the controller remembers about it.
-    memory: Mutex<HashMap<(String, String), (String, Memory)>>,
+    /// Per HPA (namespace, name): what the controller remembers about it.
+    memory: Mutex<HashMap<(String, String), Tracked>>,
     clock: Clock,
 }
 
@@ -81,7 +90,7 @@ impl Autoscaler {
         }
     }
 
-    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (String, Memory)>> {
+    fn memory(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Tracked>> {
         self.memory
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -342,22 +351,40 @@ impl Autoscaler {
         best.map(|b| (b, statuses))
     }
 
-    fn sync(&self, ctx: &Ctx, ns: &str, name: &str) -> Result<(), StoreError> {
+    /// One sync; returns when the next one is due (`None`: the HPA is gone).
+    fn sync(&self, ctx: &Ctx, ns: &str, name: &str) -> Result<Option<Duration>, StoreError> {
         let key = ObjectKey::new(Kind::Hpa, ns, name);
         let mem_key = (ns.to_string(), name.to_string());
         let Some(obj) = ctx.store.get(&key).filter(|o| !meta::is_deleting(o)) else {
             self.memory().remove(&mem_key);
-            return Ok(());
+            return Ok(None);
         };
         let uid = meta::uid(&obj).to_string();
-        let a = hpa::resolve(&obj);
+        let generation = obj
+            .get("metadata")
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let started = (self.clock)().0;
         let mut mem = {
             let mut g = self.memory();
             match g.remove(&mem_key) {
-                Some((u, m)) if u == uid => m,
+                Some(t) if t.uid == uid => {
+                    // Like the controller's rate-limited queue: changes of the object (its own
+                    // status writes, resyncs) do not sync it more often than every period; a
+                    // new spec does.
+                    let next = t.last_sync + self.config.sync_period.mul_f64(0.9);
+                    if t.generation == generation && started < next {
+                        let wait = t.last_sync + self.config.sync_period - started;
+                        g.insert(mem_key, t);
+                        return Ok(Some(wait));
+                    }
+                    t.memory
+                }
                 _ => Memory::default(),
             }
         };
+        let a = hpa::resolve(&obj);
         let mut o = self.compute(ctx, &obj, &a, &mut mem);
         if let Some((desired, reason)) = o.rescale.clone() {
             let svc = Service::new(ctx.store.clone(), Arc::new(ctx.capacity));
@@ -416,7 +443,15 @@ impl Autoscaler {
         for (k, reason, msg) in &o.events {
             ctx.events.record(Kind::Hpa, &obj, *k, reason, msg);
         }
-        self.memory().insert(mem_key, (uid.clone(), mem));
+        self.memory().insert(
+            mem_key,
+            Tracked {
+                uid: uid.clone(),
+                generation,
+                last_sync: started,
+                memory: mem,
+            },
+        );
         if obj.get("status") != Some(&o.status) {
             ctx.store.update(&key, false, |cur| {
                 if meta::uid(cur) != uid {
@@ -427,7 +462,7 @@ impl Autoscaler {
                 Ok(Some(n))
             })?;
         }
-        Ok(())
+        Ok(Some(self.config.sync_period))
     }
 }
 
@@ -437,15 +472,7 @@ impl HpaReconciler for Autoscaler {
         let res = self.sync(ctx, ns, name);
         counters::add(&COUNTERS.hpa_nanos, t0.elapsed().as_nanos() as u64);
         match res {
-            Ok(())
-                if ctx
-                    .store
-                    .get(&ObjectKey::new(Kind::Hpa, ns, name))
-                    .is_some() =>
-            {
-                Some(self.config.sync_period)
-            }
-            Ok(()) => None,
+            Ok(next) => next,
             Err(StoreError::NotFound { .. }) => None,
             Err(e) => {
                 tracing::warn!(hpa = %format!("{ns}/{name}"), error = %crate::error_chain(&e), "HPA sync failed; retrying");

@@ -323,6 +323,13 @@ fn metrics_missing_and_disabled_scaling() {
     let svc = Service::new(w.ctx.store.clone(), Arc::new(w.ctx.capacity));
     svc.set_scale("default", SET, &json!({"spec": {"replicas": 0}}))
         .unwrap();
+    // Within the period the HPA is not synced again (its own status write changed it).
+    assert_eq!(w.sync(SET), Some(Duration::from_secs(15)));
+    assert_eq!(
+        w.cond(SET, "ScalingActive"),
+        Some((false, "FailedGetResourceMetric".into()))
+    );
+    w.advance(15);
     w.sync(SET);
     assert_eq!(
         w.cond(SET, "ScalingActive"),
