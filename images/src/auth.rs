@@ -71,9 +71,14 @@ impl Credentials {
 
     /// Loads a docker `config.json`.
     pub fn load(path: &Path) -> Result<Self, AuthError> {
-        let text = std::fs::read(path).map_err(|source| AuthError::Read { path: path.into(), source })?;
-        let file: ConfigFile =
-            serde_json::from_slice(&text).map_err(|source| AuthError::Json { path: path.into(), source })?;
+        let text = std::fs::read(path).map_err(|source| AuthError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let file: ConfigFile = serde_json::from_slice(&text).map_err(|source| AuthError::Json {
+            path: path.into(),
+            source,
+        })?;
         let mut by_host = BTreeMap::new();
         for (key, entry) in file.auths {
             let host = normalize_host(&key);
@@ -82,8 +87,13 @@ impl Credentials {
             } else if let (Some(u), Some(p)) = (entry.username, entry.password) {
                 RegistryAuth::Basic(u, p)
             } else if let Some(b64) = entry.auth {
-                let bad = || AuthError::Entry { path: path.into(), registry: key.clone() };
-                let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).map_err(|_| bad())?;
+                let bad = || AuthError::Entry {
+                    path: path.into(),
+                    registry: key.clone(),
+                };
+                let raw = base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| bad())?;
                 let raw = String::from_utf8(raw).map_err(|_| bad())?;
                 let (u, p) = raw.split_once(':').ok_or_else(bad)?;
                 RegistryAuth::Basic(u.to_string(), p.to_string())
@@ -95,12 +105,18 @@ impl Credentials {
             };
             by_host.insert(host, auth);
         }
-        Ok(Self { by_host, source: Some(path.into()) })
+        Ok(Self {
+            by_host,
+            source: Some(path.into()),
+        })
     }
 
     /// Credentials for `registry` (a host[:port]), anonymous when none are configured.
     pub fn for_registry(&self, registry: &str) -> RegistryAuth {
-        self.by_host.get(&normalize_host(registry)).cloned().unwrap_or(RegistryAuth::Anonymous)
+        self.by_host
+            .get(&normalize_host(registry))
+            .cloned()
+            .unwrap_or(RegistryAuth::Anonymous)
     }
 
     /// Where the credentials came from (for error hints).
@@ -116,10 +132,15 @@ impl Credentials {
 /// `https://index.docker.io/v1/` → `docker.io`, `http://127.0.0.1:5000` → `127.0.0.1:5000`.
 fn normalize_host(key: &str) -> String {
     let k = key.trim();
-    let k = k.strip_prefix("https://").or_else(|| k.strip_prefix("http://")).unwrap_or(k);
+    let k = k
+        .strip_prefix("https://")
+        .or_else(|| k.strip_prefix("http://"))
+        .unwrap_or(k);
     let host = k.split('/').next().unwrap_or(k);
     match host {
-        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => "docker.io".to_string(),
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".to_string()
+        }
         h => h.to_ascii_lowercase(),
     }
 }
@@ -144,9 +165,18 @@ mod tests {
         )
         .unwrap();
         let c = Credentials::load(&path).unwrap();
-        assert_eq!(c.for_registry("127.0.0.1:5000"), RegistryAuth::Basic("alice".into(), "s3cret:x".into()));
-        assert_eq!(c.for_registry("docker.io"), RegistryAuth::Basic("bob".into(), "pw".into()));
-        assert_eq!(c.for_registry("quay.io"), RegistryAuth::Bearer("tok".into()));
+        assert_eq!(
+            c.for_registry("127.0.0.1:5000"),
+            RegistryAuth::Basic("alice".into(), "s3cret:x".into())
+        );
+        assert_eq!(
+            c.for_registry("docker.io"),
+            RegistryAuth::Basic("bob".into(), "pw".into())
+        );
+        assert_eq!(
+            c.for_registry("quay.io"),
+            RegistryAuth::Bearer("tok".into())
+        );
         assert_eq!(c.for_registry("ghcr.io"), RegistryAuth::Anonymous);
         assert_eq!(c.for_registry("elsewhere:1"), RegistryAuth::Anonymous);
     }
@@ -157,8 +187,14 @@ mod tests {
         let path = dir.path().join("config.json");
         std::fs::write(&path, r#"{"auths":{"h":{"auth":"!!!"}}}"#).unwrap();
         let err = Credentials::load(&path).unwrap_err().to_string();
-        assert!(err.contains("config.json") && err.contains("\"h\""), "{err}");
+        assert!(
+            err.contains("config.json") && err.contains("\"h\""),
+            "{err}"
+        );
         std::fs::write(&path, "{").unwrap();
-        assert!(matches!(Credentials::load(&path), Err(AuthError::Json { .. })));
+        assert!(matches!(
+            Credentials::load(&path),
+            Err(AuthError::Json { .. })
+        ));
     }
 }

@@ -72,8 +72,18 @@ pub fn build_disk(
     let (disk_format, disk_size) = convert::to_raw(&staged.path, &disk, limits.file)?;
     hub.emit(PullEvent::Phase(Phase::ExtractingKernel));
     let boot = kernel::extract(&disk, artifact, require_kernel)?;
-    let meta = ImageMeta { id: id.clone(), disk_name: staged.name, disk_format, disk_size, boot, created: crate::refs::now() };
-    write_atomic(&artifact.join(IMAGE_JSON), &serde_json::to_vec_pretty(&meta).expect("meta serializes"))?;
+    let meta = ImageMeta {
+        id: id.clone(),
+        disk_name: staged.name,
+        disk_format,
+        disk_size,
+        boot,
+        created: crate::refs::now(),
+    };
+    write_atomic(
+        &artifact.join(IMAGE_JSON),
+        &serde_json::to_vec_pretty(&meta).expect("meta serializes"),
+    )?;
     sync_tree(artifact)?;
     Ok(meta)
 }
@@ -105,7 +115,10 @@ pub fn build_kernel_boot(
         kernel_format,
         initrd_path: initrd_path.map(str::to_string),
     };
-    write_atomic(&artifact.join(KERNEL_JSON), &serde_json::to_vec_pretty(&meta).expect("meta serializes"))?;
+    write_atomic(
+        &artifact.join(KERNEL_JSON),
+        &serde_json::to_vec_pretty(&meta).expect("meta serializes"),
+    )?;
     sync_tree(artifact)?;
     Ok(meta)
 }

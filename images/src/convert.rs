@@ -12,7 +12,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 
-use imago::{DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Mapping, Storage, StorageOpenOptions};
+use imago::{
+    DenyImplicitOpenGate, FormatAccess, FormatDriverBuilder, Mapping, Storage, StorageOpenOptions,
+};
 
 /// Why a disk could not be converted.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +27,9 @@ pub enum ConvertError {
     },
     #[error("qcow2 disk {path} is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("qcow2 disk {path} has a backing file {backing:?}; container disks must be self-contained")]
+    #[error(
+        "qcow2 disk {path} has a backing file {backing:?}; container disks must be self-contained"
+    )]
     BackingFile { path: PathBuf, backing: String },
     #[error("qcow2 disk {path} uses an external data file")]
     DataFile { path: PathBuf },
@@ -36,7 +40,11 @@ pub enum ConvertError {
     #[error("disk {path} is a {format} image; only qcow2 and raw are supported")]
     Unsupported { path: PathBuf, format: &'static str },
     #[error("disk {path} has a virtual size of {size} bytes, over the size limit of {limit} bytes")]
-    TooLarge { path: PathBuf, size: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        size: u64,
+        limit: u64,
+    },
     #[error("cannot convert qcow2 disk {path}")]
     Imago {
         path: PathBuf,
@@ -81,7 +89,12 @@ pub fn detect(path: &Path) -> Result<DiskFormat, ConvertError> {
     let mut head = [0u8; 512];
     let n = read_head(path, &mut head)?;
     let head = &head[..n];
-    let unsupported = |format| Err(ConvertError::Unsupported { path: path.into(), format });
+    let unsupported = |format| {
+        Err(ConvertError::Unsupported {
+            path: path.into(),
+            format,
+        })
+    };
     if head.starts_with(b"QFI\xfb") {
         Ok(DiskFormat::Qcow2)
     } else if head.starts_with(b"KDMV") || head.starts_with(b"# Disk DescriptorFile") {
@@ -98,7 +111,10 @@ pub fn detect(path: &Path) -> Result<DiskFormat, ConvertError> {
 }
 
 fn read_head(path: &Path, buf: &mut [u8]) -> Result<usize, ConvertError> {
-    let read_err = |source| ConvertError::Read { path: path.into(), source };
+    let read_err = |source| ConvertError::Read {
+        path: path.into(),
+        source,
+    };
     let mut f = File::open(path).map_err(read_err)?;
     let mut n = 0;
     while n < buf.len() {
@@ -115,7 +131,10 @@ fn read_head(path: &Path, buf: &mut [u8]) -> Result<usize, ConvertError> {
 pub fn check_qcow2(path: &Path, limit: u64) -> Result<Qcow2Header, ConvertError> {
     let mut h = [0u8; 112];
     let n = read_head(path, &mut h)?;
-    let corrupt = |reason: &str| ConvertError::Corrupt { path: path.into(), reason: reason.into() };
+    let corrupt = |reason: &str| ConvertError::Corrupt {
+        path: path.into(),
+        reason: reason.into(),
+    };
     if n < 72 {
         return Err(corrupt("header truncated"));
     }
@@ -123,42 +142,69 @@ pub fn check_qcow2(path: &Path, limit: u64) -> Result<Qcow2Header, ConvertError>
     let be64 = |o: usize| u64::from_be_bytes(h[o..o + 8].try_into().expect("8 bytes"));
     let version = be32(4);
     if version != 2 && version != 3 {
-        return Err(ConvertError::Version { path: path.into(), version });
+        return Err(ConvertError::Version {
+            path: path.into(),
+            version,
+        });
     }
     let backing_offset = be64(8);
     let backing_len = be32(16) as usize;
     if backing_offset != 0 {
         let mut name = vec![0u8; backing_len.min(1023)];
-        let f = File::open(path).map_err(|source| ConvertError::Read { path: path.into(), source })?;
+        let f = File::open(path).map_err(|source| ConvertError::Read {
+            path: path.into(),
+            source,
+        })?;
         let backing = match f.read_exact_at(&mut name, backing_offset) {
             Ok(()) => String::from_utf8_lossy(&name).into_owned(),
             Err(_) => "(unreadable)".to_string(),
         };
-        return Err(ConvertError::BackingFile { path: path.into(), backing });
+        return Err(ConvertError::BackingFile {
+            path: path.into(),
+            backing,
+        });
     }
     let cluster_bits = be32(20);
     if !(9..=21).contains(&cluster_bits) {
-        return Err(corrupt(&format!("cluster_bits {cluster_bits} out of range")));
+        return Err(corrupt(&format!(
+            "cluster_bits {cluster_bits} out of range"
+        )));
     }
     let virtual_size = be64(24);
     if virtual_size > limit {
-        return Err(ConvertError::TooLarge { path: path.into(), size: virtual_size, limit });
+        return Err(ConvertError::TooLarge {
+            path: path.into(),
+            size: virtual_size,
+            limit,
+        });
     }
-    let file_len = std::fs::metadata(path).map_err(|source| ConvertError::Read { path: path.into(), source })?.len();
+    let file_len = std::fs::metadata(path)
+        .map_err(|source| ConvertError::Read {
+            path: path.into(),
+            source,
+        })?
+        .len();
     let cluster = 1u64 << cluster_bits;
     let l1_size = be32(36) as u64;
     let l1_offset = be64(40);
     let l2_entries = cluster / 8;
     let needed_l1 = virtual_size.div_ceil(cluster).div_ceil(l2_entries);
     if l1_size < needed_l1 {
-        return Err(corrupt(&format!("L1 table has {l1_size} entries, {needed_l1} needed")));
+        return Err(corrupt(&format!(
+            "L1 table has {l1_size} entries, {needed_l1} needed"
+        )));
     }
-    if l1_size > 0 && (l1_offset % cluster != 0 || l1_offset.saturating_add(l1_size * 8) > file_len) {
-        return Err(corrupt(&format!("L1 table at {l1_offset:#x} lies outside the {file_len}-byte file")));
+    if l1_size > 0 && (l1_offset % cluster != 0 || l1_offset.saturating_add(l1_size * 8) > file_len)
+    {
+        return Err(corrupt(&format!(
+            "L1 table at {l1_offset:#x} lies outside the {file_len}-byte file"
+        )));
     }
     let refcount_offset = be64(48);
     if refcount_offset % cluster != 0 || refcount_offset.saturating_add(cluster) > file_len {
-        return Err(corrupt(&format!("refcount table at {refcount_offset:#x} lies outside the file")));
+        return Err(corrupt(&format!(
+            "refcount table at {refcount_offset:#x} lies outside the file"
+        )));
     }
     if be32(32) != 0 {
         return Err(ConvertError::Encrypted { path: path.into() });
@@ -172,17 +218,27 @@ pub fn check_qcow2(path: &Path, limit: u64) -> Result<Qcow2Header, ConvertError>
             return Err(ConvertError::DataFile { path: path.into() });
         }
         if incompatible & !0b1_1111 != 0 {
-            return Err(corrupt(&format!("unknown incompatible features {incompatible:#x}")));
+            return Err(corrupt(&format!(
+                "unknown incompatible features {incompatible:#x}"
+            )));
         }
     }
-    Ok(Qcow2Header { version, virtual_size, cluster_bits })
+    Ok(Qcow2Header {
+        version,
+        virtual_size,
+        cluster_bits,
+    })
 }
 
 /// Converts a vetted qcow2 file to a sparse raw file at `dst`; returns the virtual size.
 pub fn qcow2_to_raw(src: &Path, dst: &Path, limit: u64) -> Result<u64, ConvertError> {
     let header = check_qcow2(src, limit)?;
-    let imago_err = |source| ConvertError::Imago { path: src.into(), source };
-    let storage = imago::file::File::open(StorageOpenOptions::new().filename(src).write(false)).map_err(imago_err)?;
+    let imago_err = |source| ConvertError::Imago {
+        path: src.into(),
+        source,
+    };
+    let storage = imago::file::File::open(StorageOpenOptions::new().filename(src).write(false))
+        .map_err(imago_err)?;
     let qcow2 = imago::qcow2::Qcow2::<imago::file::File>::builder(storage)
         .write(false)
         .open(DenyImplicitOpenGate::default())
@@ -190,17 +246,30 @@ pub fn qcow2_to_raw(src: &Path, dst: &Path, limit: u64) -> Result<u64, ConvertEr
     let disk = FormatAccess::new(qcow2);
     let size = disk.size();
     if size != header.virtual_size {
-        return Err(ConvertError::Corrupt { path: src.into(), reason: "size mismatch".into() });
+        return Err(ConvertError::Corrupt {
+            path: src.into(),
+            reason: "size mismatch".into(),
+        });
     }
-    let file_len = std::fs::metadata(src).map_err(|source| ConvertError::Read { path: src.into(), source })?.len();
-    let write_err = |source| ConvertError::Write { path: dst.into(), source };
+    let file_len = std::fs::metadata(src)
+        .map_err(|source| ConvertError::Read {
+            path: src.into(),
+            source,
+        })?
+        .len();
+    let write_err = |source| ConvertError::Write {
+        path: dst.into(),
+        source,
+    };
     let out = File::create(dst).map_err(write_err)?;
     const CHUNK: u64 = 4 << 20;
     const BLOCK: usize = 64 << 10;
     let mut buf = vec![0u8; CHUNK as usize];
     let mut off = 0u64;
     while off < size {
-        let (mapping, len) = disk.get_mapping(off, (size - off).min(CHUNK)).map_err(imago_err)?;
+        let (mapping, len) = disk
+            .get_mapping(off, (size - off).min(CHUNK))
+            .map_err(imago_err)?;
         let len = len.min(size - off);
         match mapping {
             Mapping::Zero { .. } => {}
@@ -208,7 +277,9 @@ pub fn qcow2_to_raw(src: &Path, dst: &Path, limit: u64) -> Result<u64, ConvertEr
             Mapping::Raw { offset, .. } if offset.saturating_add(len) > file_len => {
                 return Err(ConvertError::Corrupt {
                     path: src.into(),
-                    reason: format!("data for guest offset {off:#x} lies past the end of the file (truncated?)"),
+                    reason: format!(
+                        "data for guest offset {off:#x} lies past the end of the file (truncated?)"
+                    ),
                 });
             }
             _ => {
@@ -224,7 +295,10 @@ pub fn qcow2_to_raw(src: &Path, dst: &Path, limit: u64) -> Result<u64, ConvertEr
             }
         }
         if len == 0 {
-            return Err(ConvertError::Corrupt { path: src.into(), reason: format!("empty mapping at {off}") });
+            return Err(ConvertError::Corrupt {
+                path: src.into(),
+                reason: format!("empty mapping at {off}"),
+            });
         }
         off += len;
     }
@@ -243,8 +317,16 @@ pub fn to_raw(src: &Path, dst: &Path, limit: u64) -> Result<(DiskFormat, u64), C
             Ok((DiskFormat::Qcow2, size))
         }
         DiskFormat::Raw => {
-            std::fs::rename(src, dst).map_err(|source| ConvertError::Write { path: dst.into(), source })?;
-            let size = std::fs::metadata(dst).map_err(|source| ConvertError::Read { path: dst.into(), source })?.len();
+            std::fs::rename(src, dst).map_err(|source| ConvertError::Write {
+                path: dst.into(),
+                source,
+            })?;
+            let size = std::fs::metadata(dst)
+                .map_err(|source| ConvertError::Read {
+                    path: dst.into(),
+                    source,
+                })?
+                .len();
             Ok((DiskFormat::Raw, size))
         }
     }
@@ -256,7 +338,10 @@ mod tests {
     use std::process::Command;
 
     fn qemu_img() -> bool {
-        Command::new("qemu-img").arg("--version").output().is_ok_and(|o| o.status.success())
+        Command::new("qemu-img")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
     }
 
     fn header(version: u32, backing: bool, size: u64) -> Vec<u8> {
@@ -280,15 +365,30 @@ mod tests {
         let p = dir.path().join("d");
         std::fs::write(&p, header(3, true, 1 << 20)).unwrap();
         let err = check_qcow2(&p, 1 << 30).unwrap_err();
-        assert!(err.to_string().contains("backing file \"base.qcow\""), "{err}");
+        assert!(
+            err.to_string().contains("backing file \"base.qcow\""),
+            "{err}"
+        );
         std::fs::write(&p, header(4, false, 1 << 20)).unwrap();
-        assert!(matches!(check_qcow2(&p, 1 << 30), Err(ConvertError::Version { version: 4, .. })));
+        assert!(matches!(
+            check_qcow2(&p, 1 << 30),
+            Err(ConvertError::Version { version: 4, .. })
+        ));
         std::fs::write(&p, header(2, false, 1 << 40)).unwrap();
-        assert!(matches!(check_qcow2(&p, 1 << 30), Err(ConvertError::TooLarge { .. })));
+        assert!(matches!(
+            check_qcow2(&p, 1 << 30),
+            Err(ConvertError::TooLarge { .. })
+        ));
         std::fs::write(&p, &header(2, false, 1 << 20)[..40]).unwrap();
-        assert!(matches!(check_qcow2(&p, 1 << 30), Err(ConvertError::Corrupt { .. })));
+        assert!(matches!(
+            check_qcow2(&p, 1 << 30),
+            Err(ConvertError::Corrupt { .. })
+        ));
         std::fs::write(&p, b"KDMV....").unwrap();
-        assert!(matches!(detect(&p), Err(ConvertError::Unsupported { format: "VMDK", .. })));
+        assert!(matches!(
+            detect(&p),
+            Err(ConvertError::Unsupported { format: "VMDK", .. })
+        ));
         std::fs::write(&p, [0u8; 4096]).unwrap();
         assert_eq!(detect(&p).unwrap(), DiskFormat::Raw);
     }
@@ -304,14 +404,22 @@ mod tests {
         h[48..56].copy_from_slice(&0xdead_0000u64.to_be_bytes());
         std::fs::write(&p, h).unwrap();
         let err = qcow2_to_raw(&p, &dir.path().join("out"), 1 << 30).unwrap_err();
-        assert!(matches!(err, ConvertError::Imago { .. } | ConvertError::Corrupt { .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                ConvertError::Imago { .. } | ConvertError::Corrupt { .. }
+            ),
+            "{err}"
+        );
     }
 
     /// Compares against qemu-img on v2, v3 and compressed images (skips only if qemu-img is missing).
     #[test]
     fn matches_qemu_img() {
         if !qemu_img() {
-            eprintln!("convert::matches_qemu_img: qemu-img not installed (apt qemu-utils); not run");
+            eprintln!(
+                "convert::matches_qemu_img: qemu-img not installed (apt qemu-utils); not run"
+            );
             return;
         }
         let dir = tempfile::tempdir().unwrap();
@@ -325,20 +433,40 @@ mod tests {
         for (compat, compress) in [("0.10", false), ("1.1", false), ("1.1", true)] {
             let q = dir.path().join(format!("d-{compat}-{compress}.qcow2"));
             let mut cmd = Command::new("qemu-img");
-            cmd.args(["convert", "-f", "raw", "-O", "qcow2", "-o", &format!("compat={compat}")]);
+            cmd.args([
+                "convert",
+                "-f",
+                "raw",
+                "-O",
+                "qcow2",
+                "-o",
+                &format!("compat={compat}"),
+            ]);
             if compress {
                 cmd.arg("-c");
             }
             assert!(cmd.arg(&raw).arg(&q).status().unwrap().success());
             let out = dir.path().join("out.raw");
-            let (fmt, size) = (detect(&q).unwrap(), qcow2_to_raw(&q, &out, 1 << 30).unwrap());
+            let (fmt, size) = (
+                detect(&q).unwrap(),
+                qcow2_to_raw(&q, &out, 1 << 30).unwrap(),
+            );
             assert_eq!((fmt, size), (DiskFormat::Qcow2, data.len() as u64));
-            assert!(std::fs::read(&out).unwrap() == data, "compat={compat} compress={compress}");
+            assert!(
+                std::fs::read(&out).unwrap() == data,
+                "compat={compat} compress={compress}"
+            );
             // Cut in half: the data clusters now lie past the end of the file.
             let bytes = std::fs::read(&q).unwrap();
             std::fs::write(&q, &bytes[..bytes.len() / 2]).unwrap();
             let err = qcow2_to_raw(&q, &out, 1 << 30).unwrap_err();
-            assert!(matches!(err, ConvertError::Corrupt { .. } | ConvertError::Imago { .. }), "{err}");
+            assert!(
+                matches!(
+                    err,
+                    ConvertError::Corrupt { .. } | ConvertError::Imago { .. }
+                ),
+                "{err}"
+            );
         }
     }
 }

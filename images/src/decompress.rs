@@ -70,22 +70,31 @@ pub fn to_vmlinux(kernel: &[u8], path: &str) -> Result<(Vec<u8>, KernelFormat), 
     }
     let version = u16::from_le_bytes([kernel[0x206], kernel[0x207]]);
     if version < 0x208 {
-        return Err(DecompressError::OldProtocol { path: path.to_string(), version });
+        return Err(DecompressError::OldProtocol {
+            path: path.to_string(),
+            version,
+        });
     }
     let setup_sects = match kernel[0x1f1] {
         0 => 4,
         n => n as usize,
     };
-    let le32 = |o: usize| u32::from_le_bytes(kernel[o..o + 4].try_into().expect("4 bytes")) as usize;
+    let le32 =
+        |o: usize| u32::from_le_bytes(kernel[o..o + 4].try_into().expect("4 bytes")) as usize;
     let start = (setup_sects + 1) * 512 + le32(0x248);
     let len = le32(0x24c);
-    let payload = kernel.get(start..start.saturating_add(len)).ok_or(DecompressError::BadPayload { path: path.into() })?;
+    let payload = kernel
+        .get(start..start.saturating_add(len))
+        .ok_or(DecompressError::BadPayload { path: path.into() })?;
     decompress_payload(payload, path)
 }
 
 /// Decompresses a kernel payload (the compressed stream, followed by the 4-byte little-endian
 /// uncompressed size that the kernel build appends).
-pub fn decompress_payload(payload: &[u8], path: &str) -> Result<(Vec<u8>, KernelFormat), DecompressError> {
+pub fn decompress_payload(
+    payload: &[u8],
+    path: &str,
+) -> Result<(Vec<u8>, KernelFormat), DecompressError> {
     let (format, method) = match payload {
         [0x1f, 0x8b, ..] => (KernelFormat::Gzip, "gzip"),
         [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => (KernelFormat::Xz, "xz"),
@@ -93,8 +102,18 @@ pub fn decompress_payload(payload: &[u8], path: &str) -> Result<(Vec<u8>, Kernel
         [0x02, 0x21, 0x4c, 0x18, ..] => (KernelFormat::Lz4, "lz4"),
         [0x28, 0xb5, 0x2f, 0xfd, ..] => (KernelFormat::Zstd, "zstd"),
         [b'B', b'Z', b'h', ..] => (KernelFormat::Bzip2, "bzip2"),
-        [0x89, b'L', b'Z', b'O', ..] => return Err(DecompressError::Unsupported { path: path.into(), method: "LZO" }),
-        _ => return Err(DecompressError::Unsupported { path: path.into(), method: "an unknown method" }),
+        [0x89, b'L', b'Z', b'O', ..] => {
+            return Err(DecompressError::Unsupported {
+                path: path.into(),
+                method: "LZO",
+            });
+        }
+        _ => {
+            return Err(DecompressError::Unsupported {
+                path: path.into(),
+                method: "an unknown method",
+            });
+        }
     };
     if payload.len() < 8 {
         return Err(DecompressError::BadPayload { path: path.into() });
@@ -102,12 +121,17 @@ pub fn decompress_payload(payload: &[u8], path: &str) -> Result<(Vec<u8>, Kernel
     let (stream, size_le) = payload.split_at(payload.len() - 4);
     let expected = u32::from_le_bytes(size_le.try_into().expect("4 bytes")) as usize;
     let capacity = expected.min(MAX_VMLINUX as usize);
-    let decode_err = |source| DecompressError::Decode { path: path.into(), method, source };
+    let decode_err = |source| DecompressError::Decode {
+        path: path.into(),
+        method,
+        source,
+    };
     let out = match format {
         KernelFormat::Gzip => read_all(flate2::read::GzDecoder::new(payload), capacity),
         KernelFormat::Xz => read_all(liblzma::read::XzDecoder::new(stream), capacity),
         KernelFormat::Lzma => {
-            let s = liblzma::stream::Stream::new_lzma_decoder(u64::MAX).map_err(|e| decode_err(io::Error::other(e)))?;
+            let s = liblzma::stream::Stream::new_lzma_decoder(u64::MAX)
+                .map_err(|e| decode_err(io::Error::other(e)))?;
             read_all(liblzma::read::XzDecoder::new_stream(stream, s), capacity)
         }
         KernelFormat::Lz4 => lz4_legacy(stream, capacity),
@@ -120,12 +144,18 @@ pub fn decompress_payload(payload: &[u8], path: &str) -> Result<(Vec<u8>, Kernel
     let out = match out {
         Ok(o) => o,
         Err(e) if e.kind() == io::ErrorKind::FileTooLarge => {
-            return Err(DecompressError::TooLarge { path: path.into(), limit: MAX_VMLINUX });
+            return Err(DecompressError::TooLarge {
+                path: path.into(),
+                limit: MAX_VMLINUX,
+            });
         }
         Err(e) => return Err(decode_err(e)),
     };
     if !out.starts_with(ELF_MAGIC) {
-        return Err(DecompressError::NotElf { path: path.into(), method });
+        return Err(DecompressError::NotElf {
+            path: path.into(),
+            method,
+        });
     }
     Ok((out, format))
 }
@@ -152,14 +182,17 @@ fn lz4_legacy(mut data: &[u8], capacity: usize) -> io::Result<Vec<u8>> {
             continue;
         }
         let n = word as usize;
-        let block = data.get(..n).ok_or_else(|| bad("lz4 block runs past the end of the payload"))?;
+        let block = data
+            .get(..n)
+            .ok_or_else(|| bad("lz4 block runs past the end of the payload"))?;
         data = &data[n..];
         let at = out.len();
         if (at + BLOCK_MAX) as u64 > MAX_VMLINUX + BLOCK_MAX as u64 {
             return Err(io::Error::new(io::ErrorKind::FileTooLarge, "too large"));
         }
         out.resize(at + BLOCK_MAX, 0);
-        let got = lz4_flex::block::decompress_into(block, &mut out[at..]).map_err(|e| bad(&format!("lz4: {e}")))?;
+        let got = lz4_flex::block::decompress_into(block, &mut out[at..])
+            .map_err(|e| bad(&format!("lz4: {e}")))?;
         out.truncate(at + got);
     }
     if !data.is_empty() {
@@ -254,14 +287,26 @@ mod tests {
     #[test]
     fn elf_passes_through_and_garbage_is_named() {
         let elf = fake_elf();
-        assert_eq!(to_vmlinux(&elf, "/boot/vmlinuz").unwrap().1, KernelFormat::Elf);
-        let err = to_vmlinux(b"#!/bin/sh\n", "/boot/vmlinuz-x").unwrap_err().to_string();
-        assert!(err.contains("/boot/vmlinuz-x") && err.contains("neither"), "{err}");
+        assert_eq!(
+            to_vmlinux(&elf, "/boot/vmlinuz").unwrap().1,
+            KernelFormat::Elf
+        );
+        let err = to_vmlinux(b"#!/bin/sh\n", "/boot/vmlinuz-x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/boot/vmlinuz-x") && err.contains("neither"),
+            "{err}"
+        );
         let mut bad = with_size(vec![0x1f, 0x8b, 8, 0, 1, 2, 3, 4, 5, 6], &elf);
         bad.truncate(12);
         let err = to_vmlinux(&bzimage(&bad), "k").unwrap_err();
-        assert!(matches!(err, DecompressError::Decode { method: "gzip", .. }), "{err}");
-        let err = to_vmlinux(&bzimage(&with_size(b"\x89LZO\0\0\0\0".to_vec(), &elf)), "k").unwrap_err();
+        assert!(
+            matches!(err, DecompressError::Decode { method: "gzip", .. }),
+            "{err}"
+        );
+        let err =
+            to_vmlinux(&bzimage(&with_size(b"\x89LZO\0\0\0\0".to_vec(), &elf)), "k").unwrap_err();
         assert!(err.to_string().contains("LZO"), "{err}");
     }
 
@@ -269,6 +314,9 @@ mod tests {
     fn non_elf_payload_is_rejected() {
         let plain = b"not an elf at all".repeat(100);
         let zst = with_size(zstd::encode_all(&plain[..], 3).unwrap(), &plain);
-        assert!(matches!(to_vmlinux(&bzimage(&zst), "k"), Err(DecompressError::NotElf { .. })));
+        assert!(matches!(
+            to_vmlinux(&bzimage(&zst), "k"),
+            Err(DecompressError::NotElf { .. })
+        ));
     }
 }

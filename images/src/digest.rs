@@ -31,16 +31,23 @@ impl Digest {
 
     /// Builds a digest from 64 lowercase hex characters.
     pub fn from_hex(hex: &str) -> Result<Self, DigestError> {
-        let ok = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let ok = hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(DigestError::Malformed(hex.to_string()));
         }
-        Ok(Self { hex: hex.to_string() })
+        Ok(Self {
+            hex: hex.to_string(),
+        })
     }
 
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
-        Self { hex: hex::encode(Sha256::digest(bytes)) }
+        Self {
+            hex: hex::encode(Sha256::digest(bytes)),
+        }
     }
 
     /// The 64 hex characters, without the algorithm prefix.
@@ -96,7 +103,9 @@ impl Hasher {
     }
 
     pub fn finish(self) -> Digest {
-        Digest { hex: hex::encode(self.inner.finalize()) }
+        Digest {
+            hex: hex::encode(self.inner.finalize()),
+        }
     }
 }
 
@@ -108,7 +117,10 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, hasher: Hasher::default() }
+        Self {
+            inner,
+            hasher: Hasher::default(),
+        }
     }
 
     /// Reads the rest of the stream, then returns its digest and length.
@@ -140,7 +152,10 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Hasher::default() }
+        Self {
+            inner,
+            hasher: Hasher::default(),
+        }
     }
 
     pub fn finish(self) -> (W, Digest, u64) {
@@ -168,15 +183,24 @@ mod tests {
     #[test]
     fn parses_and_prints() {
         let d = Digest::of(b"");
-        assert_eq!(d.to_string(), "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+        assert_eq!(
+            d.to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
         assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
         assert_eq!(d.short(), "e3b0c44298fc");
     }
 
     #[test]
     fn rejects_bad_digests() {
-        assert!(matches!(Digest::parse("sha512:00"), Err(DigestError::Algorithm(_))));
-        assert!(matches!(Digest::parse("sha256:00"), Err(DigestError::Malformed(_))));
+        assert!(matches!(
+            Digest::parse("sha512:00"),
+            Err(DigestError::Algorithm(_))
+        ));
+        assert!(matches!(
+            Digest::parse("sha256:00"),
+            Err(DigestError::Malformed(_))
+        ));
         let upper = format!("sha256:{}", "A".repeat(64));
         assert!(Digest::parse(&upper).is_err());
         let traversal = format!("sha256:../{}", "a".repeat(61));

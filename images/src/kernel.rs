@@ -38,7 +38,12 @@ pub enum KernelError {
         source: ext4_view::Ext4Error,
     },
     #[error("partition {partition}: {file} is {size} bytes, over the limit of {limit} bytes")]
-    TooLarge { partition: String, file: String, size: u64, limit: u64 },
+    TooLarge {
+        partition: String,
+        file: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("partition {partition}")]
     Decompress {
         partition: String,
@@ -83,12 +88,23 @@ struct PartReader {
 }
 
 impl Ext4Read for PartReader {
-    fn read(&mut self, start_byte: u64, dst: &mut [u8]) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
-        let end = start_byte.checked_add(dst.len() as u64).filter(|e| *e <= self.len);
+    fn read(
+        &mut self,
+        start_byte: u64,
+        dst: &mut [u8],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync + 'static>> {
+        let end = start_byte
+            .checked_add(dst.len() as u64)
+            .filter(|e| *e <= self.len);
         if end.is_none() {
-            return Err(Box::new(io::Error::new(io::ErrorKind::UnexpectedEof, "read past the end of the partition")));
+            return Err(Box::new(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "read past the end of the partition",
+            )));
         }
-        self.file.read_exact_at(dst, self.start + start_byte).map_err(|e| Box::new(e) as _)
+        self.file
+            .read_exact_at(dst, self.start + start_byte)
+            .map_err(|e| Box::new(e) as _)
     }
 }
 
@@ -107,25 +123,43 @@ struct Candidate {
 /// Scans `disk` for a kernel; writes `vmlinux` (and `initrd`) into `out_dir` when found.
 /// With `require`, a disk without a kernel is an error naming what was searched.
 pub fn extract(disk: &Path, out_dir: &Path, require: bool) -> Result<DiskBoot, KernelError> {
-    let read_err = |source| KernelError::Read { path: disk.into(), source };
+    let read_err = |source| KernelError::Read {
+        path: disk.into(),
+        source,
+    };
     let file = File::open(disk).map_err(read_err)?;
     let len = file.metadata().map_err(read_err)?.len();
-    let table = partition::read(&file, len).map_err(|source| KernelError::Partition { path: disk.into(), source })?;
+    let table = partition::read(&file, len).map_err(|source| KernelError::Partition {
+        path: disk.into(),
+        source,
+    })?;
     let mut searched = Vec::new();
     let mut filesystems = Vec::new();
     let windows: Vec<(Option<u32>, u64, u64, bool)> = match &table {
         Table::None => vec![(None, 0, len, true)],
-        t => t.partitions().iter().map(|p| (Some(p.number), p.start, p.len, p.linux)).collect(),
+        t => t
+            .partitions()
+            .iter()
+            .map(|p| (Some(p.number), p.start, p.len, p.linux))
+            .collect(),
     };
     // Linux-typed partitions first, then the rest, each in table order.
-    let mut order: Vec<_> = windows.iter().filter(|w| w.3).chain(windows.iter().filter(|w| !w.3)).collect();
+    let mut order: Vec<_> = windows
+        .iter()
+        .filter(|w| w.3)
+        .chain(windows.iter().filter(|w| !w.3))
+        .collect();
     order.dedup_by_key(|w| w.0);
     for &(number, start, plen, _) in order {
         let name = match number {
             Some(n) => format!("{n}"),
             None => "(whole disk)".to_string(),
         };
-        let reader = PartReader { file: file.try_clone().map_err(read_err)?, start, len: plen };
+        let reader = PartReader {
+            file: file.try_clone().map_err(read_err)?,
+            start,
+            len: plen,
+        };
         if !has_ext_magic(&reader) {
             searched.push(format!("partition {name}: not ext2/3/4"));
             continue;
@@ -149,7 +183,10 @@ pub fn extract(disk: &Path, out_dir: &Path, require: bool) -> Result<DiskBoot, K
         for c in candidates(fs)? {
             let better = match &best {
                 None => true,
-                Some((_, b)) => compare_versions(c.version.as_deref(), b.version.as_deref()) == Ordering::Greater,
+                Some((_, b)) => {
+                    compare_versions(c.version.as_deref(), b.version.as_deref())
+                        == Ordering::Greater
+                }
             };
             if better {
                 best = Some((i, c));
@@ -162,8 +199,15 @@ pub fn extract(disk: &Path, out_dir: &Path, require: bool) -> Result<DiskBoot, K
         .iter()
         .position(|fs| exists(&fs.ext4, "/sbin/init") || exists(&fs.ext4, "/etc/fstab"))
         .or(best.as_ref().map(|b| b.0))
-        .or(if filesystems.is_empty() { None } else { Some(0) });
-    let mut boot = DiskBoot { searched: searched.join("; "), ..Default::default() };
+        .or(if filesystems.is_empty() {
+            None
+        } else {
+            Some(0)
+        });
+    let mut boot = DiskBoot {
+        searched: searched.join("; "),
+        ..Default::default()
+    };
     if let Some(r) = root_idx {
         let fs = &filesystems[r];
         let label = fs.ext4.label().to_str().unwrap_or("").trim().to_string();
@@ -171,7 +215,10 @@ pub fn extract(disk: &Path, out_dir: &Path, require: bool) -> Result<DiskBoot, K
         let root = if !label.is_empty() && !label.contains(char::is_whitespace) {
             format!("LABEL={label}")
         } else {
-            format!("/dev/vda{}", fs.number.map(|n| n.to_string()).unwrap_or_default())
+            format!(
+                "/dev/vda{}",
+                fs.number.map(|n| n.to_string()).unwrap_or_default()
+            )
         };
         boot.root_label = (!label.is_empty()).then_some(label);
         boot.cmdline = format!("root={root} ro console=ttyS0");
@@ -187,24 +234,54 @@ pub fn extract(disk: &Path, out_dir: &Path, require: bool) -> Result<DiskBoot, K
     };
     let fs = &filesystems[idx];
     let part = fs.name.clone();
-    let ext_err = |file: &str, source| KernelError::Ext4 { partition: part.clone(), file: file.to_string(), source };
-    let meta = fs.ext4.metadata(cand.path.as_str()).map_err(|e| ext_err(&cand.path, e))?;
+    let ext_err = |file: &str, source| KernelError::Ext4 {
+        partition: part.clone(),
+        file: file.to_string(),
+        source,
+    };
+    let meta = fs
+        .ext4
+        .metadata(cand.path.as_str())
+        .map_err(|e| ext_err(&cand.path, e))?;
     if meta.len() > MAX_KERNEL_FILE {
-        return Err(KernelError::TooLarge { partition: part, file: cand.path, size: meta.len(), limit: MAX_KERNEL_FILE });
+        return Err(KernelError::TooLarge {
+            partition: part,
+            file: cand.path,
+            size: meta.len(),
+            limit: MAX_KERNEL_FILE,
+        });
     }
-    let bytes = fs.ext4.read(cand.path.as_str()).map_err(|e| ext_err(&cand.path, e))?;
+    let bytes = fs
+        .ext4
+        .read(cand.path.as_str())
+        .map_err(|e| ext_err(&cand.path, e))?;
     let (vmlinux, format) =
-        to_vmlinux(&bytes, &cand.path).map_err(|source| KernelError::Decompress { partition: part.clone(), source })?;
+        to_vmlinux(&bytes, &cand.path).map_err(|source| KernelError::Decompress {
+            partition: part.clone(),
+            source,
+        })?;
     drop(bytes);
     write_file(&out_dir.join("vmlinux"), &vmlinux)?;
     drop(vmlinux);
 
     if let Some(initrd) = find_initrd(fs, &cand) {
-        let mut src = fs.ext4.open(initrd.as_str()).map_err(|e| ext_err(&initrd, e))?;
+        let mut src = fs
+            .ext4
+            .open(initrd.as_str())
+            .map_err(|e| ext_err(&initrd, e))?;
         let dst = out_dir.join("initrd");
-        let mut out = File::create(&dst).map_err(|source| KernelError::Write { path: dst.clone(), source })?;
-        io::copy(&mut src, &mut out).map_err(|source| KernelError::Write { path: dst.clone(), source })?;
-        out.sync_all().map_err(|source| KernelError::Write { path: dst.clone(), source })?;
+        let mut out = File::create(&dst).map_err(|source| KernelError::Write {
+            path: dst.clone(),
+            source,
+        })?;
+        io::copy(&mut src, &mut out).map_err(|source| KernelError::Write {
+            path: dst.clone(),
+            source,
+        })?;
+        out.sync_all().map_err(|source| KernelError::Write {
+            path: dst.clone(),
+            source,
+        })?;
         boot.initrd_path = Some(initrd);
     }
     boot.kernel_partition = fs.number;
@@ -215,7 +292,10 @@ pub fn extract(disk: &Path, out_dir: &Path, require: bool) -> Result<DiskBoot, K
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), KernelError> {
-    let err = |source| KernelError::Write { path: path.into(), source };
+    let err = |source| KernelError::Write {
+        path: path.into(),
+        source,
+    };
     let f = File::create(path).map_err(err)?;
     f.write_all_at(bytes, 0).map_err(err)?;
     f.sync_all().map_err(err)
@@ -234,16 +314,26 @@ fn exists(fs: &Ext4, path: &str) -> bool {
 fn candidates(fs: &Fs) -> Result<Vec<Candidate>, KernelError> {
     let mut out: Vec<Candidate> = Vec::new();
     for dir in ["/boot", "/"] {
-        let Ok(entries) = fs.ext4.read_dir(dir) else { continue };
+        let Ok(entries) = fs.ext4.read_dir(dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().as_str().unwrap_or("").to_string();
             if !(name.starts_with("vmlinuz") || name.starts_with("vmlinux")) {
                 continue;
             }
-            let path = if dir == "/" { format!("/{name}") } else { format!("{dir}/{name}") };
+            let path = if dir == "/" {
+                format!("/{name}")
+            } else {
+                format!("{dir}/{name}")
+            };
             // Follow symlinks (absolute targets resolve inside this filesystem).
-            let Ok(real) = fs.ext4.canonicalize(path.as_str()) else { continue };
-            let Ok(real) = real.to_str().map(str::to_string) else { continue };
+            let Ok(real) = fs.ext4.canonicalize(path.as_str()) else {
+                continue;
+            };
+            let Ok(real) = real.to_str().map(str::to_string) else {
+                continue;
+            };
             match fs.ext4.metadata(real.as_str()) {
                 Ok(m) if m.file_type().is_regular_file() => {}
                 _ => continue,
@@ -257,7 +347,10 @@ fn candidates(fs: &Fs) -> Result<Vec<Candidate>, KernelError> {
                 .or_else(|| base.strip_prefix("vmlinux-"))
                 .filter(|v| !v.is_empty())
                 .map(str::to_string);
-            out.push(Candidate { path: real, version });
+            out.push(Candidate {
+                path: real,
+                version,
+            });
         }
     }
     Ok(out)
@@ -265,18 +358,34 @@ fn candidates(fs: &Fs) -> Result<Vec<Candidate>, KernelError> {
 
 /// The initrd matching the kernel's version (or the unversioned one for an unversioned kernel).
 fn find_initrd(fs: &Fs, kernel: &Candidate) -> Option<String> {
-    let dir = kernel.path.rsplit_once('/').map(|(d, _)| if d.is_empty() { "/" } else { d }).unwrap_or("/");
+    let dir = kernel
+        .path
+        .rsplit_once('/')
+        .map(|(d, _)| if d.is_empty() { "/" } else { d })
+        .unwrap_or("/");
     let names: Vec<String> = match &kernel.version {
-        Some(v) => vec![format!("initrd.img-{v}"), format!("initrd-{v}.img"), format!("initramfs-{v}.img"), format!("initrd-{v}")],
+        Some(v) => vec![
+            format!("initrd.img-{v}"),
+            format!("initrd-{v}.img"),
+            format!("initramfs-{v}.img"),
+            format!("initrd-{v}"),
+        ],
         None => vec!["initrd.img".into(), "initrd".into(), "initramfs.img".into()],
     };
     let dirs = [dir, "/boot", "/"];
     for d in dirs {
         for n in &names {
-            let p = if d == "/" { format!("/{n}") } else { format!("{d}/{n}") };
+            let p = if d == "/" {
+                format!("/{n}")
+            } else {
+                format!("{d}/{n}")
+            };
             if let Ok(real) = fs.ext4.canonicalize(p.as_str())
                 && let Ok(real) = real.to_str()
-                && fs.ext4.metadata(real).is_ok_and(|m| m.file_type().is_regular_file())
+                && fs
+                    .ext4
+                    .metadata(real)
+                    .is_ok_and(|m| m.file_type().is_regular_file())
             {
                 return Some(real.to_string());
             }
@@ -312,12 +421,19 @@ fn segments(v: &str) -> Vec<&str> {
     let mut start = 0;
     let b = v.as_bytes();
     for i in 1..=b.len() {
-        if i == b.len() || b[i].is_ascii_digit() != b[i - 1].is_ascii_digit() || !b[i].is_ascii_alphanumeric() {
+        if i == b.len()
+            || b[i].is_ascii_digit() != b[i - 1].is_ascii_digit()
+            || !b[i].is_ascii_alphanumeric()
+        {
             let s = &v[start..i];
             if !s.is_empty() && s.bytes().all(|c| c.is_ascii_alphanumeric()) {
                 out.push(s);
             }
-            start = if i < b.len() && !b[i].is_ascii_alphanumeric() { i + 1 } else { i };
+            start = if i < b.len() && !b[i].is_ascii_alphanumeric() {
+                i + 1
+            } else {
+                i
+            };
         }
     }
     out
@@ -331,7 +447,10 @@ mod tests {
     #[test]
     fn version_order() {
         let c = |a, b| compare_versions(Some(a), Some(b));
-        assert_eq!(c("6.1.0-56-cloud-amd64", "6.1.0-9-cloud-amd64"), Ordering::Greater);
+        assert_eq!(
+            c("6.1.0-56-cloud-amd64", "6.1.0-9-cloud-amd64"),
+            Ordering::Greater
+        );
         assert_eq!(c("5.15.0", "6.1.0"), Ordering::Less);
         assert_eq!(c("6.1.0", "6.1.0"), Ordering::Equal);
         assert_eq!(c("6.1.0-rc1", "6.1.0"), Ordering::Greater);
@@ -339,11 +458,20 @@ mod tests {
     }
 
     fn tool(name: &str) -> bool {
-        Command::new(name).arg("-V").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+        Command::new(name)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
     }
 
     /// Builds an MBR disk whose partition 1 is ext4 with `files` (written with mkfs.ext4 -d).
-    fn disk_with(files: &[(&str, &[u8])], links: &[(&str, &str)], label: &str) -> Option<(tempfile::TempDir, PathBuf)> {
+    fn disk_with(
+        files: &[(&str, &[u8])],
+        links: &[(&str, &str)],
+        label: &str,
+    ) -> Option<(tempfile::TempDir, PathBuf)> {
         if !tool("mkfs.ext4") || !tool("sfdisk") {
             eprintln!("kernel: mkfs.ext4/sfdisk (apt e2fsprogs, fdisk) not installed; not run");
             return None;
@@ -363,16 +491,37 @@ mod tests {
         std::fs::create_dir_all(&root).unwrap();
         let part = dir.path().join("part");
         File::create(&part).unwrap().set_len(8 << 20).unwrap();
-        let ok = Command::new("mkfs.ext4").args(["-q", "-F", "-L", label, "-d"]).arg(&root).arg(&part).status().unwrap();
+        let ok = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", label, "-d"])
+            .arg(&root)
+            .arg(&part)
+            .status()
+            .unwrap();
         assert!(ok.success());
         let disk = dir.path().join("disk.raw");
         File::create(&disk).unwrap().set_len(10 << 20).unwrap();
-        let mut child = Command::new("sfdisk").arg("-q").arg(&disk).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut child = Command::new("sfdisk")
+            .arg("-q")
+            .arg(&disk)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(b"label: dos\nstart=2048, type=83\n").unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"label: dos\nstart=2048, type=83\n")
+            .unwrap();
         assert!(child.wait().unwrap().success());
         let bytes = std::fs::read(&part).unwrap();
-        File::options().write(true).open(&disk).unwrap().write_all_at(&bytes, 1 << 20).unwrap();
+        File::options()
+            .write(true)
+            .open(&disk)
+            .unwrap()
+            .write_all_at(&bytes, 1 << 20)
+            .unwrap();
         Some((dir, disk))
     }
 
@@ -402,8 +551,14 @@ mod tests {
         let out = dir.path().join("out");
         std::fs::create_dir(&out).unwrap();
         let b = extract(&disk, &out, true).unwrap();
-        assert_eq!(b.kernel_path.as_deref(), Some("/boot/vmlinuz-6.1.0-56-cloud-amd64"));
-        assert_eq!(b.initrd_path.as_deref(), Some("/boot/initrd.img-6.1.0-56-cloud-amd64"));
+        assert_eq!(
+            b.kernel_path.as_deref(),
+            Some("/boot/vmlinuz-6.1.0-56-cloud-amd64")
+        );
+        assert_eq!(
+            b.initrd_path.as_deref(),
+            Some("/boot/initrd.img-6.1.0-56-cloud-amd64")
+        );
         assert_eq!(b.kernel_partition, Some(1));
         assert_eq!(b.cmdline, "root=LABEL=cirros-rootfs ro console=ttyS0");
         assert_eq!(std::fs::read(out.join("vmlinux")).unwrap(), k2);
@@ -415,7 +570,10 @@ mod tests {
         let k = elf("only");
         let Some((dir, disk)) = disk_with(
             &[("/boot/kernel-image", &k), ("/boot/ramdisk", b"rd")],
-            &[("/vmlinuz", "/boot/kernel-image"), ("/initrd.img", "/boot/ramdisk")],
+            &[
+                ("/vmlinuz", "/boot/kernel-image"),
+                ("/initrd.img", "/boot/ramdisk"),
+            ],
             "",
         ) else {
             return;
@@ -430,9 +588,14 @@ mod tests {
 
     #[test]
     fn no_kernel_names_what_was_searched() {
-        let Some((dir, disk)) = disk_with(&[("/etc/fstab", b"")], &[], "data") else { return };
+        let Some((dir, disk)) = disk_with(&[("/etc/fstab", b"")], &[], "data") else {
+            return;
+        };
         let err = extract(&disk, dir.path(), true).unwrap_err().to_string();
-        assert!(err.contains("no kernel") && err.contains("/boot/vmlinuz*") && err.contains("\"data\""), "{err}");
+        assert!(
+            err.contains("no kernel") && err.contains("/boot/vmlinuz*") && err.contains("\"data\""),
+            "{err}"
+        );
         let b = extract(&disk, dir.path(), false).unwrap();
         assert!(b.kernel_path.is_none());
         assert_eq!(b.root_label.as_deref(), Some("data"));

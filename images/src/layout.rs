@@ -39,8 +39,15 @@ pub enum StoreError {
     },
 }
 
-pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
-    move |source| StoreError::Io { op, path: path.to_path_buf(), source }
+pub(crate) fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Paths inside a store root.
@@ -53,11 +60,18 @@ static STAGING_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Layout {
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_path_buf() }
+        Self {
+            root: root.to_path_buf(),
+        }
     }
 
     pub fn create(&self) -> Result<(), StoreError> {
-        for d in [self.root.clone(), self.blobs_dir(), self.images_dir(), self.tmp_dir()] {
+        for d in [
+            self.root.clone(),
+            self.blobs_dir(),
+            self.images_dir(),
+            self.tmp_dir(),
+        ] {
             fs::create_dir_all(&d).map_err(io_err("cannot create", &d))?;
         }
         Ok(())
@@ -91,8 +105,13 @@ impl Layout {
     /// A fresh staging directory, removed when the guard drops (unless committed away).
     pub fn staging(&self) -> Result<Staging, StoreError> {
         let n = STAGING_SEQ.fetch_add(1, Ordering::Relaxed);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-        let dir = self.tmp_dir().join(format!("{}-{n}-{nanos:x}", std::process::id()));
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = self
+            .tmp_dir()
+            .join(format!("{}-{n}-{nanos:x}", std::process::id()));
         fs::create_dir_all(dir.join("blobs")).map_err(io_err("cannot create", &dir))?;
         fs::create_dir_all(dir.join("artifact")).map_err(io_err("cannot create", &dir))?;
         fs::create_dir_all(dir.join("work")).map_err(io_err("cannot create", &dir))?;
@@ -131,14 +150,29 @@ pub struct FileLock {
 impl FileLock {
     /// Blocks until the lock is held.
     pub fn acquire(path: &Path, exclusive: bool) -> Result<Self, StoreError> {
-        let file = File::options().create(true).truncate(false).write(true).open(path).map_err(io_err("cannot open", path))?;
-        if exclusive { file.lock() } else { file.lock_shared() }.map_err(io_err("cannot lock", path))?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err("cannot open", path))?;
+        if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        }
+        .map_err(io_err("cannot lock", path))?;
         Ok(Self { _file: file })
     }
 
     /// Takes the lock only if nobody holds it.
     pub fn try_exclusive(path: &Path) -> Result<Option<Self>, StoreError> {
-        let file = File::options().create(true).truncate(false).write(true).open(path).map_err(io_err("cannot open", path))?;
+        let file = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err("cannot open", path))?;
         match file.try_lock() {
             Ok(()) => Ok(Some(Self { _file: file })),
             Err(fs::TryLockError::WouldBlock) => Ok(None),
@@ -185,7 +219,9 @@ pub fn install(src: &Path, dst: &Path) -> Result<bool, StoreError> {
 }
 
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("cannot sync", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("cannot sync", dir))
 }
 
 /// Fsyncs every regular file directly inside `dir`, then `dir` itself.
@@ -193,7 +229,9 @@ pub fn sync_tree(dir: &Path) -> Result<(), StoreError> {
     for e in fs::read_dir(dir).map_err(io_err("cannot list", dir))? {
         let p = e.map_err(io_err("cannot list", dir))?.path();
         if p.is_file() {
-            File::open(&p).and_then(|f| f.sync_all()).map_err(io_err("cannot sync", &p))?;
+            File::open(&p)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("cannot sync", &p))?;
         }
     }
     sync_dir(dir)

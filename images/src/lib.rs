@@ -44,5 +44,6 @@ pub use kernel_boot::{KernelBoot, KernelBootContainer};
 pub use progress::{Phase, ProgressFn, PullEvent};
 pub use reference::ImageRef;
 pub use store::{
-    BootArtifacts, DEFAULT_SIZE_LIMIT, GcReport, Image, ImageStore, KernelArtifacts, PullOptions, StoreConfig, StoredRef,
+    BootArtifacts, DEFAULT_SIZE_LIMIT, GcReport, Image, ImageStore, KernelArtifacts, PullOptions,
+    StoreConfig, StoredRef,
 };

@@ -110,7 +110,9 @@ impl Manifest {
             return Ok(Manifest::Index(raw.manifests.unwrap_or_default()));
         }
         let (Some(config), Some(layers)) = (raw.config, raw.layers) else {
-            return Err(ManifestError::MediaType(format!("{media_type} without config and layers")));
+            return Err(ManifestError::MediaType(format!(
+                "{media_type} without config and layers"
+            )));
         };
         if layers.is_empty() {
             return Err(ManifestError::NoLayers);
@@ -138,7 +140,11 @@ fn is_layer_type(media_type: &str) -> bool {
 pub fn choose_platform(entries: &[Descriptor]) -> Result<&Descriptor, ManifestError> {
     entries
         .iter()
-        .find(|e| e.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64"))
+        .find(|e| {
+            e.platform
+                .as_ref()
+                .is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+        })
         .ok_or_else(|| {
             let have: Vec<String> = entries
                 .iter()
@@ -147,7 +153,11 @@ pub fn choose_platform(entries: &[Descriptor]) -> Result<&Descriptor, ManifestEr
                     None => "unknown".to_string(),
                 })
                 .collect();
-            ManifestError::NoPlatform(if have.is_empty() { "nothing".into() } else { have.join(", ") })
+            ManifestError::NoPlatform(if have.is_empty() {
+                "nothing".into()
+            } else {
+                have.join(", ")
+            })
         })
 }
 
@@ -196,7 +206,9 @@ mod tests {
                 d('a'),
                 d('b')
             );
-            let Manifest::Image(m) = Manifest::parse(json.as_bytes(), None).unwrap() else { panic!() };
+            let Manifest::Image(m) = Manifest::parse(json.as_bytes(), None).unwrap() else {
+                panic!()
+            };
             assert_eq!(m.layers.len(), 1);
             assert_eq!(m.config.digest.to_string(), d('a'));
         }
@@ -211,28 +223,41 @@ mod tests {
             d('1'),
             d('2')
         );
-        let Manifest::Index(entries) = Manifest::parse(json.as_bytes(), None).unwrap() else { panic!() };
-        assert_eq!(choose_platform(&entries).unwrap().digest.to_string(), d('2'));
+        let Manifest::Index(entries) = Manifest::parse(json.as_bytes(), None).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            choose_platform(&entries).unwrap().digest.to_string(),
+            d('2')
+        );
         let err = choose_platform(&entries[..1]).unwrap_err().to_string();
         assert!(err.contains("linux/arm64"), "{err}");
     }
 
     #[test]
     fn rejects_schema1_and_artifacts() {
-        assert!(matches!(Manifest::parse(br#"{"schemaVersion":1}"#, None), Err(ManifestError::Schema1)));
+        assert!(matches!(
+            Manifest::parse(br#"{"schemaVersion":1}"#, None),
+            Err(ManifestError::Schema1)
+        ));
         let json = format!(
             r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"x","digest":"{}","size":2}},
             "layers":[{{"mediaType":"application/vnd.wasm.content.layer.v1+wasm","digest":"{}","size":3}}]}}"#,
             d('a'),
             d('b')
         );
-        let err = Manifest::parse(json.as_bytes(), None).unwrap_err().to_string();
+        let err = Manifest::parse(json.as_bytes(), None)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not a container image layer"), "{err}");
     }
 
     #[test]
     fn config_diff_ids() {
-        let json = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#, d('c'));
+        let json = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+            d('c')
+        );
         let c = ImageConfig::parse(json.as_bytes()).unwrap();
         assert_eq!(c.diff_id(0).unwrap().to_string(), d('c'));
         assert!(c.diff_id(1).is_none());

@@ -13,7 +13,12 @@ pub enum PartitionError {
 }
 
 const SECTOR: u64 = 512;
-const LINUX_FS_GUID: [u8; 16] = guid_bytes(0x0FC63DAF, 0x8483, 0x4772, [0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D, 0xE4]);
+const LINUX_FS_GUID: [u8; 16] = guid_bytes(
+    0x0FC63DAF,
+    0x8483,
+    0x4772,
+    [0x8E, 0x79, 0x3D, 0x69, 0xD8, 0x47, 0x7D, 0xE4],
+);
 
 /// One partition: its number (1-based, as Linux names it: vda1), byte range and type.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,7 +54,8 @@ pub fn read(disk: &File, disk_len: u64) -> Result<Table, PartitionError> {
     if disk_len < SECTOR {
         return Ok(Table::None);
     }
-    disk.read_exact_at(&mut mbr, 0).map_err(PartitionError::Read)?;
+    disk.read_exact_at(&mut mbr, 0)
+        .map_err(PartitionError::Read)?;
     if mbr[510..512] != [0x55, 0xAA] {
         return Ok(Table::None);
     }
@@ -71,7 +77,12 @@ pub fn read(disk: &File, disk_len: u64) -> Result<Table, PartitionError> {
         if lba == 0 || (lba + sectors) * SECTOR > disk_len {
             return Ok(Table::None);
         }
-        parts.push(Partition { number: i + 1, start: lba * SECTOR, len: sectors * SECTOR, linux: kind == 0x83 });
+        parts.push(Partition {
+            number: i + 1,
+            start: lba * SECTOR,
+            len: sectors * SECTOR,
+            linux: kind == 0x83,
+        });
     }
     if protective {
         return read_gpt(disk, disk_len).map(Table::Gpt);
@@ -81,9 +92,12 @@ pub fn read(disk: &File, disk_len: u64) -> Result<Table, PartitionError> {
 
 fn read_gpt(disk: &File, disk_len: u64) -> Result<Vec<Partition>, PartitionError> {
     let mut hdr = [0u8; 512];
-    disk.read_exact_at(&mut hdr, SECTOR).map_err(PartitionError::Read)?;
+    disk.read_exact_at(&mut hdr, SECTOR)
+        .map_err(PartitionError::Read)?;
     if &hdr[..8] != b"EFI PART" {
-        return Err(PartitionError::Gpt("no \"EFI PART\" signature in LBA 1".into()));
+        return Err(PartitionError::Gpt(
+            "no \"EFI PART\" signature in LBA 1".into(),
+        ));
     }
     let le32 = |o: usize| u32::from_le_bytes(hdr[o..o + 4].try_into().expect("4 bytes"));
     let le64 = |o: usize| u64::from_le_bytes(hdr[o..o + 8].try_into().expect("8 bytes"));
@@ -99,14 +113,21 @@ fn read_gpt(disk: &File, disk_len: u64) -> Result<Vec<Partition>, PartitionError
     let entries_lba = le64(72);
     let count = le32(80) as u64;
     let esize = le32(84) as u64;
-    let end = entries_lba.saturating_mul(SECTOR).saturating_add(count * esize);
+    let end = entries_lba
+        .saturating_mul(SECTOR)
+        .saturating_add(count * esize);
     if !(128..=4096).contains(&esize) || count > 1024 || entries_lba < 2 || end > disk_len {
-        return Err(PartitionError::Gpt("partition entry array out of range".into()));
+        return Err(PartitionError::Gpt(
+            "partition entry array out of range".into(),
+        ));
     }
     let mut arr = vec![0u8; (count * esize) as usize];
-    disk.read_exact_at(&mut arr, entries_lba * SECTOR).map_err(PartitionError::Read)?;
+    disk.read_exact_at(&mut arr, entries_lba * SECTOR)
+        .map_err(PartitionError::Read)?;
     if crc32fast::hash(&arr) != le32(88) {
-        return Err(PartitionError::Gpt("partition entry array CRC mismatch".into()));
+        return Err(PartitionError::Gpt(
+            "partition entry array CRC mismatch".into(),
+        ));
     }
     let mut parts = Vec::new();
     for (i, e) in arr.chunks(esize as usize).enumerate() {
@@ -117,7 +138,10 @@ fn read_gpt(disk: &File, disk_len: u64) -> Result<Vec<Partition>, PartitionError
         let first = u64::from_le_bytes(e[32..40].try_into().expect("8 bytes"));
         let last = u64::from_le_bytes(e[40..48].try_into().expect("8 bytes"));
         if last < first || last.saturating_add(1).saturating_mul(SECTOR) > disk_len {
-            return Err(PartitionError::Gpt(format!("partition {} out of range", i + 1)));
+            return Err(PartitionError::Gpt(format!(
+                "partition {} out of range",
+                i + 1
+            )));
         }
         parts.push(Partition {
             number: i as u32 + 1,
@@ -134,7 +158,10 @@ const fn guid_bytes(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
     let a = a.to_le_bytes();
     let b = b.to_le_bytes();
     let c = c.to_le_bytes();
-    [a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]
+    [
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
+        d[7],
+    ]
 }
 
 #[cfg(test)]
@@ -146,27 +173,50 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("disk");
         File::create(&p).unwrap().set_len(size).unwrap();
-        let mut child =
-            match Command::new("sfdisk").arg("-q").arg(&p).stdin(Stdio::piped()).stdout(Stdio::null()).spawn() {
-                Ok(c) => c,
-                Err(_) => return None,
-            };
+        let mut child = match Command::new("sfdisk")
+            .arg("-q")
+            .arg(&p)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(_) => return None,
+        };
         use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
         assert!(child.wait().unwrap().success());
         Some((dir, p))
     }
 
     #[test]
     fn reads_mbr_written_by_sfdisk() {
-        let Some((_d, p)) = sfdisk("label: dos\nstart=2048, size=4096, type=c\nstart=6144, type=83\n", 8 << 20) else {
+        let Some((_d, p)) = sfdisk(
+            "label: dos\nstart=2048, size=4096, type=c\nstart=6144, type=83\n",
+            8 << 20,
+        ) else {
             eprintln!("partition: sfdisk (apt fdisk) not installed; not run");
             return;
         };
         let t = read(&File::open(&p).unwrap(), 8 << 20).unwrap();
-        let Table::Mbr(parts) = t else { panic!("{t:?}") };
+        let Table::Mbr(parts) = t else {
+            panic!("{t:?}")
+        };
         assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0], Partition { number: 1, start: 2048 * 512, len: 4096 * 512, linux: false });
+        assert_eq!(
+            parts[0],
+            Partition {
+                number: 1,
+                start: 2048 * 512,
+                len: 4096 * 512,
+                linux: false
+            }
+        );
         assert_eq!(parts[1].number, 2);
         assert!(parts[1].linux);
     }
@@ -181,10 +231,20 @@ mod tests {
             return;
         };
         let f = File::open(&p).unwrap();
-        let Table::Gpt(parts) = read(&f, 16 << 20).unwrap() else { panic!() };
+        let Table::Gpt(parts) = read(&f, 16 << 20).unwrap() else {
+            panic!()
+        };
         assert_eq!(parts.len(), 2);
         assert!(!parts[0].linux);
-        assert_eq!(parts[1], Partition { number: 2, start: 4096 * 512, len: 8192 * 512, linux: true });
+        assert_eq!(
+            parts[1],
+            Partition {
+                number: 2,
+                start: 4096 * 512,
+                len: 8192 * 512,
+                linux: true
+            }
+        );
         // corrupt the header: CRC check catches it
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[512 + 80] ^= 1;

@@ -9,14 +9,32 @@ use crate::digest::Digest;
 #[derive(Clone, Debug)]
 pub enum PullEvent {
     /// The manifest was resolved; `layers` blobs totalling `total` bytes make up the image.
-    Resolved { reference: String, digest: Digest, layers: usize, total: u64 },
+    Resolved {
+        reference: String,
+        digest: Digest,
+        layers: usize,
+        total: u64,
+    },
     /// Artifacts for this image digest are already in the store: nothing to transfer.
-    Cached { reference: String, digest: Digest },
+    Cached {
+        reference: String,
+        digest: Digest,
+    },
     /// A layer download started (`cached` when the blob was already in the store).
-    LayerStart { digest: Digest, size: u64, cached: bool },
+    LayerStart {
+        digest: Digest,
+        size: u64,
+        cached: bool,
+    },
     /// Bytes of a layer received so far.
-    LayerProgress { digest: Digest, done: u64, size: u64 },
-    LayerDone { digest: Digest },
+    LayerProgress {
+        digest: Digest,
+        done: u64,
+        size: u64,
+    },
+    LayerDone {
+        digest: Digest,
+    },
     /// A post-download phase started.
     Phase(Phase),
 }
@@ -67,13 +85,22 @@ impl ProgressHub {
 
     fn log(&self, ev: &PullEvent) {
         match ev {
-            PullEvent::Resolved { reference, digest, layers, total } => {
+            PullEvent::Resolved {
+                reference,
+                digest,
+                layers,
+                total,
+            } => {
                 tracing::info!(%reference, %digest, layers, bytes = total, "resolved manifest");
             }
             PullEvent::Cached { reference, digest } => {
                 tracing::info!(%reference, %digest, "image digest unchanged; using the cached artifacts");
             }
-            PullEvent::LayerStart { digest, size, cached } => {
+            PullEvent::LayerStart {
+                digest,
+                size,
+                cached,
+            } => {
                 tracing::info!(layer = %digest.short(), bytes = size, cached, "layer");
             }
             PullEvent::LayerProgress { digest, done, size } => {
@@ -83,7 +110,9 @@ impl ProgressHub {
                     tracing::info!(layer = %digest.short(), done, total = size, "downloading");
                 }
             }
-            PullEvent::LayerDone { digest } => tracing::info!(layer = %digest.short(), "layer verified"),
+            PullEvent::LayerDone { digest } => {
+                tracing::info!(layer = %digest.short(), "layer verified")
+            }
             PullEvent::Phase(p) => tracing::info!("{p}"),
         }
     }

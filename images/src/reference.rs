@@ -31,9 +31,15 @@ pub struct ImageRef {
 impl ImageRef {
     pub fn parse(s: &str) -> Result<Self, ReferenceError> {
         let inner: oci_client::Reference =
-            s.trim().parse().map_err(|source| ReferenceError::Invalid { reference: s.to_string(), source })?;
+            s.trim().parse().map_err(|source| ReferenceError::Invalid {
+                reference: s.to_string(),
+                source,
+            })?;
         if let Some(d) = inner.digest() {
-            Digest::parse(d).map_err(|source| ReferenceError::Digest { reference: s.to_string(), source })?;
+            Digest::parse(d).map_err(|source| ReferenceError::Digest {
+                reference: s.to_string(),
+                source,
+            })?;
         }
         Ok(Self { inner })
     }
@@ -112,7 +118,9 @@ mod tests {
         let d = Digest::of(b"x");
         let r = ImageRef::parse(&format!("quay.io/kubevirt/cirros@{d}")).unwrap();
         assert_eq!(r.digest(), Some(d.clone()));
-        let pinned = ImageRef::parse("quay.io/kubevirt/cirros:latest").unwrap().pinned(&d);
+        let pinned = ImageRef::parse("quay.io/kubevirt/cirros:latest")
+            .unwrap()
+            .pinned(&d);
         assert_eq!(pinned.to_string(), format!("quay.io/kubevirt/cirros@{d}"));
     }
 

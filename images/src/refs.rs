@@ -36,9 +36,19 @@ pub struct Refs {
 impl Refs {
     pub fn load(path: &Path) -> Result<Self, StoreError> {
         match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { path: path.into(), source }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self { version: 1, refs: BTreeMap::new() }),
-            Err(source) => Err(StoreError::Io { op: "cannot read", path: path.into(), source }),
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+                path: path.into(),
+                source,
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self {
+                version: 1,
+                refs: BTreeMap::new(),
+            }),
+            Err(source) => Err(StoreError::Io {
+                op: "cannot read",
+                path: path.into(),
+                source,
+            }),
         }
     }
 
@@ -60,5 +70,8 @@ impl Refs {
 }
 
 pub fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }

@@ -32,9 +32,17 @@ pub enum RegistryError {
     #[error("{what} not found in registry {registry}")]
     NotFound { what: String, registry: String },
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
-    DigestMismatch { what: String, expected: Digest, actual: Digest },
+    DigestMismatch {
+        what: String,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("blob {digest} is {size} bytes, over the store's size limit of {limit} bytes")]
-    TooLarge { digest: Digest, size: u64, limit: u64 },
+    TooLarge {
+        digest: Digest,
+        size: u64,
+        limit: u64,
+    },
     #[error("blob {digest} ended after {got} of {size} bytes")]
     Truncated { digest: Digest, got: u64, size: u64 },
     #[error("registry {registry} failed on {what}")]
@@ -71,7 +79,11 @@ impl RegistryClient {
             user_agent: concat!("corral/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        Self { client: oci_client::Client::new(config), creds, insecure: insecure.to_vec() }
+        Self {
+            client: oci_client::Client::new(config),
+            creds,
+            insecure: insecure.to_vec(),
+        }
     }
 
     fn auth(&self, r: &ImageRef) -> RegistryAuth {
@@ -103,7 +115,11 @@ impl RegistryClient {
         if let Some(expected) = r.digest()
             && expected != actual
         {
-            return Err(RegistryError::DigestMismatch { what: format!("manifest {r}"), expected, actual });
+            return Err(RegistryError::DigestMismatch {
+                what: format!("manifest {r}"),
+                expected,
+                actual,
+            });
         }
         Ok((bytes.to_vec(), actual))
     }
@@ -120,7 +136,11 @@ impl RegistryClient {
     ) -> Result<(), RegistryError> {
         let digest = &desc.digest;
         if desc.size > limit {
-            return Err(RegistryError::TooLarge { digest: digest.clone(), size: desc.size, limit });
+            return Err(RegistryError::TooLarge {
+                digest: digest.clone(),
+                size: desc.size,
+                limit,
+            });
         }
         let what = format!("blob {digest}");
         let digest_str = digest.to_string();
@@ -129,7 +149,10 @@ impl RegistryClient {
             .pull_blob_stream(r.oci(), digest_str.as_str())
             .await
             .map_err(|e| self.map_err(r, what.clone(), e))?;
-        let write_err = |source| RegistryError::Write { path: path.into(), source };
+        let write_err = |source| RegistryError::Write {
+            path: path.into(),
+            source,
+        };
         let file = tokio::fs::File::create(path).await.map_err(write_err)?;
         let mut out = tokio::io::BufWriter::with_capacity(1 << 20, file);
         let mut hasher = Hasher::default();
@@ -140,7 +163,11 @@ impl RegistryClient {
                 Err(e) if hasher.len() == desc.size => {
                     let actual = hasher.finish();
                     if actual != *digest {
-                        return Err(RegistryError::DigestMismatch { what, expected: digest.clone(), actual });
+                        return Err(RegistryError::DigestMismatch {
+                            what,
+                            expected: digest.clone(),
+                            actual,
+                        });
                     }
                     return Err(self.map_err(r, what, OciDistributionError::IoError(e)));
                 }
@@ -163,11 +190,19 @@ impl RegistryClient {
         out.flush().await.map_err(write_err)?;
         out.into_inner().sync_all().await.map_err(write_err)?;
         if hasher.len() != desc.size {
-            return Err(RegistryError::Truncated { digest: digest.clone(), got: hasher.len(), size: desc.size });
+            return Err(RegistryError::Truncated {
+                digest: digest.clone(),
+                got: hasher.len(),
+                size: desc.size,
+            });
         }
         let actual = hasher.finish();
         if actual != *digest {
-            return Err(RegistryError::DigestMismatch { what, expected: digest.clone(), actual });
+            return Err(RegistryError::DigestMismatch {
+                what,
+                expected: digest.clone(),
+                actual,
+            });
         }
         Ok(())
     }
@@ -176,7 +211,13 @@ impl RegistryClient {
         let registry = r.registry().to_string();
         let auth_hint = || {
             if self.creds.has(&registry) {
-                format!(" with the credentials from {}", self.creds.source().map(|p| p.display().to_string()).unwrap_or_default())
+                format!(
+                    " with the credentials from {}",
+                    self.creds
+                        .source()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default()
+                )
             } else {
                 match self.creds.source() {
                     Some(p) => format!(": no credentials for {registry} in {}", p.display()),
@@ -184,23 +225,38 @@ impl RegistryClient {
                 }
             }
         };
-        let not_found = || RegistryError::NotFound { what: what.clone(), registry: registry.clone() };
+        let not_found = || RegistryError::NotFound {
+            what: what.clone(),
+            registry: registry.clone(),
+        };
         match e {
-            OciDistributionError::RequestError(ref re) if re.is_connect() || re.is_timeout() || re.is_request() => {
+            OciDistributionError::RequestError(ref re)
+                if re.is_connect() || re.is_timeout() || re.is_request() =>
+            {
                 let chain = error_chain(re);
                 let hint = if !self.insecure.contains(&registry)
                     && (chain.contains("InvalidContentType") || chain.contains("corrupt message"))
                 {
-                    format!(" over HTTPS (it may serve plain HTTP: pass --insecure-registry {registry})")
+                    format!(
+                        " over HTTPS (it may serve plain HTTP: pass --insecure-registry {registry})"
+                    )
                 } else {
                     String::new()
                 };
-                let OciDistributionError::RequestError(re) = e else { unreachable!() };
-                RegistryError::Unreachable { registry, hint, source: Box::new(re) }
+                let OciDistributionError::RequestError(re) = e else {
+                    unreachable!()
+                };
+                RegistryError::Unreachable {
+                    registry,
+                    hint,
+                    source: Box::new(re),
+                }
             }
-            OciDistributionError::UnauthorizedError { .. } | OciDistributionError::AuthenticationFailure(_) => {
-                RegistryError::Unauthorized { hint: auth_hint(), registry }
-            }
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => RegistryError::Unauthorized {
+                hint: auth_hint(),
+                registry,
+            },
             OciDistributionError::ImageManifestNotFoundError(_) => not_found(),
             OciDistributionError::RegistryError { ref envelope, .. } => {
                 if envelope.errors.iter().any(|x| {
@@ -218,16 +274,30 @@ impl RegistryClient {
                     .iter()
                     .any(|x| matches!(x.code, OciErrorCode::Unauthorized | OciErrorCode::Denied))
                 {
-                    RegistryError::Unauthorized { hint: auth_hint(), registry }
+                    RegistryError::Unauthorized {
+                        hint: auth_hint(),
+                        registry,
+                    }
                 } else {
-                    RegistryError::Protocol { registry, what, source: e }
+                    RegistryError::Protocol {
+                        registry,
+                        what,
+                        source: e,
+                    }
                 }
             }
             OciDistributionError::ServerError { code: 404, .. } => not_found(),
-            OciDistributionError::ServerError { code: 401 | 403, .. } => {
-                RegistryError::Unauthorized { hint: auth_hint(), registry }
-            }
-            other => RegistryError::Protocol { registry, what, source: other },
+            OciDistributionError::ServerError {
+                code: 401 | 403, ..
+            } => RegistryError::Unauthorized {
+                hint: auth_hint(),
+                registry,
+            },
+            other => RegistryError::Protocol {
+                registry,
+                what,
+                source: other,
+            },
         }
     }
 }

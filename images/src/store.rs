@@ -44,7 +44,12 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { insecure_registries: Vec::new(), auth_file: None, size_limit: DEFAULT_SIZE_LIMIT, max_concurrent_downloads: 3 }
+        Self {
+            insecure_registries: Vec::new(),
+            auth_file: None,
+            size_limit: DEFAULT_SIZE_LIMIT,
+            max_concurrent_downloads: 3,
+        }
     }
 }
 
@@ -154,7 +159,10 @@ impl ImageStore {
     /// removed when no other process is using the store.
     pub fn open(root: &Path, config: StoreConfig) -> Result<Self, ImageError> {
         let layout = Layout::new(root);
-        let store_err = |source| ImageError::Store { root: root.into(), source };
+        let store_err = |source| ImageError::Store {
+            root: root.into(),
+            source,
+        };
         layout.create().map_err(store_err)?;
         if let Some(_l) = FileLock::try_exclusive(&layout.lock_file()).map_err(store_err)? {
             sweep_staging(&layout).map_err(store_err)?;
@@ -184,7 +192,9 @@ impl ImageStore {
     /// A second pull of an unchanged digest transfers no layer and converts nothing.
     pub async fn pull(&self, reference: &str, opts: PullOptions) -> Result<Image, ImageError> {
         let r = ImageRef::parse(reference)?;
-        let want = crate::pull::Want::Disk { kernel_optional: opts.kernel_optional };
+        let want = crate::pull::Want::Disk {
+            kernel_optional: opts.kernel_optional,
+        };
         match self.pull_shared(r, want, opts.progress).await? {
             Pulled::Disk(i) => Ok(i),
             Pulled::Kernel(_) => unreachable!("disk pull returned kernel artifacts"),
@@ -214,10 +224,19 @@ impl ImageStore {
         }
     }
 
-    async fn pull_shared(&self, r: ImageRef, want: crate::pull::Want, progress: Option<ProgressFn>) -> Result<Pulled, ImageError> {
+    async fn pull_shared(
+        &self,
+        r: ImageRef,
+        want: crate::pull::Want,
+        progress: Option<ProgressFn>,
+    ) -> Result<Pulled, ImageError> {
         let key = format!("{r}#{}", want.key());
         let fut = {
-            let mut inflight = self.inner.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            let mut inflight = self
+                .inner
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some((fut, hub)) = inflight.get(&key) {
                 hub.add(progress);
                 fut.clone()
@@ -228,8 +247,14 @@ impl ImageStore {
                 let task_hub = hub.clone();
                 let task_key = key.clone();
                 let handle = tokio::spawn(async move {
-                    let out = crate::pull::run(inner.clone(), r, want, task_hub).await.map_err(Arc::new);
-                    inner.inflight.lock().unwrap_or_else(|e| e.into_inner()).remove(&task_key);
+                    let out = crate::pull::run(inner.clone(), r, want, task_hub)
+                        .await
+                        .map_err(Arc::new);
+                    inner
+                        .inflight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&task_key);
                     out
                 });
                 let fut: SharedPull = async move {
@@ -264,8 +289,19 @@ impl ImageStore {
 
     /// Imports a `docker save`/`podman save` archive or an OCI layout (directory or tar).
     /// `tag` names the result (else the archive's own name, else `localhost/<file name>`).
-    pub async fn import(&self, path: &Path, tag: Option<&str>, opts: PullOptions) -> Result<Vec<Image>, ImageError> {
-        crate::import::run(self.inner.clone(), path.to_path_buf(), tag.map(str::to_string), opts).await
+    pub async fn import(
+        &self,
+        path: &Path,
+        tag: Option<&str>,
+        opts: PullOptions,
+    ) -> Result<Vec<Image>, ImageError> {
+        crate::import::run(
+            self.inner.clone(),
+            path.to_path_buf(),
+            tag.map(str::to_string),
+            opts,
+        )
+        .await
     }
 
     /// Every reference in the store.
@@ -274,14 +310,22 @@ impl ImageStore {
         let refs = Refs::load(&layout.refs_file()).map_err(|e| self.store_err(e))?;
         let mut out = Vec::new();
         for (name, e) in &refs.refs {
-            let image = e.artifacts.contains(e.id.hex()).then(|| self.inner.load_image(name, e).ok()).flatten();
+            let image = e
+                .artifacts
+                .contains(e.id.hex())
+                .then(|| self.inner.load_image(name, e).ok())
+                .flatten();
             let kernel_boots = e
                 .artifacts
                 .iter()
                 .filter(|a| a.starts_with("kb-"))
                 .filter_map(|a| self.inner.load_kernel(name, a).ok())
                 .collect();
-            let artifact_bytes = e.artifacts.iter().map(|a| du(&layout.artifact_dir(a))).sum();
+            let artifact_bytes = e
+                .artifacts
+                .iter()
+                .map(|a| du(&layout.artifact_dir(a)))
+                .sum();
             out.push(StoredRef {
                 reference: name.clone(),
                 digest: e.digest.clone(),
@@ -301,20 +345,21 @@ impl ImageStore {
         let key = r.to_string();
         let inner = self.inner.clone();
         let _guard = self.inner.refs_mutex.lock().await;
-        let report = tokio::task::spawn_blocking(move || -> Result<Option<GcReport>, StoreError> {
-            let layout = &inner.layout;
-            let _lock = FileLock::acquire(&layout.lock_file(), true)?;
-            let _refs_lock = FileLock::acquire(&layout.refs_lock_file(), true)?;
-            let mut refs = Refs::load(&layout.refs_file())?;
-            if refs.refs.remove(&key).is_none() {
-                return Ok(None);
-            }
-            refs.save(&layout.refs_file())?;
-            sweep(layout, &refs).map(Some)
-        })
-        .await
-        .map_err(ImageError::Task)?
-        .map_err(|e| self.store_err(e))?;
+        let report =
+            tokio::task::spawn_blocking(move || -> Result<Option<GcReport>, StoreError> {
+                let layout = &inner.layout;
+                let _lock = FileLock::acquire(&layout.lock_file(), true)?;
+                let _refs_lock = FileLock::acquire(&layout.refs_lock_file(), true)?;
+                let mut refs = Refs::load(&layout.refs_file())?;
+                if refs.refs.remove(&key).is_none() {
+                    return Ok(None);
+                }
+                refs.save(&layout.refs_file())?;
+                sweep(layout, &refs).map(Some)
+            })
+            .await
+            .map_err(ImageError::Task)?
+            .map_err(|e| self.store_err(e))?;
         report.ok_or_else(|| ImageError::NotFound(r.to_string()))
     }
 
@@ -352,7 +397,14 @@ impl ImageStore {
         let mut cmdline = image.cmdline.clone();
         if let Some(kb) = kernel_boot {
             if let Some(c) = &kb.container {
-                let k = self.pull_kernel_boot(&c.image, c.kernel_path.as_deref(), c.initrd_path.as_deref(), progress).await?;
+                let k = self
+                    .pull_kernel_boot(
+                        &c.image,
+                        c.kernel_path.as_deref(),
+                        c.initrd_path.as_deref(),
+                        progress,
+                    )
+                    .await?;
                 if k.kernel.is_some() {
                     kernel = k.kernel;
                     // KubeVirt: the container's initrd goes with the container's kernel.
@@ -365,36 +417,63 @@ impl ImageStore {
                 cmdline = args.trim().to_string();
             }
         }
-        let kernel = kernel.ok_or_else(|| ImageError::NoKernel { reference: image.reference.clone() })?;
-        Ok(BootArtifacts { kernel, initrd, cmdline, disk_raw: image.disk_raw.clone() })
+        let kernel = kernel.ok_or_else(|| ImageError::NoKernel {
+            reference: image.reference.clone(),
+        })?;
+        Ok(BootArtifacts {
+            kernel,
+            initrd,
+            cmdline,
+            disk_raw: image.disk_raw.clone(),
+        })
     }
 
     fn store_err(&self, source: StoreError) -> ImageError {
-        ImageError::Store { root: self.inner.layout.root.clone(), source }
+        ImageError::Store {
+            root: self.inner.layout.root.clone(),
+            source,
+        }
     }
 }
 
 impl Inner {
     pub(crate) fn store_err(&self, source: StoreError) -> ImageError {
-        ImageError::Store { root: self.layout.root.clone(), source }
+        ImageError::Store {
+            root: self.layout.root.clone(),
+            source,
+        }
     }
 
     /// Builds an `Image` from a ref entry and the artifact directory's `image.json`.
     pub(crate) fn load_image(&self, reference: &str, e: &RefEntry) -> Result<Image, ImageError> {
         let dir = self.layout.artifact_dir(e.id.hex());
         let path = dir.join(IMAGE_JSON);
-        let bytes = std::fs::read(&path).map_err(|e| self.store_err(io_err("cannot read", &path)(e)))?;
-        let meta: ImageMeta =
-            serde_json::from_slice(&bytes).map_err(|source| self.store_err(StoreError::Json { path: path.clone(), source }))?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| self.store_err(io_err("cannot read", &path)(e)))?;
+        let meta: ImageMeta = serde_json::from_slice(&bytes).map_err(|source| {
+            self.store_err(StoreError::Json {
+                path: path.clone(),
+                source,
+            })
+        })?;
         Ok(image_from_meta(reference, &e.digest, &dir, meta))
     }
 
-    pub(crate) fn load_kernel(&self, reference: &str, artifact: &str) -> Result<KernelArtifacts, ImageError> {
+    pub(crate) fn load_kernel(
+        &self,
+        reference: &str,
+        artifact: &str,
+    ) -> Result<KernelArtifacts, ImageError> {
         let dir = self.layout.artifact_dir(artifact);
         let path = dir.join(KERNEL_JSON);
-        let bytes = std::fs::read(&path).map_err(|e| self.store_err(io_err("cannot read", &path)(e)))?;
-        let meta: KernelMeta =
-            serde_json::from_slice(&bytes).map_err(|source| self.store_err(StoreError::Json { path: path.clone(), source }))?;
+        let bytes =
+            std::fs::read(&path).map_err(|e| self.store_err(io_err("cannot read", &path)(e)))?;
+        let meta: KernelMeta = serde_json::from_slice(&bytes).map_err(|source| {
+            self.store_err(StoreError::Json {
+                path: path.clone(),
+                source,
+            })
+        })?;
         let kernel = dir.join("vmlinux");
         let initrd = dir.join("initrd");
         Ok(KernelArtifacts {
@@ -407,7 +486,12 @@ impl Inner {
     }
 }
 
-pub(crate) fn image_from_meta(reference: &str, digest: &Digest, dir: &Path, meta: ImageMeta) -> Image {
+pub(crate) fn image_from_meta(
+    reference: &str,
+    digest: &Digest,
+    dir: &Path,
+    meta: ImageMeta,
+) -> Image {
     let kernel = meta.boot.kernel_path.is_some().then(|| dir.join("vmlinux"));
     let initrd = meta.boot.initrd_path.is_some().then(|| dir.join("initrd"));
     Image {
@@ -449,8 +533,12 @@ fn sweep(layout: &Layout, refs: &Refs) -> Result<GcReport, StoreError> {
         if !live_dirs.contains(&name) {
             report.bytes += du(&e.path());
             let p = e.path();
-            if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) }
-                .map_err(io_err("cannot remove", &p))?;
+            if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            }
+            .map_err(io_err("cannot remove", &p))?;
             report.artifacts += 1;
         }
     }
@@ -465,11 +553,20 @@ fn sweep_staging(layout: &Layout) -> Result<(usize, u64), StoreError> {
     for e in std::fs::read_dir(&tmp).map_err(io_err("cannot list", &tmp))? {
         let p = e.map_err(io_err("cannot list", &tmp))?.path();
         bytes += du(&p);
-        if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) }.map_err(io_err("cannot remove", &p))?;
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        }
+        .map_err(io_err("cannot remove", &p))?;
         n += 1;
     }
     if n > 0 {
-        tracing::info!(dirs = n, bytes, "removed staging left by an interrupted pull");
+        tracing::info!(
+            dirs = n,
+            bytes,
+            "removed staging left by an interrupted pull"
+        );
     }
     Ok((n, bytes))
 }
@@ -477,9 +574,13 @@ fn sweep_staging(layout: &Layout) -> Result<(usize, u64), StoreError> {
 /// Allocated bytes of a file or directory tree.
 fn du(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt as _;
-    let Ok(m) = std::fs::symlink_metadata(p) else { return 0 };
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
     if m.is_dir() {
-        std::fs::read_dir(p).map(|rd| rd.flatten().map(|e| du(&e.path())).sum()).unwrap_or(0)
+        std::fs::read_dir(p)
+            .map(|rd| rd.flatten().map(|e| du(&e.path())).sum())
+            .unwrap_or(0)
     } else {
         m.blocks() * 512
     }

@@ -28,19 +28,46 @@ pub enum UnpackError {
     #[error("layer {layer}: path {path:?} contains \"..\"")]
     ParentDir { layer: Digest, path: String },
     #[error("layer {layer}: link {path:?} -> {target:?} escapes the image root")]
-    LinkEscape { layer: Digest, path: String, target: String },
+    LinkEscape {
+        layer: Digest,
+        path: String,
+        target: String,
+    },
     #[error("layer {layer}: {path:?} goes through the symlink {link:?}")]
-    ThroughSymlink { layer: Digest, path: String, link: String },
+    ThroughSymlink {
+        layer: Digest,
+        path: String,
+        link: String,
+    },
     #[error("layer {layer}: {path:?} is a {kind}, which container disks may not contain")]
-    Special { layer: Digest, path: String, kind: &'static str },
+    Special {
+        layer: Digest,
+        path: String,
+        kind: &'static str,
+    },
     #[error("layer {layer}: {path:?} is {size} bytes, over the size limit of {limit} bytes")]
-    TooLarge { layer: Digest, path: String, size: u64, limit: u64 },
+    TooLarge {
+        layer: Digest,
+        path: String,
+        size: u64,
+        limit: u64,
+    },
     #[error("layer {layer} expands past the size limit of {limit} bytes")]
     LayerTooLarge { layer: Digest, limit: u64 },
-    #[error("layer {layer}: uncompressed digest {actual} does not match the config's diff_id {expected}")]
-    DiffId { layer: Digest, expected: Digest, actual: Digest },
+    #[error(
+        "layer {layer}: uncompressed digest {actual} does not match the config's diff_id {expected}"
+    )]
+    DiffId {
+        layer: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
     #[error("layer {layer}: hard link {path:?} -> {target:?} is not supported here")]
-    HardLink { layer: Digest, path: String, target: String },
+    HardLink {
+        layer: Digest,
+        path: String,
+        target: String,
+    },
     #[error("no disk file under /disk/")]
     NoDisk,
     #[error("more than one file under /disk/: {0}")]
@@ -102,15 +129,28 @@ struct Tree<'w> {
 }
 
 /// Extracts the single regular file under `/disk/` into `work`.
-pub fn extract_disk(layers: &[LayerInput<'_>], work: &Path, limits: Limits) -> Result<StagedDisk, UnpackError> {
+pub fn extract_disk(
+    layers: &[LayerInput<'_>],
+    work: &Path,
+    limits: Limits,
+) -> Result<StagedDisk, UnpackError> {
     let tree = apply_layers(layers, work, limits, &|p: &str| p.starts_with("disk/"))?;
-    let under_disk: Vec<(&String, &Node)> = tree.nodes.range("disk/".to_string()..).take_while(|(k, _)| k.starts_with("disk/")).collect();
+    let under_disk: Vec<(&String, &Node)> = tree
+        .nodes
+        .range("disk/".to_string()..)
+        .take_while(|(k, _)| k.starts_with("disk/"))
+        .collect();
     let mut files = Vec::new();
     for (path, node) in &under_disk {
         match &node.kind {
             Kind::Dir => {}
             Kind::File { staged, size } => files.push((path.to_string(), staged.clone(), *size)),
-            Kind::Symlink(_) => return Err(UnpackError::NotRegular { path: path.to_string(), kind: "symlink" }),
+            Kind::Symlink(_) => {
+                return Err(UnpackError::NotRegular {
+                    path: path.to_string(),
+                    kind: "symlink",
+                });
+            }
         }
     }
     match files.len() {
@@ -118,9 +158,19 @@ pub fn extract_disk(layers: &[LayerInput<'_>], work: &Path, limits: Limits) -> R
         1 => {
             let (name, staged, size) = files.pop().expect("one file");
             let path = staged.ok_or_else(|| UnpackError::Missing(format!("/{name}")))?;
-            Ok(StagedDisk { path, name: format!("/{name}"), size })
+            Ok(StagedDisk {
+                path,
+                name: format!("/{name}"),
+                size,
+            })
         }
-        _ => Err(UnpackError::ManyDisks(files.iter().map(|f| format!("/{}", f.0)).collect::<Vec<_>>().join(", "))),
+        _ => Err(UnpackError::ManyDisks(
+            files
+                .iter()
+                .map(|f| format!("/{}", f.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+        )),
     }
 }
 
@@ -137,10 +187,15 @@ pub fn extract_files(
         .iter()
         .map(|w| {
             let n = lexical(w.trim_start_matches('/'));
-            n.rsplit_once('/').map(|(d, _)| format!("{d}/")).unwrap_or_default()
+            n.rsplit_once('/')
+                .map(|(d, _)| format!("{d}/"))
+                .unwrap_or_default()
         })
         .collect();
-    let select = |p: &str| dirs.iter().any(|d| p.starts_with(d.as_str()) && !p[d.len()..].contains('/'));
+    let select = |p: &str| {
+        dirs.iter()
+            .any(|d| p.starts_with(d.as_str()) && !p[d.len()..].contains('/'))
+    };
     let tree = apply_layers(layers, work, limits, &select)?;
     wanted.iter().map(|w| tree.resolve_file(w)).collect()
 }
@@ -151,38 +206,61 @@ fn apply_layers<'w>(
     limits: Limits,
     select: &dyn Fn(&str) -> bool,
 ) -> Result<Tree<'w>, UnpackError> {
-    let mut tree = Tree { nodes: BTreeMap::new(), work, seq: 0 };
+    let mut tree = Tree {
+        nodes: BTreeMap::new(),
+        work,
+        seq: 0,
+    };
     for (i, layer) in layers.iter().enumerate() {
-        let read_err = |source| UnpackError::Read { layer: layer.digest.clone(), source };
+        let read_err = |source| UnpackError::Read {
+            layer: layer.digest.clone(),
+            source,
+        };
         let file = File::open(layer.path).map_err(read_err)?;
         let stream = decompressor(BufReader::with_capacity(1 << 20, file)).map_err(read_err)?;
         let exceeded = std::rc::Rc::new(std::cell::Cell::new(false));
-        let limited = LimitReader { inner: stream, left: limits.layer, exceeded: exceeded.clone() };
+        let limited = LimitReader {
+            inner: stream,
+            left: limits.layer,
+            exceeded: exceeded.clone(),
+        };
         let mut hashing = HashingReader::new(limited);
         let tree_read_err = |e: io::Error| {
             if exceeded.get() {
-                return UnpackError::LayerTooLarge { layer: layer.digest.clone(), limit: limits.layer };
+                return UnpackError::LayerTooLarge {
+                    layer: layer.digest.clone(),
+                    limit: limits.layer,
+                };
             }
-            UnpackError::Read { layer: layer.digest.clone(), source: e }
+            UnpackError::Read {
+                layer: layer.digest.clone(),
+                source: e,
+            }
         };
         {
             let mut archive = tar::Archive::new(&mut hashing);
             let entries = archive.entries().map_err(read_err)?;
             for entry in entries {
                 let entry = entry.map_err(tree_read_err)?;
-                tree.apply(i, layer.digest, entry, limits, select).map_err(|e| match e {
-                    UnpackError::Read { .. } if exceeded.get() => {
-                        UnpackError::LayerTooLarge { layer: layer.digest.clone(), limit: limits.layer }
-                    }
-                    e => e,
-                })?;
+                tree.apply(i, layer.digest, entry, limits, select)
+                    .map_err(|e| match e {
+                        UnpackError::Read { .. } if exceeded.get() => UnpackError::LayerTooLarge {
+                            layer: layer.digest.clone(),
+                            limit: limits.layer,
+                        },
+                        e => e,
+                    })?;
             }
         }
         let (actual, _) = hashing.drain_and_finish().map_err(tree_read_err)?;
         if let Some(expected) = layer.diff_id
             && *expected != actual
         {
-            return Err(UnpackError::DiffId { layer: layer.digest.clone(), expected: expected.clone(), actual });
+            return Err(UnpackError::DiffId {
+                layer: layer.digest.clone(),
+                expected: expected.clone(),
+                actual,
+            });
         }
     }
     Ok(tree)
@@ -212,7 +290,10 @@ impl<R: Read> Read for LimitReader<R> {
         let n = self.inner.read(buf)?;
         if n as u64 > self.left {
             self.exceeded.set(true);
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, "layer exceeds the size limit"));
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                "layer exceeds the size limit",
+            ));
         }
         self.left -= n as u64;
         Ok(n)
@@ -221,7 +302,10 @@ impl<R: Read> Read for LimitReader<R> {
 
 /// Normalises `a/./b//c` to `a/b/c` (no `..` handling: callers reject it first).
 fn lexical(p: &str) -> String {
-    p.split('/').filter(|c| !c.is_empty() && *c != ".").collect::<Vec<_>>().join("/")
+    p.split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// Resolves `target` (of a link at `link_path`) inside the root; `None` if it escapes.
@@ -254,10 +338,16 @@ impl Tree<'_> {
     ) -> Result<(), UnpackError> {
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         if raw.starts_with('/') {
-            return Err(UnpackError::Absolute { layer: layer.clone(), path: raw });
+            return Err(UnpackError::Absolute {
+                layer: layer.clone(),
+                path: raw,
+            });
         }
         if raw.split('/').any(|c| c == "..") {
-            return Err(UnpackError::ParentDir { layer: layer.clone(), path: raw });
+            return Err(UnpackError::ParentDir {
+                layer: layer.clone(),
+                path: raw,
+            });
         }
         let path = lexical(&raw);
         if path.is_empty() {
@@ -271,17 +361,35 @@ impl Tree<'_> {
             _ => None,
         };
         if let Some(kind) = kind {
-            return Err(UnpackError::Special { layer: layer.clone(), path: raw, kind });
+            return Err(UnpackError::Special {
+                layer: layer.clone(),
+                path: raw,
+                kind,
+            });
         }
         // A path must not traverse a symlink that an earlier entry planted.
         let mut prefix = String::new();
-        for c in path.split('/').collect::<Vec<_>>().split_last().map(|(_, d)| d).unwrap_or(&[]) {
+        for c in path
+            .split('/')
+            .collect::<Vec<_>>()
+            .split_last()
+            .map(|(_, d)| d)
+            .unwrap_or(&[])
+        {
             if !prefix.is_empty() {
                 prefix.push('/');
             }
             prefix.push_str(c);
-            if let Some(Node { kind: Kind::Symlink(_), .. }) = self.nodes.get(&prefix) {
-                return Err(UnpackError::ThroughSymlink { layer: layer.clone(), path: raw, link: prefix });
+            if let Some(Node {
+                kind: Kind::Symlink(_),
+                ..
+            }) = self.nodes.get(&prefix)
+            {
+                return Err(UnpackError::ThroughSymlink {
+                    layer: layer.clone(),
+                    path: raw,
+                    link: prefix,
+                });
             }
         }
         let (parent, name) = path.rsplit_once('/').unwrap_or(("", path.as_str()));
@@ -292,16 +400,32 @@ impl Tree<'_> {
         }
         if let Some(hidden) = name.strip_prefix(".wh.") {
             if !hidden.starts_with(".wh.") {
-                let target = if parent.is_empty() { hidden.to_string() } else { format!("{parent}/{hidden}") };
+                let target = if parent.is_empty() {
+                    hidden.to_string()
+                } else {
+                    format!("{parent}/{hidden}")
+                };
                 self.remove(&target);
             }
             return Ok(());
         }
         match etype {
             tar::EntryType::Directory => {
-                if !matches!(self.nodes.get(&path), Some(Node { kind: Kind::Dir, .. })) {
+                if !matches!(
+                    self.nodes.get(&path),
+                    Some(Node {
+                        kind: Kind::Dir,
+                        ..
+                    })
+                ) {
                     self.remove(&path);
-                    self.nodes.insert(path, Node { kind: Kind::Dir, layer: layer_idx });
+                    self.nodes.insert(
+                        path,
+                        Node {
+                            kind: Kind::Dir,
+                            layer: layer_idx,
+                        },
+                    );
                 }
             }
             tar::EntryType::Symlink => {
@@ -310,10 +434,20 @@ impl Tree<'_> {
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
                 if resolve_link(&path, &target).is_none() {
-                    return Err(UnpackError::LinkEscape { layer: layer.clone(), path: raw, target });
+                    return Err(UnpackError::LinkEscape {
+                        layer: layer.clone(),
+                        path: raw,
+                        target,
+                    });
                 }
                 self.remove(&path);
-                self.nodes.insert(path, Node { kind: Kind::Symlink(target), layer: layer_idx });
+                self.nodes.insert(
+                    path,
+                    Node {
+                        kind: Kind::Symlink(target),
+                        layer: layer_idx,
+                    },
+                );
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -321,43 +455,86 @@ impl Tree<'_> {
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default();
                 if target.split('/').any(|c| c == "..") {
-                    return Err(UnpackError::LinkEscape { layer: layer.clone(), path: raw, target });
+                    return Err(UnpackError::LinkEscape {
+                        layer: layer.clone(),
+                        path: raw,
+                        target,
+                    });
                 }
                 let tpath = lexical(&target);
                 let (staged, size) = match self.nodes.get(&tpath) {
-                    Some(Node { kind: Kind::File { staged, size }, .. }) => (staged.clone(), *size),
-                    _ => return Err(UnpackError::HardLink { layer: layer.clone(), path: raw, target }),
+                    Some(Node {
+                        kind: Kind::File { staged, size },
+                        ..
+                    }) => (staged.clone(), *size),
+                    _ => {
+                        return Err(UnpackError::HardLink {
+                            layer: layer.clone(),
+                            path: raw,
+                            target,
+                        });
+                    }
                 };
                 let copy = if select(&path) {
                     let Some(src) = staged else {
-                        return Err(UnpackError::HardLink { layer: layer.clone(), path: raw, target });
+                        return Err(UnpackError::HardLink {
+                            layer: layer.clone(),
+                            path: raw,
+                            target,
+                        });
                     };
                     let dst = self.next_staging();
-                    std::fs::hard_link(&src, &dst).map_err(|source| UnpackError::Write { path: dst.clone(), source })?;
-                    Some(dst)
-                } else {
-                    None
-                };
-                self.remove(&path);
-                self.nodes.insert(path, Node { kind: Kind::File { staged: copy, size }, layer: layer_idx });
-            }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let size = entry.size();
-                let staged = if select(&path) {
-                    if size > limits.file {
-                        return Err(UnpackError::TooLarge { layer: layer.clone(), path: raw, size, limit: limits.file });
-                    }
-                    let dst = self.next_staging();
-                    write_sparse(&mut entry, &dst, size).map_err(|e| match e {
-                        WriteErr::Read(source) => UnpackError::Read { layer: layer.clone(), source },
-                        WriteErr::Write(source) => UnpackError::Write { path: dst.clone(), source },
+                    std::fs::hard_link(&src, &dst).map_err(|source| UnpackError::Write {
+                        path: dst.clone(),
+                        source,
                     })?;
                     Some(dst)
                 } else {
                     None
                 };
                 self.remove(&path);
-                self.nodes.insert(path, Node { kind: Kind::File { staged, size }, layer: layer_idx });
+                self.nodes.insert(
+                    path,
+                    Node {
+                        kind: Kind::File { staged: copy, size },
+                        layer: layer_idx,
+                    },
+                );
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                let size = entry.size();
+                let staged = if select(&path) {
+                    if size > limits.file {
+                        return Err(UnpackError::TooLarge {
+                            layer: layer.clone(),
+                            path: raw,
+                            size,
+                            limit: limits.file,
+                        });
+                    }
+                    let dst = self.next_staging();
+                    write_sparse(&mut entry, &dst, size).map_err(|e| match e {
+                        WriteErr::Read(source) => UnpackError::Read {
+                            layer: layer.clone(),
+                            source,
+                        },
+                        WriteErr::Write(source) => UnpackError::Write {
+                            path: dst.clone(),
+                            source,
+                        },
+                    })?;
+                    Some(dst)
+                } else {
+                    None
+                };
+                self.remove(&path);
+                self.nodes.insert(
+                    path,
+                    Node {
+                        kind: Kind::File { staged, size },
+                        layer: layer_idx,
+                    },
+                );
             }
             // pax/GNU metadata records are consumed by the tar crate; anything else is ignored.
             other => tracing::debug!(?other, %path, "ignoring tar entry type"),
@@ -380,7 +557,11 @@ impl Tree<'_> {
 
     fn remove_under(&mut self, dir: &str, pred: impl Fn(&Node) -> bool) {
         let keys: Vec<String> = if dir == "/" {
-            self.nodes.iter().filter(|(_, n)| pred(n)).map(|(k, _)| k.clone()).collect()
+            self.nodes
+                .iter()
+                .filter(|(_, n)| pred(n))
+                .map(|(k, _)| k.clone())
+                .collect()
         } else {
             self.nodes
                 .range(dir.to_string()..)
@@ -404,11 +585,19 @@ impl Tree<'_> {
         let mut path = lexical(wanted);
         for _ in 0..16 {
             match self.nodes.get(&path).map(|n| &n.kind) {
-                Some(Kind::File { staged: Some(s), .. }) => return Ok(s.clone()),
+                Some(Kind::File {
+                    staged: Some(s), ..
+                }) => return Ok(s.clone()),
                 Some(Kind::Symlink(t)) => {
-                    path = resolve_link(&path, t).ok_or_else(|| UnpackError::Missing(wanted.to_string()))?;
+                    path = resolve_link(&path, t)
+                        .ok_or_else(|| UnpackError::Missing(wanted.to_string()))?;
                 }
-                Some(Kind::Dir) => return Err(UnpackError::NotRegular { path, kind: "directory" }),
+                Some(Kind::Dir) => {
+                    return Err(UnpackError::NotRegular {
+                        path,
+                        kind: "directory",
+                    });
+                }
                 _ => break,
             }
         }
@@ -417,7 +606,10 @@ impl Tree<'_> {
 }
 
 fn discard(n: &Node) {
-    if let Kind::File { staged: Some(p), .. } = &n.kind {
+    if let Kind::File {
+        staged: Some(p), ..
+    } = &n.kind
+    {
         let _ = std::fs::remove_file(p);
     }
 }
@@ -453,7 +645,10 @@ fn write_sparse(src: &mut impl Read, dst: &Path, size: u64) -> Result<(), WriteE
         }
     }
     if off != size {
-        return Err(WriteErr::Read(io::Error::new(io::ErrorKind::UnexpectedEof, format!("entry ended after {off} of {size} bytes"))));
+        return Err(WriteErr::Read(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("entry ended after {off} of {size} bytes"),
+        )));
     }
     out.set_len(size).map_err(WriteErr::Write)?;
     out.sync_all().map_err(WriteErr::Write)?;
@@ -502,7 +697,8 @@ mod tests {
             let mut layers = Vec::new();
             for t in tars {
                 let bytes = if gzip {
-                    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                    let mut enc =
+                        flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                     enc.write_all(&t).unwrap();
                     enc.finish().unwrap()
                 } else {
@@ -518,11 +714,25 @@ mod tests {
         }
 
         fn inputs(&self) -> Vec<LayerInput<'_>> {
-            self.layers.iter().map(|(d, p)| LayerInput { digest: d, path: p, diff_id: None }).collect()
+            self.layers
+                .iter()
+                .map(|(d, p)| LayerInput {
+                    digest: d,
+                    path: p,
+                    diff_id: None,
+                })
+                .collect()
         }
 
         fn disk(&self) -> Result<StagedDisk, UnpackError> {
-            extract_disk(&self.inputs(), &self.dir.path().join("work"), Limits { file: 1 << 30, layer: 1 << 30 })
+            extract_disk(
+                &self.inputs(),
+                &self.dir.path().join("work"),
+                Limits {
+                    file: 1 << 30,
+                    layer: 1 << 30,
+                },
+            )
         }
     }
 
@@ -550,7 +760,12 @@ mod tests {
         assert_eq!(d.name, "/disk/keep.img");
         assert_eq!(std::fs::read(d.path).unwrap(), b"new");
         // staged copies of replaced files are deleted
-        assert_eq!(std::fs::read_dir(f.dir.path().join("work")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(f.dir.path().join("work"))
+                .unwrap()
+                .count(),
+            1
+        );
     }
 
     #[test]
@@ -570,7 +785,12 @@ mod tests {
             ("../evil", b'0', "", "contains \"..\""),
             ("disk/../../evil", b'0', "", "contains \"..\""),
             ("/etc/passwd", b'0', "", "absolute path"),
-            ("disk/link", b'2', "../../../etc/shadow", "escapes the image root"),
+            (
+                "disk/link",
+                b'2',
+                "../../../etc/shadow",
+                "escapes the image root",
+            ),
             ("dev/sda", b'4', "", "block device"),
             ("dev/tty", b'3', "", "character device"),
             ("x/hard", b'1', "../y", "escapes"),
@@ -581,7 +801,10 @@ mod tests {
             let f = Fixture::new(vec![finish(t)], false);
             let err = f.disk().unwrap_err().to_string();
             assert!(err.contains(want), "{name}: {err}");
-            assert!(err.contains(&f.layers[0].0.to_string()), "names the layer: {err}");
+            assert!(
+                err.contains(&f.layers[0].0.to_string()),
+                "names the layer: {err}"
+            );
         }
     }
 
@@ -598,12 +821,21 @@ mod tests {
     fn zero_or_many_disks_are_errors() {
         let mut t = Vec::new();
         entry(&mut t, "etc/hostname", b'0', b"x", "");
-        assert!(matches!(Fixture::new(vec![finish(t)], false).disk(), Err(UnpackError::NoDisk)));
+        assert!(matches!(
+            Fixture::new(vec![finish(t)], false).disk(),
+            Err(UnpackError::NoDisk)
+        ));
         let mut t = Vec::new();
         entry(&mut t, "disk/a.img", b'0', b"a", "");
         entry(&mut t, "disk/b.qcow2", b'0', b"b", "");
-        let err = Fixture::new(vec![finish(t)], false).disk().unwrap_err().to_string();
-        assert!(err.contains("/disk/a.img") && err.contains("/disk/b.qcow2"), "{err}");
+        let err = Fixture::new(vec![finish(t)], false)
+            .disk()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/disk/a.img") && err.contains("/disk/b.qcow2"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -622,13 +854,44 @@ mod tests {
         entry(&mut t, "disk/a.img", b'0', &[1u8; 4096], "");
         let f = Fixture::new(vec![finish(t)], false);
         let work = f.dir.path().join("work");
-        let err = extract_disk(&f.inputs(), &work, Limits { file: 100, layer: 1 << 20 }).unwrap_err();
-        assert!(matches!(err, UnpackError::TooLarge { size: 4096, .. }), "{err}");
-        let err = extract_disk(&f.inputs(), &work, Limits { file: 1 << 20, layer: 1000 }).unwrap_err();
+        let err = extract_disk(
+            &f.inputs(),
+            &work,
+            Limits {
+                file: 100,
+                layer: 1 << 20,
+            },
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, UnpackError::TooLarge { size: 4096, .. }),
+            "{err}"
+        );
+        let err = extract_disk(
+            &f.inputs(),
+            &work,
+            Limits {
+                file: 1 << 20,
+                layer: 1000,
+            },
+        )
+        .unwrap_err();
         assert!(matches!(err, UnpackError::LayerTooLarge { .. }), "{err}");
         let wrong = Digest::of(b"other");
-        let inputs = vec![LayerInput { digest: &f.layers[0].0, path: &f.layers[0].1, diff_id: Some(&wrong) }];
-        let err = extract_disk(&inputs, &work, Limits { file: 1 << 20, layer: 1 << 20 }).unwrap_err();
+        let inputs = vec![LayerInput {
+            digest: &f.layers[0].0,
+            path: &f.layers[0].1,
+            diff_id: Some(&wrong),
+        }];
+        let err = extract_disk(
+            &inputs,
+            &work,
+            Limits {
+                file: 1 << 20,
+                layer: 1 << 20,
+            },
+        )
+        .unwrap_err();
         assert!(matches!(err, UnpackError::DiffId { .. }), "{err}");
     }
 
@@ -643,7 +906,11 @@ mod tests {
         use std::os::unix::fs::MetadataExt as _;
         let m = std::fs::metadata(&d.path).unwrap();
         assert_eq!(m.len(), 4 << 20);
-        assert!(m.blocks() * 512 < 1 << 20, "allocated {} bytes", m.blocks() * 512);
+        assert!(
+            m.blocks() * 512 < 1 << 20,
+            "allocated {} bytes",
+            m.blocks() * 512
+        );
         assert_eq!(std::fs::read(&d.path).unwrap(), data);
     }
 
@@ -655,11 +922,28 @@ mod tests {
         entry(&mut t, "boot/initrd.img", b'0', b"INITRD", "");
         let f = Fixture::new(vec![finish(t)], false);
         let work = f.dir.path().join("work");
-        let got = extract_files(&f.inputs(), &["/boot/vmlinuz".into(), "/boot/initrd.img".into()], &work, Limits { file: 1 << 20, layer: 1 << 20 })
-            .unwrap();
+        let got = extract_files(
+            &f.inputs(),
+            &["/boot/vmlinuz".into(), "/boot/initrd.img".into()],
+            &work,
+            Limits {
+                file: 1 << 20,
+                layer: 1 << 20,
+            },
+        )
+        .unwrap();
         assert_eq!(std::fs::read(&got[0]).unwrap(), b"KERNEL");
         assert_eq!(std::fs::read(&got[1]).unwrap(), b"INITRD");
-        let err = extract_files(&f.inputs(), &["/boot/nope".into()], &work, Limits { file: 1 << 20, layer: 1 << 20 }).unwrap_err();
+        let err = extract_files(
+            &f.inputs(),
+            &["/boot/nope".into()],
+            &work,
+            Limits {
+                file: 1 << 20,
+                layer: 1 << 20,
+            },
+        )
+        .unwrap_err();
         assert!(matches!(err, UnpackError::Missing(_)));
     }
 
