@@ -18,8 +18,12 @@ use crate::unpack::{self, LayerInput, Limits, UnpackError};
 pub enum BuildError {
     #[error(transparent)]
     Unpack(#[from] UnpackError),
-    #[error(transparent)]
-    Convert(#[from] ConvertError),
+    #[error("disk {name}")]
+    Disk {
+        name: String,
+        #[source]
+        source: ConvertError,
+    },
     #[error(transparent)]
     Kernel(#[from] KernelError),
     #[error("kernel-boot container")]
@@ -66,10 +70,11 @@ pub fn build_disk(
     hub.emit(PullEvent::Phase(Phase::Unpacking));
     let staged = unpack::extract_disk(layers, work, limits)?;
     let disk = artifact.join("disk.raw");
-    if convert::detect(&staged.path)? == DiskFormat::Qcow2 {
+    let disk_err = |source| BuildError::Disk { name: staged.name.clone(), source };
+    if convert::detect(&staged.path).map_err(disk_err)? == DiskFormat::Qcow2 {
         hub.emit(PullEvent::Phase(Phase::Converting));
     }
-    let (disk_format, disk_size) = convert::to_raw(&staged.path, &disk, limits.file)?;
+    let (disk_format, disk_size) = convert::to_raw(&staged.path, &disk, limits.file).map_err(disk_err)?;
     hub.emit(PullEvent::Phase(Phase::ExtractingKernel));
     let boot = kernel::extract(&disk, artifact, require_kernel)?;
     let meta = ImageMeta {

@@ -25,27 +25,25 @@ pub enum ConvertError {
         #[source]
         source: io::Error,
     },
-    #[error("qcow2 disk {path} is corrupt: {reason}")]
+    #[error("qcow2 image is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
-    #[error(
-        "qcow2 disk {path} has a backing file {backing:?}; container disks must be self-contained"
-    )]
+    #[error("qcow2 image has a backing file {backing:?}; container disks must be self-contained")]
     BackingFile { path: PathBuf, backing: String },
-    #[error("qcow2 disk {path} uses an external data file")]
+    #[error("qcow2 image uses an external data file")]
     DataFile { path: PathBuf },
-    #[error("qcow2 disk {path} is encrypted")]
+    #[error("qcow2 image is encrypted")]
     Encrypted { path: PathBuf },
-    #[error("qcow2 disk {path} has unsupported version {version}")]
+    #[error("unsupported qcow2 version {version}")]
     Version { path: PathBuf, version: u32 },
-    #[error("disk {path} is a {format} image; only qcow2 and raw are supported")]
+    #[error("{format} image: only qcow2 and raw are supported")]
     Unsupported { path: PathBuf, format: &'static str },
-    #[error("disk {path} has a virtual size of {size} bytes, over the size limit of {limit} bytes")]
+    #[error("virtual size of {size} bytes is over the size limit of {limit} bytes")]
     TooLarge {
         path: PathBuf,
         size: u64,
         limit: u64,
     },
-    #[error("cannot convert qcow2 disk {path}")]
+    #[error("cannot read the qcow2 image")]
     Imago {
         path: PathBuf,
         #[source]
