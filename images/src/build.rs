@@ -70,11 +70,15 @@ pub fn build_disk(
     hub.emit(PullEvent::Phase(Phase::Unpacking));
     let staged = unpack::extract_disk(layers, work, limits)?;
     let disk = artifact.join("disk.raw");
-    let disk_err = |source| BuildError::Disk { name: staged.name.clone(), source };
+    let disk_err = |source| BuildError::Disk {
+        name: staged.name.clone(),
+        source,
+    };
     if convert::detect(&staged.path).map_err(disk_err)? == DiskFormat::Qcow2 {
         hub.emit(PullEvent::Phase(Phase::Converting));
     }
-    let (disk_format, disk_size) = convert::to_raw(&staged.path, &disk, limits.file).map_err(disk_err)?;
+    let (disk_format, disk_size) =
+        convert::to_raw(&staged.path, &disk, limits.file).map_err(disk_err)?;
     hub.emit(PullEvent::Phase(Phase::ExtractingKernel));
     let boot = kernel::extract(&disk, artifact, require_kernel)?;
     let meta = ImageMeta {

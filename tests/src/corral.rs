@@ -5,7 +5,10 @@ use std::process::{Command, Output};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
 }
 
 /// `target/release/corral` (built by tests/run.sh), or `$CORRAL_BIN`.
@@ -13,30 +16,48 @@ pub fn binary() -> PathBuf {
     if let Some(p) = std::env::var_os("CORRAL_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target"));
     let p = target.join("release").join("corral");
-    assert!(p.exists(), "{} missing: run `cargo build --release --bin corral` (tests/run.sh does)", p.display());
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --release --bin corral` (tests/run.sh does)",
+        p.display()
+    );
     p
 }
 
 /// `target/fixtures` (built by tests/fixtures/build.sh), or `$FIXTURES`.
 pub fn fixtures() -> PathBuf {
-    let p = std::env::var_os("FIXTURES").map(PathBuf::from).unwrap_or_else(|| workspace().join("target/fixtures"));
-    assert!(p.join("images/.stamp").exists(), "{} incomplete: run tests/fixtures/build.sh", p.display());
+    let p = std::env::var_os("FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("target/fixtures"));
+    assert!(
+        p.join("images/.stamp").exists(),
+        "{} incomplete: run tests/fixtures/build.sh",
+        p.display()
+    );
     p
 }
 
 /// A `corral image ...` command against `store`, logging plainly (stderr is not a TTY).
 pub fn image_cmd(store: &Path) -> Command {
     let mut c = Command::new(binary());
-    c.arg("image").arg("--store").arg(store).env("RUST_LOG", "images=info").env_remove("CORRAL_IMAGE_STORE");
-    c.env_remove("DOCKER_CONFIG").env("HOME", store.parent().unwrap_or(store));
+    c.arg("image")
+        .arg("--store")
+        .arg(store)
+        .env("RUST_LOG", "images=info")
+        .env_remove("CORRAL_IMAGE_STORE");
+    c.env_remove("DOCKER_CONFIG")
+        .env("HOME", store.parent().unwrap_or(store));
     c
 }
 
 /// Runs a command and returns its output (never panics on a non-zero exit).
 pub fn run(mut c: Command) -> Output {
-    c.output().unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
+    c.output()
+        .unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"))
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -51,7 +72,12 @@ pub fn stderr(o: &Output) -> String {
 pub fn ok(c: Command) -> String {
     let dbg = format!("{c:?}");
     let o = run(c);
-    assert!(o.status.success(), "{dbg} failed:\nstdout: {}\nstderr: {}", stdout(&o), stderr(&o));
+    assert!(
+        o.status.success(),
+        "{dbg} failed:\nstdout: {}\nstderr: {}",
+        stdout(&o),
+        stderr(&o)
+    );
     stdout(&o)
 }
 
@@ -59,7 +85,11 @@ pub fn ok(c: Command) -> String {
 pub fn fails(c: Command) -> String {
     let dbg = format!("{c:?}");
     let o = run(c);
-    assert!(!o.status.success(), "{dbg} unexpectedly succeeded:\n{}", stdout(&o));
+    assert!(
+        !o.status.success(),
+        "{dbg} unexpectedly succeeded:\n{}",
+        stdout(&o)
+    );
     stderr(&o)
 }
 
@@ -69,7 +99,11 @@ pub fn snapshot(dir: &Path) -> Vec<String> {
         let Ok(rd) = std::fs::read_dir(p) else { return };
         for e in rd.flatten() {
             let path = e.path();
-            let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
             let m = std::fs::symlink_metadata(&path).expect("metadata");
             if m.is_dir() {
                 out.push(format!("{rel}/"));

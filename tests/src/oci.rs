@@ -79,11 +79,19 @@ pub struct Layer {
 
 impl Layer {
     pub fn gzip(tar: Vec<u8>) -> Self {
-        Self { blob: gzip(&tar), diff_id_of: tar, media_type: "application/vnd.oci.image.layer.v1.tar+gzip" }
+        Self {
+            blob: gzip(&tar),
+            diff_id_of: tar,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip",
+        }
     }
 
     pub fn plain(tar: Vec<u8>) -> Self {
-        Self { blob: tar.clone(), diff_id_of: tar, media_type: "application/vnd.oci.image.layer.v1.tar" }
+        Self {
+            blob: tar.clone(),
+            diff_id_of: tar,
+            media_type: "application/vnd.oci.image.layer.v1.tar",
+        }
     }
 
     /// A gzip layer cut in half (the blob digest matches the cut bytes: only unpacking fails).
@@ -131,5 +139,8 @@ pub fn write_layout(dir: &Path, layers: &[Layer]) -> String {
 
 /// A layer holding `disk/<name>` with `data`.
 pub fn disk_layer(name: &str, data: &[u8]) -> Vec<u8> {
-    Tar::new().dir("disk/").file(&format!("disk/{name}"), data).finish()
+    Tar::new()
+        .dir("disk/")
+        .file(&format!("disk/{name}"), data)
+        .finish()
 }

@@ -25,10 +25,16 @@ use base64::Engine as _;
 pub enum Auth {
     None,
     /// HTTP basic auth against an htpasswd file (bcrypt).
-    Basic { user: String, password: String },
+    Basic {
+        user: String,
+        password: String,
+    },
     /// Bearer tokens from a token service: anonymous clients may pull repositories outside
     /// `private/`; `user`/`password` (basic auth at the token endpoint) may push and pull all.
-    Token { user: String, password: String },
+    Token {
+        user: String,
+        password: String,
+    },
 }
 
 pub struct Registry {
@@ -47,11 +53,17 @@ impl Registry {
     }
 
     pub fn start_basic(user: &str, password: &str) -> Self {
-        Self::start_with(Auth::Basic { user: user.into(), password: password.into() })
+        Self::start_with(Auth::Basic {
+            user: user.into(),
+            password: password.into(),
+        })
     }
 
     pub fn start_token(user: &str, password: &str) -> Self {
-        Self::start_with(Auth::Token { user: user.into(), password: password.into() })
+        Self::start_with(Auth::Token {
+            user: user.into(),
+            password: password.into(),
+        })
     }
 
     pub fn start_with(auth: Auth) -> Self {
@@ -73,10 +85,16 @@ impl Registry {
         let auth_yaml = match &auth {
             Auth::None => String::new(),
             Auth::Basic { user, password } => {
-                let out = Command::new("htpasswd").args(["-Bbn", user, password]).output().map_err(|e| format!("htpasswd: {e}"))?;
+                let out = Command::new("htpasswd")
+                    .args(["-Bbn", user, password])
+                    .output()
+                    .map_err(|e| format!("htpasswd: {e}"))?;
                 let path = dir.path().join("htpasswd");
                 std::fs::write(&path, &out.stdout).map_err(|e| e.to_string())?;
-                format!("auth:\n  htpasswd:\n    realm: corral-test\n    path: {}\n", path.display())
+                format!(
+                    "auth:\n  htpasswd:\n    realm: corral-test\n    path: {}\n",
+                    path.display()
+                )
             }
             Auth::Token { user, password } => {
                 let svc = TokenService::start(dir.path(), user, password);
@@ -95,7 +113,8 @@ impl Registry {
         );
         let cfg = dir.path().join("config.yml");
         std::fs::write(&cfg, config).map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.path().join("registry.log")).map_err(|e| e.to_string())?;
+        let log =
+            std::fs::File::create(dir.path().join("registry.log")).map_err(|e| e.to_string())?;
         let child = Command::new("docker-registry")
             .arg("serve")
             .arg(&cfg)
@@ -104,7 +123,13 @@ impl Registry {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("docker-registry (apt docker-registry): {e}"))?;
-        let mut reg = Self { addr: addr.clone(), auth, dir, child, token };
+        let mut reg = Self {
+            addr: addr.clone(),
+            auth,
+            dir,
+            child,
+            token,
+        };
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = reg.child.try_wait() {
@@ -127,13 +152,19 @@ impl Registry {
     /// credentials when the registry needs them. Extra skopeo args (e.g. `--format v2s2`) go first.
     pub fn push_with(&self, src: &str, repo_tag: &str, extra: &[&str]) {
         let mut c = Command::new("skopeo");
-        c.args(["copy", "-q", "--dest-tls-verify=false"]).args(extra);
+        c.args(["copy", "-q", "--dest-tls-verify=false"])
+            .args(extra);
         if let Auth::Basic { user, password } | Auth::Token { user, password } = &self.auth {
             c.arg(format!("--dest-creds={user}:{password}"));
         }
-        c.arg(src).arg(format!("docker://{}", self.reference(repo_tag)));
+        c.arg(src)
+            .arg(format!("docker://{}", self.reference(repo_tag)));
         let out = c.output().expect("skopeo (apt skopeo)");
-        assert!(out.status.success(), "skopeo push of {src} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "skopeo push of {src} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn push(&self, src: &str, repo_tag: &str) {
@@ -142,28 +173,43 @@ impl Registry {
 
     /// The registry's stored bytes of a blob (to corrupt it behind the registry's back).
     pub fn blob_data(&self, digest_hex: &str) -> PathBuf {
-        self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{digest_hex}/data", &digest_hex[..2]))
+        self.dir.path().join(format!(
+            "data/docker/registry/v2/blobs/sha256/{}/{digest_hex}/data",
+            &digest_hex[..2]
+        ))
     }
 
     /// Writes a docker config.json with this registry's credentials (or `user:password`).
     pub fn write_auth_file(&self, path: &Path, creds: Option<(&str, &str)>) {
         let (u, p) = match (&self.auth, creds) {
             (_, Some((u, p))) => (u.to_string(), p.to_string()),
-            (Auth::Basic { user, password } | Auth::Token { user, password }, None) => (user.clone(), password.clone()),
+            (Auth::Basic { user, password } | Auth::Token { user, password }, None) => {
+                (user.clone(), password.clone())
+            }
             (Auth::None, None) => ("nobody".into(), "nothing".into()),
         };
         let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-        std::fs::write(path, format!(r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#, self.addr)).expect("write auth file");
+        std::fs::write(
+            path,
+            format!(r#"{{"auths":{{"{}":{{"auth":"{b64}"}}}}}}"#, self.addr),
+        )
+        .expect("write auth file");
     }
 
     /// Requests the registry served (its access log) whose line contains `needle`.
     pub fn requests(&self, needle: &str) -> usize {
-        self.log().lines().filter(|l| l.contains(needle) && l.contains("HTTP/1.1\"")).count()
+        self.log()
+            .lines()
+            .filter(|l| l.contains(needle) && l.contains("HTTP/1.1\""))
+            .count()
     }
 
     /// Tokens issued by the token service (0 without one).
     pub fn tokens_issued(&self) -> usize {
-        self.token.as_ref().map(|t| t.issued.load(Ordering::SeqCst)).unwrap_or(0)
+        self.token
+            .as_ref()
+            .map(|t| t.issued.load(Ordering::SeqCst))
+            .unwrap_or(0)
     }
 
     pub fn log(&self) -> String {
@@ -179,14 +225,21 @@ impl Drop for Registry {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// A minimal HTTP GET returning the status code.
 fn http_status(addr: &str, path: &str) -> Option<u16> {
     let mut s = TcpStream::connect_timeout(&addr.parse().ok()?, Duration::from_millis(200)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut line = String::new();
     BufReader::new(s).read_line(&mut line).ok()?;
     line.split_whitespace().nth(1)?.parse().ok()
@@ -246,7 +299,13 @@ impl TokenService {
                 }
             }
         });
-        Self { addr, cert_path, issued, stop, thread: Some(thread) }
+        Self {
+            addr,
+            cert_path,
+            issued,
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 
@@ -280,14 +339,27 @@ fn serve(mut s: TcpStream, signer: &Signer, issued: &AtomicUsize) {
     }
     let target = request_line.split_whitespace().nth(1).unwrap_or("/");
     let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
-    let scopes: Vec<String> = query.split('&').filter_map(|kv| kv.strip_prefix("scope=")).map(url_decode).collect();
-    let user = match authorization.as_deref().and_then(|a| a.strip_prefix("Basic ")) {
+    let scopes: Vec<String> = query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("scope="))
+        .map(url_decode)
+        .collect();
+    let user = match authorization
+        .as_deref()
+        .and_then(|a| a.strip_prefix("Basic "))
+    {
         None => None,
         Some(b64) => {
-            let decoded = base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default();
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap_or_default();
             let pair = String::from_utf8_lossy(&decoded).into_owned();
             if pair != format!("{}:{}", signer.user, signer.password) {
-                let _ = respond(&mut s, 401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#);
+                let _ = respond(
+                    &mut s,
+                    401,
+                    r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#,
+                );
                 return;
             }
             Some(signer.user.clone())
@@ -306,28 +378,43 @@ fn serve(mut s: TcpStream, signer: &Signer, issued: &AtomicUsize) {
             .collect();
         access.push(serde_json::json!({"type": "repository", "name": name, "actions": granted}));
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
     let n = issued.fetch_add(1, Ordering::SeqCst);
     let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [signer.x5c]});
     let claims = serde_json::json!({
         "iss": "corral-test-issuer", "sub": user.clone().unwrap_or_default(), "aud": "corral-registry",
         "exp": now + 600, "nbf": now - 60, "iat": now, "jti": format!("corral-{now}-{n}"), "access": access,
     });
-    let b64 = |v: &serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
     let signing_input = format!("{}.{}", b64(&header), b64(&claims));
     let rng = ring::rand::SystemRandom::new();
-    let sig = signer.key.sign(&rng, signing_input.as_bytes()).expect("sign");
-    let jwt = format!("{signing_input}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig.as_ref()));
-    let body = serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 600}).to_string();
+    let sig = signer
+        .key
+        .sign(&rng, signing_input.as_bytes())
+        .expect("sign");
+    let jwt = format!(
+        "{signing_input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sig.as_ref())
+    );
+    let body =
+        serde_json::json!({"token": jwt, "access_token": jwt, "expires_in": 600}).to_string();
     let _ = respond(&mut s, 200, &body);
 }
 
 fn respond(s: &mut TcpStream, code: u16, body: &str) -> std::io::Result<()> {
     let reason = if code == 200 { "OK" } else { "Unauthorized" };
-    write!(s, "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
+    write!(
+        s,
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
     s.flush()?;
     s.shutdown(std::net::Shutdown::Write)
-
 }
 
 fn url_decode(s: &str) -> String {
