@@ -22,31 +22,31 @@ pub enum ImageError {
     Registry {
         reference: String,
         #[source]
-        source: RegistryError,
+        source: Box<RegistryError>,
     },
     #[error("image {reference}")]
     Manifest {
         reference: String,
         #[source]
-        source: ManifestError,
+        source: Box<ManifestError>,
     },
     #[error("image {reference}")]
     Build {
         reference: String,
         #[source]
-        source: BuildError,
+        source: Box<BuildError>,
     },
     #[error("import {path}")]
     Import {
         path: PathBuf,
         #[source]
-        source: ImportError,
+        source: Box<ImportError>,
     },
     #[error("image store {root}")]
     Store {
         root: PathBuf,
         #[source]
-        source: StoreError,
+        source: Box<StoreError>,
     },
     #[error("no image {0} in the store")]
     NotFound(String),

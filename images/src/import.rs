@@ -86,7 +86,7 @@ pub(crate) async fn run(
 ) -> Result<Vec<Image>, ImageError> {
     let imp_err = |source| ImageError::Import {
         path: path.clone(),
-        source,
+        source: Box::new(source),
     };
     if let Some(t) = &tag {
         ImageRef::parse(t)?;
@@ -174,7 +174,7 @@ pub(crate) async fn run(
         )
         .await?
         {
-            Pulled::Disk(i) => out.push(i),
+            Pulled::Disk(i) => out.push(*i),
             Pulled::Kernel(_) => unreachable!("import builds disks"),
         }
     }

@@ -111,7 +111,7 @@ impl ProgressHub {
                 }
             }
             PullEvent::LayerDone { digest } => {
-                tracing::info!(layer = %digest.short(), "layer verified")
+                tracing::info!(layer = %digest.short(), "layer verified");
             }
             PullEvent::Phase(p) => tracing::info!("{p}"),
         }

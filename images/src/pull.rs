@@ -66,11 +66,11 @@ pub(crate) async fn run(
     let reference = r.to_string();
     let reg_err = |source: RegistryError| ImageError::Registry {
         reference: reference.clone(),
-        source,
+        source: Box::new(source),
     };
     let man_err = |source| ImageError::Manifest {
         reference: reference.clone(),
-        source,
+        source: Box::new(source),
     };
     let _store_lock = lock_shared(&inner).await?;
 
@@ -251,7 +251,7 @@ pub(crate) async fn build_and_commit(
     .map_err(ImageError::Task)?;
     built.map_err(|source| ImageError::Build {
         reference: reference.to_string(),
-        source,
+        source: Box::new(source),
     })?;
     hub.emit(PullEvent::Phase(Phase::Committing));
     commit(
@@ -279,12 +279,12 @@ fn finish(
             if image.kernel.is_none() && !kernel_optional {
                 return Err(ImageError::Build {
                     reference: reference.to_string(),
-                    source: BuildError::Kernel(crate::kernel::KernelError::NoKernel(
+                    source: Box::new(BuildError::Kernel(crate::kernel::KernelError::NoKernel(
                         image.boot.searched,
-                    )),
+                    ))),
                 });
             }
-            Ok(Pulled::Disk(image))
+            Ok(Pulled::Disk(Box::new(image)))
         }
         Want::Kernel { .. } => inner
             .load_kernel(reference, &want.artifact(&entry.id))
@@ -365,7 +365,7 @@ async fn fetch_layers(
                         digest: layer.digest.clone(),
                         done,
                         size: layer.size,
-                    })
+                    });
                 };
                 inner
                     .client

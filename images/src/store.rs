@@ -134,7 +134,7 @@ pub struct GcReport {
 
 #[derive(Clone, Debug)]
 pub(crate) enum Pulled {
-    Disk(Image),
+    Disk(Box<Image>),
     Kernel(KernelArtifacts),
 }
 
@@ -161,7 +161,7 @@ impl ImageStore {
         let layout = Layout::new(root);
         let store_err = |source| ImageError::Store {
             root: root.into(),
-            source,
+            source: Box::new(source),
         };
         layout.create().map_err(store_err)?;
         if let Some(_l) = FileLock::try_exclusive(&layout.lock_file()).map_err(store_err)? {
@@ -196,7 +196,7 @@ impl ImageStore {
             kernel_optional: opts.kernel_optional,
         };
         match self.pull_shared(r, want, opts.progress).await? {
-            Pulled::Disk(i) => Ok(i),
+            Pulled::Disk(i) => Ok(*i),
             Pulled::Kernel(_) => unreachable!("disk pull returned kernel artifacts"),
         }
     }
@@ -431,7 +431,7 @@ impl ImageStore {
     fn store_err(&self, source: StoreError) -> ImageError {
         ImageError::Store {
             root: self.inner.layout.root.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 }
@@ -440,7 +440,7 @@ impl Inner {
     pub(crate) fn store_err(&self, source: StoreError) -> ImageError {
         ImageError::Store {
             root: self.layout.root.clone(),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use corral_tests::corral::{fails, fixtures, image_cmd, ok};
 use corral_tests::registry::Registry;
@@ -269,7 +269,7 @@ fn kernel_boot_override() {
         let store = images::ImageStore::open(&dir.path().join("s"), config).unwrap();
         let disk_ref = reg.reference("corral/nokernel:latest");
         let err = store.pull(&disk_ref, images::PullOptions::default()).await.unwrap_err();
-        assert!(format!("{:?}", err).contains("NoKernel"), "{err:?}");
+        assert!(format!("{err:?}").contains("NoKernel"), "{err:?}");
         let image = store.pull(&disk_ref, images::PullOptions { kernel_optional: true, progress: None }).await.unwrap();
         assert!(image.kernel.is_none());
         assert_eq!(image.cmdline, "root=LABEL=data ro console=ttyS0");

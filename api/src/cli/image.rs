@@ -316,7 +316,7 @@ impl Bars {
                 ));
             }
             PullEvent::Cached { reference, .. } => {
-                self.status.set_message(format!("{reference}: up to date"))
+                self.status.set_message(format!("{reference}: up to date"));
             }
             PullEvent::LayerStart {
                 digest,
