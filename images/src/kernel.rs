@@ -297,8 +297,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), KernelError> {
         source,
     };
     let f = File::create(path).map_err(err)?;
-    f.write_all_at(bytes, 0).map_err(err)?;
-    f.sync_all().map_err(err)
+    // fsynced with the whole artifact directory before it is committed (build::sync_tree)
+    f.write_all_at(bytes, 0).map_err(err)
 }
 
 fn has_ext_magic(r: &PartReader) -> bool {

@@ -638,7 +638,7 @@ fn write_sparse(src: &mut impl Read, dst: &Path, size: u64) -> Result<(), WriteE
             break;
         }
         for chunk in buf[..filled].chunks(BLOCK) {
-            if chunk.iter().any(|&b| b != 0) {
+            if !crate::convert::is_zero(chunk) {
                 out.write_all_at(chunk, off).map_err(WriteErr::Write)?;
             }
             off += chunk.len() as u64;
@@ -650,8 +650,8 @@ fn write_sparse(src: &mut impl Read, dst: &Path, size: u64) -> Result<(), WriteE
             format!("entry ended after {off} of {size} bytes"),
         )));
     }
+    // No fsync: staged files are temporary; the artifacts that stay are synced at commit.
     out.set_len(size).map_err(WriteErr::Write)?;
-    out.sync_all().map_err(WriteErr::Write)?;
     Ok(())
 }
 
