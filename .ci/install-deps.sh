@@ -30,3 +30,11 @@ fi
 # docker-registry's package starts a system service on :5000; tests start their own registries.
 systemctl disable --now docker-registry >/dev/null 2>&1 || true
 pkill -f '/usr/bin/docker-registry serve /etc/docker/registry/config.yml' 2>/dev/null || true
+
+# images (issue 4): qemu-img builds the qcow2 fixtures and checks conversions (from backports, to
+# match qemu-system-x86); gcc builds the stand-in guest ELF until the test guest fixture exists.
+if ! command -v qemu-img >/dev/null; then
+  apt-get "${BPO_OPTS[@]}" update -qq
+  apt-get "${BPO_OPTS[@]}" install -y -qq --no-install-recommends -t bookworm-backports qemu-utils
+fi
+command -v gcc >/dev/null || { apt-get update -qq; apt-get install -y -qq --no-install-recommends gcc libc6-dev; }
