@@ -49,8 +49,8 @@ pub struct ImageMeta {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KernelMeta {
     pub id: Digest,
-    pub kernel_path: String,
-    pub kernel_format: KernelFormat,
+    pub kernel_path: Option<String>,
+    pub kernel_format: Option<KernelFormat>,
     pub initrd_path: Option<String>,
 }
 
@@ -97,30 +97,38 @@ pub fn build_disk(
     Ok(meta)
 }
 
-/// Extracts a KubeVirt kernel-boot container's kernel (as vmlinux) and initrd into `artifact`.
+/// Extracts a KubeVirt kernel-boot container's kernel (as vmlinux) and/or initrd into `artifact`.
 pub fn build_kernel_boot(
     id: &Digest,
     layers: &[LayerInput<'_>],
-    kernel_path: &str,
+    kernel_path: Option<&str>,
     initrd_path: Option<&str>,
     artifact: &Path,
     work: &Path,
     limits: Limits,
 ) -> Result<KernelMeta, BuildError> {
-    let mut wanted = vec![kernel_path.to_string()];
-    wanted.extend(initrd_path.map(str::to_string));
-    let files = unpack::extract_files(layers, &wanted, work, limits)?;
-    let bytes = std::fs::read(&files[0]).map_err(io_err("cannot read", &files[0]))?;
-    let (vmlinux, kernel_format) = to_vmlinux(&bytes, kernel_path)?;
-    let out = artifact.join("vmlinux");
-    std::fs::write(&out, vmlinux).map_err(io_err("cannot write", &out))?;
-    if let Some(initrd) = files.get(1) {
+    let wanted: Vec<String> = kernel_path
+        .iter()
+        .chain(initrd_path.iter())
+        .map(|p| p.to_string())
+        .collect();
+    let mut files = unpack::extract_files(layers, &wanted, work, limits)?.into_iter();
+    let mut kernel_format = None;
+    if let Some(kp) = kernel_path {
+        let staged = files.next().expect("one staged file per wanted path");
+        let bytes = std::fs::read(&staged).map_err(io_err("cannot read", &staged))?;
+        let (vmlinux, format) = to_vmlinux(&bytes, kp)?;
+        let out = artifact.join("vmlinux");
+        std::fs::write(&out, vmlinux).map_err(io_err("cannot write", &out))?;
+        kernel_format = Some(format);
+    }
+    if let Some(staged) = files.next() {
         let out = artifact.join("initrd");
-        std::fs::rename(initrd, &out).map_err(io_err("cannot write", &out))?;
+        std::fs::rename(&staged, &out).map_err(io_err("cannot write", &out))?;
     }
     let meta = KernelMeta {
         id: id.clone(),
-        kernel_path: kernel_path.to_string(),
+        kernel_path: kernel_path.map(str::to_string),
         kernel_format,
         initrd_path: initrd_path.map(str::to_string),
     };

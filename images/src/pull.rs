@@ -236,15 +236,16 @@ pub(crate) async fn build_and_commit(
             Want::Kernel {
                 kernel_path,
                 initrd_path,
-            } => {
-                let (k, i) = match (kernel_path, initrd_path) {
-                    (Some(k), i) => (k.clone(), i.clone()),
-                    (None, Some(i)) => (i.clone(), None),
-                    (None, None) => unreachable!("checked by pull_kernel_boot"),
-                };
-                build::build_kernel_boot(&id, &inputs, &k, i.as_deref(), &artifact, &work, limits)
-                    .map(|_| ())
-            }
+            } => build::build_kernel_boot(
+                &id,
+                &inputs,
+                kernel_path.as_deref(),
+                initrd_path.as_deref(),
+                &artifact,
+                &work,
+                limits,
+            )
+            .map(|_| ()),
         }
     })
     .await

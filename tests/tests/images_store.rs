@@ -303,6 +303,18 @@ fn kernel_boot_override() {
         }
         assert!(msg.contains("/boot/bzImage is not in the image"), "{msg}");
 
+        // initrdPath alone: the disk's own kernel, the container's initrd
+        reg.push(&format!("oci:{}:latest", images().join("testguest/oci").display()), "corral/testguest:latest");
+        let guest_img = store.pull(&reg.reference("corral/testguest:latest"), images::PullOptions::default()).await.unwrap();
+        let only_initrd: images::KernelBoot = serde_json::from_value(serde_json::json!({
+            "container": {"image": reg.reference("corral/kernels:latest"), "initrdPath": "/boot/initrd.img"}
+        }))
+        .unwrap();
+        let boot = store.boot_artifacts(&guest_img, Some(&only_initrd), None).await.unwrap();
+        assert_eq!(Some(&boot.kernel), guest_img.kernel.as_ref());
+        assert_eq!(std::fs::read(boot.initrd.unwrap()).unwrap(), b"corral kernelBoot initrd\n");
+        assert_eq!(boot.cmdline, guest_img.cmdline);
+
         // resolve_cached never touches the network
         drop(reg);
         let cached = store.resolve_cached(&disk_ref).unwrap();
