@@ -77,6 +77,20 @@ fn debian_kernel_boots_the_extracted_artifacts_under_tcg() {
     let img: Value = serde_json::from_str(&ok(c)).unwrap();
     let get = |k: &str| img[k].as_str().unwrap().to_string();
     let seed = seed(dir.path(), "iid-corral-e2e-0001");
+    // Under TCG on a busy host the guest's PIT-based TSC calibration can fail and leave it
+    // without a clock; telling it the (host) TSC rate skips that calibration.
+    let khz = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("cpu MHz")
+                    .and_then(|v| v.split(':').nth(1))
+                    .map(|v| v.trim().to_string())
+            })
+        })
+        .and_then(|mhz| mhz.parse::<f64>().ok())
+        .map_or(2_000_000, |mhz| (mhz * 1000.0) as u64);
+    let append = format!("{} panic=-1 tsc_early_khz={khz}", get("cmdline"));
 
     let mut qemu = Command::new("qemu-system-x86_64")
         .args([
@@ -100,7 +114,7 @@ fn debian_kernel_boots_the_extracted_artifacts_under_tcg() {
             "-initrd",
             &get("initrd"),
         ])
-        .args(["-append", &format!("{} panic=-1", get("cmdline"))])
+        .args(["-append", &append])
         .args([
             "-drive",
             &format!(
@@ -149,7 +163,7 @@ fn debian_kernel_boots_the_extracted_artifacts_under_tcg() {
     let _ = std::fs::write(std::env::temp_dir().join("corral-images-qemu.log"), &log);
     let want = [
         "Linux version ".to_string(),
-        format!("Kernel command line: {} panic=-1", get("cmdline")),
+        format!("Kernel command line: {append}"),
         "initrd: mounted LABEL=cirros-rootfs (/dev/vda1) on /".to_string(),
         "instance-id=iid-corral-e2e-0001".to_string(),
         "USERDATA: ran on corral-e2e kernel ".to_string(),
