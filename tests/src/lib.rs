@@ -3,3 +3,4 @@
 pub mod corral;
 pub mod oci;
 pub mod registry;
+pub mod vmm;

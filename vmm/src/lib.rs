@@ -1,4 +1,35 @@
 //! corral's embedded microVMM.
 //!
-//! Role: run exactly one KVM guest in the calling process (`corral vmm`). Knows nothing of replica
-//! sets, OCI images or the daemon.
+//! Role: run exactly one KVM guest in the calling process (`corral vmm`). Knows nothing of
+//! replica sets, OCI images or the daemon.
+//!
+//! Threads:
+//! * the **main thread** sets up KVM, builds each boot of the VM ([`builder`]) and waits for the
+//!   event that ends it ([`lifecycle::VmEvent`]): power-off, reset (boot again), crash, KVM
+//!   internal error or a host stop;
+//! * **one thread per vCPU** ([`vcpu`]) runs KVM_RUN and dispatches port-IO/MMIO exits to the
+//!   devices ([`devices`]); it is kicked out of KVM_RUN with a signal + `immediate_exit`;
+//! * **one device event-loop thread** ([`event_loop`], event-manager) serves stdin, the serial
+//!   input queue, SIGTERM/SIGINT and the control socket ([`control`]).
+//!
+//! Guest layout and boot structures are x86-64 only ([`arch::x86_64`]).
+
+pub mod arch;
+pub mod builder;
+pub mod config;
+pub mod console;
+pub mod control;
+pub mod devices;
+pub mod event_loop;
+pub mod kvm;
+pub mod lifecycle;
+pub mod memory;
+pub mod quantity;
+pub mod signals;
+pub mod vcpu;
+pub mod vm;
+
+pub use arch::x86_64::boot::BootProtocol;
+pub use config::{ConfigError, VmConfig};
+pub use lifecycle::Outcome;
+pub use vm::{VmmError, run};

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Spawn -> first serial byte, spawn -> exit after ACPI poweroff, peak RSS, and RSS minus the
+guest-touched RAM, for corral vmm and QEMU microvm booting the same test guest ELF.
+
+Peak RSS is the process' VmHWM read from /proc at the guest's READY marker (the guest only idles
+afterwards). wait4's ru_maxrss is not used: for a child spawned by Python it includes the
+pre-exec RSS of the forked Python process (~15 MiB), which would swamp our VMM's figure."""
+import argparse
+import os
+import statistics
+import subprocess
+import time
+
+MEM_MIB = 256
+CPUS = 1
+
+
+def commands(args, cmdline):
+    ours = [args.corral, "vmm", "--kernel", args.guest, "--cmdline", cmdline,
+            "--memory", f"{MEM_MIB}Mi", "--cpus", str(CPUS)]
+    qemu = ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-kernel", args.guest,
+            "-append", cmdline, "-m", f"{MEM_MIB}M", "-smp", str(CPUS), "-nodefaults",
+            "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"]
+    return {"corral": ours, "qemu": qemu}
+
+
+def timed_poweroff(cmd):
+    """Returns (first byte s, exit s)."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    first = None
+    out = b""
+    while True:
+        chunk = os.read(p.stdout.fileno(), 65536)
+        if first is None and chunk:
+            first = time.monotonic() - t0
+        if not chunk:
+            break
+        out += chunk
+    _, status, _ = os.wait4(p.pid, 0)
+    end = time.monotonic() - t0
+    if os.waitstatus_to_exitcode(status) != 0 or b"testguest: poweroff" not in out:
+        raise SystemExit(f"{cmd[0]} did not power off cleanly: status {status}\n{out[-500:]!r}")
+    return first, end
+
+
+def guest_ram_rss_kib(pid):
+    """RSS of the mapping that backs guest RAM (an anonymous mapping of ~MEM_MIB)."""
+    best = 0
+    size = None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            if line.startswith("Size:"):
+                size = int(line.split()[1])
+            elif line.startswith("Rss:") and size is not None:
+                if MEM_MIB * 1024 <= size <= (MEM_MIB + 8) * 1024:
+                    best = max(best, int(line.split()[1]))
+    return best
+
+
+def status_kib(pid, field):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss_at_ready(cmd):
+    """Boots the idle guest, samples RSS at the ready marker, then powers it off via the console."""
+    p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL)
+    out = b""
+    deadline = time.monotonic() + 60
+    while b"TESTGUEST READY" not in out:
+        if time.monotonic() > deadline:
+            p.kill()
+            raise SystemExit(f"{cmd[0]}: no READY within 60 s: {out[-500:]!r}")
+        chunk = os.read(p.stdout.fileno(), 65536)
+        if not chunk:
+            raise SystemExit(f"{cmd[0]} exited before READY: {out[-500:]!r}")
+        out += chunk
+    time.sleep(0.2)
+    total = status_kib(p.pid, "VmRSS")
+    peak = status_kib(p.pid, "VmHWM")
+    guest = guest_ram_rss_kib(p.pid)
+    p.stdin.write(b"poweroff\n")
+    p.stdin.flush()
+    try:
+        p.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        raise SystemExit(f"{cmd[0]} ignored the console poweroff")
+    p.stdout.read()
+    return total, peak, guest
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--corral", required=True)
+    ap.add_argument("--guest", required=True)
+    args = ap.parse_args()
+    poweroff = commands(args, "mode=poweroff")
+    idle = commands(args, "console=ttyS0")
+    results = {name: {"first": [], "exit": [], "peak": [], "rss": [], "overhead": []}
+               for name in poweroff}
+    for i in range(args.runs):
+        for name in poweroff:  # interleaved: corral, qemu, corral, qemu, ...
+            first, end = timed_poweroff(poweroff[name])
+            total, peak, guest = rss_at_ready(idle[name])
+            r = results[name]
+            r["first"].append(first)
+            r["exit"].append(end)
+            r["peak"].append(peak)
+            r["rss"].append(total)
+            r["overhead"].append(total - guest)
+        print(f"run {i + 1}/{args.runs} done", flush=True)
+    med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
+    c, q = med["corral"], med["qemu"]
+    print()
+    print(f"Test guest, {MEM_MIB} MiB, {CPUS} vCPU, {args.runs} interleaved runs each, medians:")
+    print()
+    print("| metric | corral vmm | QEMU microvm | corral / QEMU |")
+    print("|---|---|---|---|")
+    print(f"| spawn → first serial byte | {c['first']*1000:.1f} ms | {q['first']*1000:.1f} ms | {c['first']/q['first']:.3f} |")
+    print(f"| spawn → exit after ACPI poweroff | {c['exit']*1000:.1f} ms | {q['exit']*1000:.1f} ms | {c['exit']/q['exit']:.3f} |")
+    print(f"| peak RSS (VmHWM at READY) | {c['peak']/1024:.1f} MiB | {q['peak']/1024:.1f} MiB | {c['peak']/q['peak']:.3f} |")
+    print(f"| RSS at READY | {c['rss']/1024:.1f} MiB | {q['rss']/1024:.1f} MiB | {c['rss']/q['rss']:.3f} |")
+    print(f"| RSS minus guest-touched RAM (VMM overhead) | {c['overhead']/1024:.1f} MiB | {q['overhead']/1024:.1f} MiB | {c['overhead']/q['overhead']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+//! ACPI, read-only: RSDP (given or found in the BIOS area) → XSDT/RSDT → FADT (power-off and
+//! reset registers, DSDT → `_S5`), MADT (local APIC ids, IOAPIC address).
+
+use crate::entry::MAX_CPUS;
+use crate::io::{outb, outw, phys_slice, read_u32, read_u64};
+
+/// A generic address structure (only system IO and system memory are used).
+#[derive(Clone, Copy, Default)]
+pub struct Gas {
+    pub space: u8,
+    pub addr: u64,
+}
+
+impl Gas {
+    fn parse(b: &[u8], off: usize) -> Option<Gas> {
+        let gas = Gas { space: b[off], addr: read_u64(b, off + 4) };
+        (gas.addr != 0 && (gas.space == 0 || gas.space == 1)).then_some(gas)
+    }
+
+    /// Writes one byte to the register.
+    pub fn write8(&self, value: u8) {
+        match self.space {
+            1 => outb(self.addr as u16, value),
+            // SAFETY: a firmware-described register inside the identity-mapped 4 GiB.
+            _ => unsafe { core::ptr::write_volatile(self.addr as *mut u8, value) },
+        }
+    }
+}
+
+pub struct AcpiInfo {
+    pub rsdp: u64,
+    pub oem: [u8; 6],
+    pub cpus: usize,
+    pub apic_ids: [u8; MAX_CPUS],
+    pub lapic: u64,
+    pub ioapic: u64,
+    pub hw_reduced: bool,
+    pub sleep_control: Option<Gas>,
+    pub pm1a_control: u16,
+    pub reset: Option<(Gas, u8)>,
+    pub s5_slp_typ: u8,
+    /// GSI of the generic event device (`ACPI0013`, the power button), if the DSDT has one.
+    pub ged_gsi: Option<u32>,
+}
+
+impl AcpiInfo {
+    pub fn apic_ids(&self) -> &[u8] {
+        &self.apic_ids[..self.cpus.min(MAX_CPUS)]
+    }
+
+    pub fn oem(&self) -> &str {
+        core::str::from_utf8(&self.oem).unwrap_or("?")
+    }
+}
+
+fn checksum_ok(b: &[u8]) -> bool {
+    b.iter().fold(0u8, |a, x| a.wrapping_add(*x)) == 0
+}
+
+fn scan_rsdp(start: u64, len: u64) -> Option<u64> {
+    let area = phys_slice(start, len as usize);
+    (0..area.len() - 20)
+        .step_by(16)
+        .find(|&off| &area[off..off + 8] == b"RSD PTR " && checksum_ok(&area[off..off + 20]))
+        .map(|off| start + off as u64)
+}
+
+/// A table (header + body) at `addr`, if its checksum holds.
+fn table(addr: u64) -> Option<&'static [u8]> {
+    if addr == 0 {
+        return None;
+    }
+    let len = read_u32(phys_slice(addr, 36), 4) as usize;
+    let t = phys_slice(addr, len);
+    (len >= 36 && checksum_ok(t)).then_some(t)
+}
+
+/// Reads the ACPI tables; `given` is the loader's RSDP address (0 = scan for it).
+pub fn probe(given: u64) -> Option<AcpiInfo> {
+    let rsdp = if given != 0 { Some(given) } else { scan_rsdp(0xe0000, 0x20000) }?;
+    let r = phys_slice(rsdp, 36);
+    if &r[0..8] != b"RSD PTR " {
+        return None;
+    }
+    let mut info = AcpiInfo {
+        rsdp,
+        oem: [0; 6],
+        cpus: 0,
+        apic_ids: [0; MAX_CPUS],
+        lapic: 0xfee0_0000,
+        ioapic: 0xfec0_0000,
+        hw_reduced: false,
+        sleep_control: None,
+        pm1a_control: 0,
+        reset: None,
+        s5_slp_typ: 5,
+        ged_gsi: None,
+    };
+    info.oem.copy_from_slice(&r[9..15]);
+    // Revision 2+: XSDT with 64-bit entries; else RSDT with 32-bit entries.
+    let (root, entry_size) = if r[15] >= 2 && read_u64(r, 24) != 0 {
+        (table(read_u64(r, 24))?, 8)
+    } else {
+        (table(u64::from(read_u32(r, 16)))?, 4)
+    };
+    let mut off = 36;
+    while off + entry_size <= root.len() {
+        let addr = if entry_size == 8 { read_u64(root, off) } else { u64::from(read_u32(root, off)) };
+        off += entry_size;
+        let Some(t) = table(addr) else { continue };
+        match &t[0..4] {
+            b"FACP" => parse_fadt(t, &mut info),
+            b"APIC" => parse_madt(t, &mut info),
+            _ => {}
+        }
+    }
+    Some(info)
+}
+
+fn parse_fadt(f: &[u8], info: &mut AcpiInfo) {
+    let flags = if f.len() >= 116 { read_u32(f, 112) } else { 0 };
+    info.hw_reduced = flags & (1 << 20) != 0;
+    info.pm1a_control = if f.len() >= 68 { read_u32(f, 64) as u16 } else { 0 };
+    if flags & (1 << 10) != 0 && f.len() >= 129 {
+        info.reset = Gas::parse(f, 116).map(|g| (g, f[128]));
+    }
+    if f.len() >= 256 {
+        info.sleep_control = Gas::parse(f, 244);
+    }
+    let x_dsdt = if f.len() >= 148 { read_u64(f, 140) } else { 0 };
+    let dsdt = if x_dsdt != 0 { x_dsdt } else { u64::from(read_u32(f, 40)) };
+    if let Some(typ) = table(dsdt).and_then(s5_slp_typ) {
+        info.s5_slp_typ = typ;
+    }
+    info.ged_gsi = table(dsdt).and_then(ged_gsi);
+}
+
+/// `SLP_TYPa` of the `_S5_` package: `Name(_S5_, Package(){typ, ...})` in AML.
+fn s5_slp_typ(dsdt: &[u8]) -> Option<u8> {
+    let pos = dsdt.windows(4).position(|w| w == b"_S5_")?;
+    let mut i = pos + 4;
+    if dsdt.get(i) != Some(&0x12) {
+        return None; // PackageOp
+    }
+    i += 1;
+    i += 1 + usize::from(dsdt.get(i)? >> 6); // PkgLength: lead byte + extra bytes
+    i += 1; // NumElements
+    match *dsdt.get(i)? {
+        0x00 => Some(0),             // ZeroOp
+        0x01 => Some(1),             // OneOp
+        0x0a => dsdt.get(i + 1).copied(), // BytePrefix
+        _ => None,
+    }
+}
+
+/// The interrupt of the `ACPI0013` device: the first Extended Interrupt descriptor (0x89, length
+/// 6, one interrupt) after its `_HID` string.
+fn ged_gsi(dsdt: &[u8]) -> Option<u32> {
+    let hid = dsdt.windows(8).position(|w| w == b"ACPI0013")?;
+    let rest = &dsdt[hid..];
+    let desc = rest.windows(5).position(|w| w[0] == 0x89 && w[1] == 6 && w[2] == 0 && w[4] == 1)?;
+    let at = desc + 5;
+    (at + 4 <= rest.len()).then(|| read_u32(rest, at))
+}
+
+fn parse_madt(m: &[u8], info: &mut AcpiInfo) {
+    info.lapic = u64::from(read_u32(m, 36));
+    let mut off = 44;
+    while off + 2 <= m.len() {
+        let (kind, len) = (m[off], usize::from(m[off + 1]));
+        if len < 2 || off + len > m.len() {
+            break;
+        }
+        match kind {
+            0 if read_u32(m, off + 4) & 1 != 0 => {
+                if info.cpus < MAX_CPUS {
+                    info.apic_ids[info.cpus] = m[off + 3];
+                }
+                info.cpus += 1;
+            }
+            // The IOAPIC that serves GSI 0..23 (QEMU microvm has a second one from GSI 24).
+            1 if read_u32(m, off + 8) == 0 => info.ioapic = u64::from(read_u32(m, off + 4)),
+            9 if read_u32(m, off + 8) & 1 != 0 => {
+                if info.cpus < MAX_CPUS {
+                    info.apic_ids[info.cpus] = read_u32(m, off + 4) as u8;
+                }
+                info.cpus += 1;
+            }
+            _ => {}
+        }
+        off += len;
+    }
+}
+
+/// Enters S5 through the FADT: the hardware-reduced sleep control register, else PM1a_CNT.
+pub fn power_off(info: &AcpiInfo) {
+    let typ = info.s5_slp_typ & 7;
+    if let Some(reg) = info.sleep_control {
+        reg.write8((typ << 2) | (1 << 5));
+    } else if info.pm1a_control != 0 {
+        outw(info.pm1a_control, (u16::from(typ) << 10) | (1 << 13));
+    }
+}
+
+/// Resets through the FADT reset register, if there is one.
+pub fn reset(info: &AcpiInfo) {
+    if let Some((reg, value)) = info.reset {
+        reg.write8(value);
+    }
+}
+

@@ -1,0 +1,159 @@
+//! Behaviour: chosen on the kernel command line, then console commands.
+//!
+//! Command-line tokens (others, like `console=ttyS0`, are ignored):
+//! * `burn=MS` — after READY, spin for MS ms of guest time, print `testguest: burn done ms=MS`;
+//! * `mode=idle` (default) — interactive: wait for console lines with `sti; hlt`;
+//! * `mode=poweroff` — ACPI S5; `mode=reboot` — i8042 reset; `mode=reboot-acpi` — FADT reset
+//!   register; `mode=echo` — print every input line as `testguest: echo LINE`;
+//!   `mode=crash` — triple fault; `mode=internal-error` — make KVM fail to emulate;
+//!   `mode=hang` — halt with interrupts off (ignores the console and the power button).
+//!
+//! Console commands (interactive mode, one per line): `burn` (or any line containing
+//! `dd if=/dev/zero`) spins until the next line; `stop` / `killall ...` stop a burn;
+//! `echo TEXT` prints TEXT; `poweroff`; `reboot`; `reboot acpi`.
+//!
+//! The ACPI power button (generic event device interrupt) powers off from any waiting or burning
+//! state (`testguest: power button`); `mode=echo` and `burn=MS` included.
+
+use crate::acpi::AcpiInfo;
+use crate::io::{cli, pause, sti, sti_hlt};
+use crate::power::{self, ResetVia};
+use crate::{println, serial, time};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Idle,
+    PowerOff,
+    Reboot(ResetVia),
+    Echo,
+    Crash,
+    InternalError,
+    Hang,
+}
+
+pub struct Plan {
+    pub mode: Mode,
+    pub burn_ms: Option<u64>,
+}
+
+pub fn parse_cmdline(cmdline: &str) -> Plan {
+    let mut plan = Plan { mode: Mode::Idle, burn_ms: None };
+    for token in cmdline.split_ascii_whitespace() {
+        match token.split_once('=') {
+            Some(("burn", ms)) => plan.burn_ms = ms.parse().ok(),
+            Some(("mode", mode)) => {
+                plan.mode = match mode {
+                    "poweroff" => Mode::PowerOff,
+                    "reboot" => Mode::Reboot(ResetVia::I8042),
+                    "reboot-acpi" => Mode::Reboot(ResetVia::Acpi),
+                    "echo" => Mode::Echo,
+                    "crash" => Mode::Crash,
+                    "internal-error" => Mode::InternalError,
+                    "hang" => Mode::Hang,
+                    _ => Mode::Idle,
+                }
+            }
+            _ => {}
+        }
+    }
+    plan
+}
+
+fn burn_for(ms: u64, acpi: Option<&AcpiInfo>) {
+    let end = time::ticks() + time::ms_to_ticks(ms);
+    while time::ticks() < end {
+        power::check_button(acpi);
+        pause();
+    }
+}
+
+/// Waits (halted, interrupts on) for the next console line; the power button powers off.
+fn wait_line<'a>(buf: &'a mut [u8], acpi: Option<&AcpiInfo>) -> &'a str {
+    loop {
+        cli();
+        power::check_button(acpi);
+        if let Some(len) = serial::take_line(buf) {
+            sti();
+            return core::str::from_utf8(&buf[..len]).unwrap_or("").trim();
+        }
+        sti_hlt();
+    }
+}
+
+/// Runs the plan; never returns.
+pub fn run(plan: Plan, acpi: Option<&AcpiInfo>) -> ! {
+    if let Some(ms) = plan.burn_ms {
+        burn_for(ms, acpi);
+        println!("testguest: burn done ms={ms}");
+    }
+    match plan.mode {
+        Mode::PowerOff => power::power_off(acpi),
+        Mode::Reboot(via) => power::reboot(via, acpi),
+        Mode::Crash => {
+            println!("testguest: crash");
+            power::triple_fault()
+        }
+        Mode::InternalError => {
+            println!("testguest: internal-error");
+            power::emulation_failure()
+        }
+        Mode::Echo => loop {
+            let mut buf = [0u8; 256];
+            let line = wait_line(&mut buf, acpi);
+            println!("testguest: echo {line}");
+            if line == "poweroff" {
+                power::power_off(acpi);
+            }
+        },
+        Mode::Idle => interactive(acpi),
+        Mode::Hang => {
+            println!("testguest: hang");
+            crate::io::halt_forever()
+        }
+    }
+}
+
+fn interactive(acpi: Option<&AcpiInfo>) -> ! {
+    let mut buf = [0u8; 256];
+    let mut pending: Option<([u8; 256], usize)> = None;
+    loop {
+        let line_buf;
+        let line: &str = match pending.take() {
+            Some((b, n)) => {
+                line_buf = b;
+                core::str::from_utf8(&line_buf[..n]).unwrap_or("")
+            }
+            None => wait_line(&mut buf, acpi),
+        };
+        if line.is_empty() {
+            continue;
+        }
+        if line == "burn" || line.contains("dd if=/dev/zero") {
+            println!("testguest: burn started");
+            let start = time::ticks();
+            while !serial::line_ready() {
+                time::ticks(); // keep the PIT clock wrapped-around correctly
+                power::check_button(acpi);
+                pause();
+            }
+            let ms = time::ticks_to_ms(time::ticks() - start);
+            let next = wait_line(&mut buf, acpi);
+            println!("testguest: burn stopped ms={ms}");
+            if !next.is_empty() && next != "stop" && !next.starts_with("killall") {
+                let mut copy = [0u8; 256];
+                copy[..next.len()].copy_from_slice(next.as_bytes());
+                pending = Some((copy, next.len()));
+            }
+            continue;
+        }
+        match line.split_once(' ').unwrap_or((line, "")) {
+            ("poweroff", _) => power::power_off(acpi),
+            ("reboot", "acpi") => power::reboot(ResetVia::Acpi, acpi),
+            ("reboot", _) => power::reboot(ResetVia::I8042, acpi),
+            ("echo", text) => println!("{text}"),
+            ("stop", _) => println!("testguest: idle"),
+            ("killall", _) => println!("testguest: idle"),
+            _ => println!("testguest: unknown command \"{line}\""),
+        }
+    }
+}

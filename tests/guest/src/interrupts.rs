@@ -1,0 +1,198 @@
+//! Interrupts: IDT (exceptions end the VM as a crash, vector 0x24 = COM1), legacy PIC masked,
+//! local APIC enabled, IOAPIC pin 4 (COM1's GSI) routed to the boot CPU.
+
+use core::arch::{asm, global_asm};
+
+use crate::io::{mmio_read32, mmio_write32, outb};
+
+pub const SERIAL_VECTOR: u8 = 0x24;
+pub const POWER_BUTTON_VECTOR: u8 = 0x25;
+pub const SPURIOUS_VECTOR: u8 = 0xff;
+const SERIAL_GSI: u32 = 4;
+
+const LAPIC_ID: u64 = 0x20;
+const LAPIC_TPR: u64 = 0x80;
+const LAPIC_EOI: u64 = 0xb0;
+const LAPIC_SVR: u64 = 0xf0;
+pub const LAPIC_ICR_LOW: u64 = 0x300;
+pub const LAPIC_ICR_HIGH: u64 = 0x310;
+
+#[repr(C, align(16))]
+struct Idt([u64; 512]);
+
+static mut IDT: Idt = Idt([0; 512]);
+
+global_asm!(
+    r#"
+    .section .text
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+    exc_stub_\n:
+        push \n
+        jmp exc_common
+    .endr
+    .section .rodata
+    .globl EXC_STUBS
+    .balign 8
+EXC_STUBS:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+        .quad exc_stub_\n
+    .endr
+
+    .section .text
+exc_common:
+    cld
+    mov rdi, [rsp]          /* vector */
+    mov rsi, [rsp + 8]      /* error code or RIP */
+    mov rdx, [rsp + 16]
+    and rsp, -16
+    call exception
+1:  hlt
+    jmp 1b
+
+    /* An interrupt stub: save the caller-saved registers, call a Rust handler, iretq. */
+    .macro irq_stub name, handler
+    .globl \name
+\name:
+    push rax
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    cld
+    call \handler
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    iretq
+    .endm
+
+    irq_stub serial_irq_stub, serial_irq
+    irq_stub power_button_stub, power_button_irq
+
+    .globl spurious_stub
+spurious_stub:
+    iretq
+    "#
+);
+
+unsafe extern "C" {
+    static EXC_STUBS: [u64; 32];
+    fn serial_irq_stub();
+    fn power_button_stub();
+    fn spurious_stub();
+}
+
+/// An exception: report it and end the VM as a crash (triple fault → exit code 3).
+#[unsafe(no_mangle)]
+extern "C" fn exception(vector: u64, word1: u64, word2: u64) -> ! {
+    crate::println!("testguest: EXCEPTION vector={vector} stack=[{word1:#x} {word2:#x}]");
+    crate::power::triple_fault()
+}
+
+/// COM1 interrupt: drain the receive FIFO, then EOI.
+#[unsafe(no_mangle)]
+extern "C" fn serial_irq() {
+    crate::serial::on_interrupt();
+    lapic_write(LAPIC_EOI, 0);
+}
+
+/// Power button (ACPI GED) interrupt: remember the press, then EOI.
+#[unsafe(no_mangle)]
+extern "C" fn power_button_irq() {
+    crate::power::BUTTON_PRESSED.store(true, core::sync::atomic::Ordering::Release);
+    lapic_write(LAPIC_EOI, 0);
+}
+
+fn set_gate(vector: u8, handler: u64) {
+    let low = (handler & 0xffff)
+        | (0x08 << 16)                       // kernel code selector
+        | (0x8e << 40)                       // present, DPL 0, 64-bit interrupt gate
+        | ((handler >> 16) & 0xffff) << 48;
+    let high = handler >> 32;
+    let i = usize::from(vector) * 2;
+    // SAFETY: the IDT is only written here, by the boot CPU, before interrupts are enabled.
+    unsafe {
+        let idt = &raw mut IDT;
+        (*idt).0[i] = low;
+        (*idt).0[i + 1] = high;
+    }
+}
+
+/// Loads the IDT on the calling CPU.
+pub fn load_idt() {
+    #[repr(C, packed)]
+    struct Ptr {
+        limit: u16,
+        base: u64,
+    }
+    let ptr = Ptr { limit: (512 * 8 - 1) as u16, base: &raw const IDT as u64 };
+    // SAFETY: the IDT is static and fully initialised by `init`.
+    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(nostack)) };
+}
+
+static mut LAPIC_BASE: u64 = 0xfee0_0000;
+
+fn lapic_base() -> u64 {
+    // SAFETY: written once by `init` before any other CPU runs.
+    unsafe { *(&raw const LAPIC_BASE) }
+}
+
+pub fn lapic_read(reg: u64) -> u32 {
+    mmio_read32(lapic_base() + reg)
+}
+
+pub fn lapic_write(reg: u64, value: u32) {
+    mmio_write32(lapic_base() + reg, value);
+}
+
+/// This CPU's APIC id.
+pub fn apic_id() -> u8 {
+    (lapic_read(LAPIC_ID) >> 24) as u8
+}
+
+fn ioapic_write(base: u64, reg: u32, value: u32) {
+    mmio_write32(base, reg);
+    mmio_write32(base + 0x10, value);
+}
+
+fn route(ioapic: u64, gsi: u32, vector: u8) {
+    // Redirection entry: fixed delivery, physical destination, edge, active high, unmasked.
+    let entry = 0x10 + 2 * gsi;
+    ioapic_write(ioapic, entry + 1, u32::from(apic_id()) << 24);
+    ioapic_write(ioapic, entry, u32::from(vector));
+}
+
+/// Sets up the IDT, masks the PIC, enables the LAPIC and routes COM1 (and the power button's
+/// GSI, when there is one) to this CPU.
+pub fn init(lapic: u64, ioapic: u64, power_button_gsi: Option<u32>) {
+    // SAFETY: single-threaded at this point.
+    unsafe { *(&raw mut LAPIC_BASE) = lapic };
+    for vector in 0..32u8 {
+        // SAFETY: EXC_STUBS is a static table of 32 addresses from the assembly above.
+        let stub = unsafe { (*(&raw const EXC_STUBS))[usize::from(vector)] };
+        set_gate(vector, stub);
+    }
+    set_gate(SERIAL_VECTOR, serial_irq_stub as *const () as u64);
+    set_gate(SPURIOUS_VECTOR, spurious_stub as *const () as u64);
+    set_gate(POWER_BUTTON_VECTOR, power_button_stub as *const () as u64);
+    load_idt();
+    // Mask both 8259s: everything goes through the IOAPIC.
+    outb(0x21, 0xff);
+    outb(0xa1, 0xff);
+    lapic_write(LAPIC_TPR, 0);
+    lapic_write(LAPIC_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
+    route(ioapic, SERIAL_GSI, SERIAL_VECTOR);
+    if let Some(gsi) = power_button_gsi.filter(|g| *g < 24) {
+        route(ioapic, gsi, POWER_BUTTON_VECTOR);
+    }
+}

@@ -1,0 +1,192 @@
+//! Every guest-physical address, port and interrupt line the VMM uses, in one place.
+//!
+//! Low memory (below 1 MiB) holds the boot structures the VMM writes before the first
+//! instruction runs; the kernel is loaded at 1 MiB; RAM above 3 GiB continues at 4 GiB so that
+//! the 32-bit MMIO window (IOAPIC, LAPIC, virtio-mmio devices) stays below 4 GiB.
+
+/// Global descriptor table used for the first entry (null, code64, data, TSS, code32).
+pub const GDT_ADDR: u64 = 0x500;
+/// Empty interrupt descriptor table (limit 0) loaded with the GDT.
+pub const IDT_ADDR: u64 = 0x540;
+/// PVH `hvm_start_info` (RBX at the PVH entry).
+pub const PVH_START_INFO_ADDR: u64 = 0x6000;
+/// PVH memory map (array of `hvm_memmap_table_entry`), right after the start info.
+pub const PVH_MEMMAP_ADDR: u64 = 0x6040;
+/// PVH module list (one entry: the initrd).
+pub const PVH_MODLIST_ADDR: u64 = 0x6f00;
+/// Linux zero page (`boot_params`, RSI at the 64-bit entry).
+pub const ZERO_PAGE_ADDR: u64 = 0x7000;
+/// Initial stack pointer of the boot CPU (grows down, below the page tables).
+pub const BOOT_STACK_TOP: u64 = 0x8ff0;
+/// Identity page tables: PML4, one PDPT, four page directories of 2 MiB pages (4 GiB mapped).
+pub const PML4_ADDR: u64 = 0x9000;
+/// Page-directory-pointer table.
+pub const PDPT_ADDR: u64 = 0xa000;
+/// First of the four page directories (0xb000..0xf000).
+pub const PD_ADDR: u64 = 0xb000;
+/// Number of page directories (each maps 1 GiB).
+pub const PD_COUNT: u64 = 4;
+/// Kernel command line (NUL-terminated).
+pub const CMDLINE_ADDR: u64 = 0x20000;
+/// Longest command line we pass (Linux x86 `COMMAND_LINE_SIZE` is 2048).
+pub const CMDLINE_MAX_SIZE: usize = 2048;
+/// Start of the Extended BIOS Data Area: usable RAM below 1 MiB ends here.
+pub const EBDA_START: u64 = 0x9fc00;
+/// ACPI tables (RSDP first, as the BIOS area a guest may scan); not RAM in the e820 map.
+pub const ACPI_START: u64 = 0xe0000;
+/// End of the ACPI table area.
+pub const ACPI_END: u64 = 0x10_0000;
+/// Kernel load address and start of high memory (1 MiB).
+pub const HIMEM_START: u64 = 0x10_0000;
+/// Start of the 32-bit MMIO hole: RAM beyond this moves above 4 GiB.
+pub const MMIO_GAP_START: u64 = 0xc000_0000;
+/// End of the 32-bit MMIO hole (4 GiB).
+pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
+/// First virtio-mmio device window (issue 3 allocates 4 KiB windows upwards from here).
+pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// IOAPIC register window (KVM's in-kernel IOAPIC).
+pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
+/// Local APIC register window (KVM's in-kernel LAPIC).
+pub const LAPIC_ADDR: u32 = 0xfee0_0000;
+/// KVM's TSS area (three pages) for real-mode emulation on Intel.
+pub const KVM_TSS_ADDR: usize = 0xfffb_d000;
+/// Highest address an initrd may end at (bzImage `initrd_addr_max` default, 896 MiB).
+pub const INITRD_ADDR_MAX: u64 = 0x37ff_ffff;
+
+/// COM1, the 8250 UART (8 ports).
+pub const SERIAL_PORT: u16 = 0x3f8;
+/// i8042 data port; the command port is `I8042_PORT + 4`.
+pub const I8042_PORT: u16 = 0x60;
+/// ACPI hardware-reduced sleep control register (FADT `SLEEP_CONTROL_REG`, 1 byte).
+pub const ACPI_SLEEP_CONTROL_PORT: u16 = 0x600;
+/// ACPI hardware-reduced sleep status register (FADT `SLEEP_STATUS_REG`, 1 byte).
+pub const ACPI_SLEEP_STATUS_PORT: u16 = 0x601;
+/// ACPI reset register (FADT `RESET_REG`, 1 byte); writing [`ACPI_RESET_VALUE`] reboots.
+pub const ACPI_RESET_PORT: u16 = 0x602;
+/// Value the guest writes to the reset register.
+pub const ACPI_RESET_VALUE: u8 = 0x1;
+/// `SLP_TYP` value of S5 (soft off) in the DSDT's `_S5` package.
+pub const ACPI_S5_SLP_TYP: u8 = 5;
+
+/// IRQ (= IOAPIC GSI) of the serial port.
+pub const SERIAL_IRQ: u32 = 4;
+/// First GSI handed to virtio-mmio devices (issue 3); 5..=22 are free.
+pub const FIRST_DEVICE_IRQ: u32 = 5;
+/// GSI of the ACPI generic event device (GED) that signals the power button.
+pub const POWER_BUTTON_GSI: u32 = 23;
+/// Number of IOAPIC pins of KVM's in-kernel IOAPIC.
+pub const IOAPIC_PINS: u32 = 24;
+
+/// One usable-RAM range of the guest, `[start, start + len)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamRange {
+    pub start: u64,
+    pub len: u64,
+}
+
+/// The guest memory regions to allocate for `mem_bytes` of RAM: one below the MMIO hole and, for
+/// large guests, one above 4 GiB.
+pub fn memory_regions(mem_bytes: u64) -> Vec<RamRange> {
+    let low = mem_bytes.min(MMIO_GAP_START);
+    let mut regions = vec![RamRange { start: 0, len: low }];
+    if mem_bytes > MMIO_GAP_START {
+        regions.push(RamRange {
+            start: MMIO_GAP_END,
+            len: mem_bytes - MMIO_GAP_START,
+        });
+    }
+    regions
+}
+
+/// The e820 map the guest sees (all entries are usable RAM; everything else is a hole).
+pub fn e820_ram(mem_bytes: u64) -> Vec<RamRange> {
+    let mut map = vec![RamRange {
+        start: 0,
+        len: EBDA_START,
+    }];
+    for r in memory_regions(mem_bytes) {
+        let start = r.start.max(HIMEM_START);
+        let end = r.start + r.len;
+        if end > start {
+            map.push(RamRange {
+                start,
+                len: end - start,
+            });
+        }
+    }
+    map
+}
+
+/// End of RAM below the MMIO hole.
+pub fn low_ram_end(mem_bytes: u64) -> u64 {
+    mem_bytes.min(MMIO_GAP_START)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_guest_has_one_region_and_two_e820_entries() {
+        let mem = 256 << 20;
+        assert_eq!(memory_regions(mem), vec![RamRange { start: 0, len: mem }]);
+        assert_eq!(
+            e820_ram(mem),
+            vec![
+                RamRange {
+                    start: 0,
+                    len: 0x9fc00
+                },
+                RamRange {
+                    start: 0x10_0000,
+                    len: mem - 0x10_0000
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn large_guest_skips_the_mmio_hole() {
+        let mem = 4 << 30;
+        let regions = memory_regions(mem);
+        assert_eq!(regions.len(), 2);
+        assert_eq!(
+            regions[1],
+            RamRange {
+                start: 4 << 30,
+                len: 1 << 30
+            }
+        );
+        let total: u64 = regions.iter().map(|r| r.len).sum();
+        assert_eq!(total, mem);
+        assert_eq!(
+            e820_ram(mem)[2],
+            RamRange {
+                start: 4 << 30,
+                len: 1 << 30
+            }
+        );
+    }
+
+    #[test]
+    fn boot_structures_do_not_overlap() {
+        let mut areas = [
+            (GDT_ADDR, 5 * 8),
+            (IDT_ADDR, 8),
+            (PVH_START_INFO_ADDR, 0x40),
+            (PVH_MEMMAP_ADDR, 8 * 24),
+            (PVH_MODLIST_ADDR, 32),
+            (ZERO_PAGE_ADDR, 0x1000),
+            (BOOT_STACK_TOP - 0x100, 0x100),
+            (PML4_ADDR, 0x1000),
+            (PDPT_ADDR, 0x1000),
+            (PD_ADDR, PD_COUNT * 0x1000),
+            (CMDLINE_ADDR, CMDLINE_MAX_SIZE as u64),
+        ];
+        areas.sort();
+        for w in areas.windows(2) {
+            assert!(w[0].0 + w[0].1 <= w[1].0, "{w:x?}");
+        }
+        assert!(CMDLINE_ADDR + CMDLINE_MAX_SIZE as u64 <= EBDA_START);
+    }
+}

@@ -1,0 +1,283 @@
+//! Builds one boot of the VM. [`build`] reads top to bottom as the boot sequence; each step has
+//! its own error variant.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use thiserror::Error;
+use vm_memory::GuestMemoryMmap;
+
+use crate::arch::x86_64::acpi::{AcpiError, AcpiTables};
+use crate::arch::x86_64::boot::{self, BootError, BootInfo, Initrd, KernelEntry};
+use crate::arch::x86_64::layout::{
+    KVM_TSS_ADDR, POWER_BUTTON_GSI, SERIAL_IRQ, e820_ram, low_ram_end,
+};
+use crate::arch::x86_64::paging;
+use crate::arch::x86_64::regs::{self, EntryMode, RegsError};
+use crate::config::VmConfig;
+use crate::devices::acpi_pm::AcpiPm;
+use crate::devices::power_button::PowerButton;
+use crate::devices::serial::Serial;
+use crate::devices::{MmioBus, PioBus, i8042};
+use crate::lifecycle::{EventSender, VmState};
+use crate::memory::{self, MemoryError};
+use crate::vcpu::{self, VcpuContext, VcpuError, VcpuThread};
+
+/// A failed boot step.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    #[error("KVM_CREATE_VM")]
+    CreateVm(#[source] kvm_ioctls::Error),
+    #[error("KVM_SET_TSS_ADDR")]
+    TssAddress(#[source] kvm_ioctls::Error),
+    #[error("guest memory")]
+    Memory(#[source] MemoryError),
+    #[error("KVM_CREATE_IRQCHIP")]
+    Irqchip(#[source] kvm_ioctls::Error),
+    #[error("KVM_CREATE_PIT2")]
+    Pit(#[source] kvm_ioctls::Error),
+    #[error("loading the kernel")]
+    Kernel(#[source] BootError),
+    #[error("loading the initrd")]
+    Initrd(#[source] BootError),
+    #[error("ACPI tables")]
+    Acpi(#[source] AcpiError),
+    #[error("boot information")]
+    BootInfo(#[source] BootError),
+    #[error("boot page tables")]
+    PageTables(#[source] vm_memory::GuestMemoryError),
+    #[error("boot descriptor tables")]
+    DescriptorTables(#[source] RegsError),
+    #[error("KVM_IRQFD for the serial port")]
+    SerialIrq(#[source] kvm_ioctls::Error),
+    #[error("KVM_IRQFD for the power button")]
+    PowerButtonIrq(#[source] kvm_ioctls::Error),
+    #[error("KVM_GET_SUPPORTED_CPUID")]
+    SupportedCpuid(#[source] kvm_ioctls::Error),
+    #[error("vCPU setup")]
+    Vcpu(#[source] VcpuError),
+    #[error("boot CPU registers")]
+    BootCpu(#[source] RegsError),
+}
+
+/// One boot of the VM, ready to run.
+pub struct Vm {
+    // Field order matters for drop: vCPU fds and the VM fd close before the memory is unmapped.
+    vcpus: Vec<VcpuFd>,
+    vm_fd: VmFd,
+    mem: GuestMemoryMmap,
+    pio: Arc<PioBus>,
+    mmio: Arc<MmioBus>,
+}
+
+/// A booted VM whose vCPU threads are running.
+pub struct RunningVm {
+    threads: Vec<VcpuThread>,
+    stop: Arc<AtomicBool>,
+    _vm_fd: VmFd,
+    _mem: GuestMemoryMmap,
+}
+
+/// Devices that outlive a boot: their host-side state (console, input queue, EventFds) stays,
+/// and each boot attaches them to its new VM.
+#[derive(Debug, Clone)]
+pub struct HostDevices {
+    pub serial: Arc<Serial>,
+    pub power_button: Arc<PowerButton>,
+}
+
+/// Builds the VM for `config` (one boot), attaching the long-lived `devices`.
+pub fn build(
+    kvm: &Kvm,
+    config: &VmConfig,
+    devices: &HostDevices,
+    events: EventSender,
+) -> Result<Vm, BuildError> {
+    let serial = &devices.serial;
+    let vm_fd = create_vm(kvm)?;
+    let mem = setup_memory(&vm_fd, config)?;
+    setup_irqchip(&vm_fd)?;
+    let kernel = load_kernel(&mem, config)?;
+    let initrd = load_initrd(&mem, config, kernel.end)?;
+    let acpi = setup_acpi(&mem, config)?;
+    let entry = setup_boot_info(&mem, config, kernel, initrd, acpi.rsdp_addr())?;
+    attach_serial(&vm_fd, serial)?;
+    attach_power_button(&vm_fd, &devices.power_button)?;
+    let pio = attach_port_devices(serial, events);
+    let mmio = Arc::new(MmioBus::default());
+    let vcpus = setup_vcpus(kvm, &vm_fd, config, entry)?;
+    Ok(Vm {
+        vcpus,
+        vm_fd,
+        mem,
+        pio,
+        mmio,
+    })
+}
+
+fn create_vm(kvm: &Kvm) -> Result<VmFd, BuildError> {
+    let vm_fd = kvm.create_vm().map_err(BuildError::CreateVm)?;
+    vm_fd
+        .set_tss_address(KVM_TSS_ADDR)
+        .map_err(BuildError::TssAddress)?;
+    Ok(vm_fd)
+}
+
+fn setup_memory(vm_fd: &VmFd, config: &VmConfig) -> Result<GuestMemoryMmap, BuildError> {
+    let mem = memory::create(config.memory_bytes).map_err(BuildError::Memory)?;
+    memory::register(vm_fd, &mem).map_err(BuildError::Memory)?;
+    Ok(mem)
+}
+
+fn setup_irqchip(vm_fd: &VmFd) -> Result<(), BuildError> {
+    vm_fd.create_irq_chip().map_err(BuildError::Irqchip)?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm_fd.create_pit2(pit).map_err(BuildError::Pit)
+}
+
+fn load_kernel(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<boot::LoadedKernel, BuildError> {
+    boot::load_kernel(mem, &config.kernel, config.boot_protocol).map_err(BuildError::Kernel)
+}
+
+fn load_initrd(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    kernel_end: u64,
+) -> Result<Option<Initrd>, BuildError> {
+    let Some(path) = &config.initrd else {
+        return Ok(None);
+    };
+    // The initrd goes at the top of low RAM, above everything the kernel loader wrote.
+    boot::load_initrd(mem, path, low_ram_end(config.memory_bytes), kernel_end)
+        .map(Some)
+        .map_err(BuildError::Initrd)
+}
+
+fn setup_acpi(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<AcpiTables, BuildError> {
+    let tables = AcpiTables::build(config.vcpus, &[]).map_err(BuildError::Acpi)?;
+    tables.write(mem).map_err(BuildError::Acpi)?;
+    Ok(tables)
+}
+
+fn setup_boot_info(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    kernel: boot::LoadedKernel,
+    initrd: Option<Initrd>,
+    rsdp_addr: u64,
+) -> Result<EntryMode, BuildError> {
+    let e820 = e820_ram(config.memory_bytes);
+    let info = BootInfo {
+        cmdline: &config.cmdline,
+        initrd,
+        e820: &e820,
+        rsdp_addr,
+    };
+    boot::write_cmdline(mem, &config.cmdline).map_err(BuildError::BootInfo)?;
+    regs::write_descriptor_tables(mem).map_err(BuildError::DescriptorTables)?;
+    match kernel.entry {
+        KernelEntry::Linux64 { entry, header } => {
+            let zero_page =
+                boot::write_zero_page(mem, header, &info).map_err(BuildError::BootInfo)?;
+            let cr3 = paging::write_identity_tables(mem).map_err(BuildError::PageTables)?;
+            Ok(EntryMode::Long64 {
+                entry,
+                zero_page,
+                cr3,
+            })
+        }
+        KernelEntry::Pvh { entry } => {
+            let start_info =
+                boot::write_pvh_start_info(mem, &info).map_err(BuildError::BootInfo)?;
+            Ok(EntryMode::Pvh32 { entry, start_info })
+        }
+    }
+}
+
+fn attach_serial(vm_fd: &VmFd, serial: &Serial) -> Result<(), BuildError> {
+    vm_fd
+        .register_irqfd(serial.irq_fd(), SERIAL_IRQ)
+        .map_err(BuildError::SerialIrq)
+}
+
+fn attach_power_button(vm_fd: &VmFd, button: &PowerButton) -> Result<(), BuildError> {
+    vm_fd
+        .register_irqfd(button.irq_fd(), POWER_BUTTON_GSI)
+        .map_err(BuildError::PowerButtonIrq)
+}
+
+fn attach_port_devices(serial: &Arc<Serial>, events: EventSender) -> Arc<PioBus> {
+    Arc::new(PioBus {
+        serial: serial.clone(),
+        i8042: Mutex::new(i8042::new(events.clone())),
+        acpi_pm: AcpiPm::new(events),
+    })
+}
+
+/// Creates every vCPU; only the boot CPU gets entry registers. The others stay in KVM's
+/// wait-for-SIPI state until the guest starts them with INIT/SIPI through its LAPIC.
+fn setup_vcpus(
+    kvm: &Kvm,
+    vm_fd: &VmFd,
+    config: &VmConfig,
+    entry: EntryMode,
+) -> Result<Vec<VcpuFd>, BuildError> {
+    let supported = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .map_err(BuildError::SupportedCpuid)?;
+    let cpus = config.vcpus as u8;
+    let mut vcpus = Vec::with_capacity(usize::from(cpus));
+    for index in 0..cpus {
+        let vcpu = vcpu::create(vm_fd, &supported, index, cpus).map_err(BuildError::Vcpu)?;
+        if index == 0 {
+            regs::setup_boot_cpu(&vcpu, entry).map_err(BuildError::BootCpu)?;
+        }
+        vcpus.push(vcpu);
+    }
+    Ok(vcpus)
+}
+
+impl Vm {
+    /// Starts one thread per vCPU.
+    pub fn start(self, events: EventSender, state: Arc<VmState>) -> Result<RunningVm, BuildError> {
+        let stop = events.ending();
+        let ctx = VcpuContext {
+            pio: self.pio,
+            mmio: self.mmio,
+            events,
+            state,
+            stop: stop.clone(),
+        };
+        let mut threads = Vec::with_capacity(self.vcpus.len());
+        for (index, vcpu) in self.vcpus.into_iter().enumerate() {
+            match vcpu::spawn(index as u8, vcpu, ctx.clone()) {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    stop.store(true, std::sync::atomic::Ordering::Release);
+                    vcpu::stop_all(threads);
+                    return Err(BuildError::Vcpu(e));
+                }
+            }
+        }
+        Ok(RunningVm {
+            threads,
+            stop,
+            _vm_fd: self.vm_fd,
+            _mem: self.mem,
+        })
+    }
+}
+
+impl RunningVm {
+    /// Stops and joins every vCPU thread; the VM is torn down when this value drops.
+    pub fn stop(mut self) -> Self {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        vcpu::stop_all(std::mem::take(&mut self.threads));
+        self
+    }
+}

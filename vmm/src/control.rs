@@ -1,0 +1,133 @@
+//! The control socket protocol: one JSON line in, one JSON line out per connection.
+//!
+//! * `{"op":"status"}` → [`Status`]
+//! * `{"op":"stop","grace_ms":N}` → `{"ok":true}`, then the VM stops (exit code 5)
+//! * `{"op":"console"}` → `{"ok":true}`, then the connection is a raw serial byte stream
+//! * anything else → `{"error":"..."}`
+//!
+//! The socket itself is served by the event loop (`event_loop.rs`); this module only parses
+//! requests and renders replies, so it is tested without sockets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::VmState;
+
+/// A request line.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Request {
+    Status,
+    Stop {
+        #[serde(default)]
+        grace_ms: u64,
+    },
+    Console,
+}
+
+/// The `status` reply.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub struct Status {
+    pub pid: u32,
+    pub state: &'static str,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub boots: u64,
+    pub vcpus_entered: bool,
+    pub started_unix_ms: u64,
+    pub console_dropped_bytes: u64,
+}
+
+/// What the event loop must do after replying.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send `reply` and close the connection.
+    Reply(String),
+    /// Send `reply`, then stop the VM.
+    Stop { reply: String, grace_ms: u64 },
+    /// Send `reply`, then turn the connection into a console stream.
+    Console(String),
+}
+
+const OK: &str = "{\"ok\":true}\n";
+
+/// Parses one request line and decides the reply.
+pub fn handle(line: &str, state: &VmState) -> Action {
+    match serde_json::from_str::<Request>(line.trim()) {
+        Ok(Request::Status) => Action::Reply(to_line(&status(state))),
+        Ok(Request::Stop { grace_ms }) => Action::Stop {
+            reply: OK.to_string(),
+            grace_ms,
+        },
+        Ok(Request::Console) => Action::Console(OK.to_string()),
+        Err(e) => Action::Reply(to_line(&serde_json::json!({ "error": e.to_string() }))),
+    }
+}
+
+/// Current status of the VM.
+pub fn status(state: &VmState) -> Status {
+    Status {
+        pid: std::process::id(),
+        state: state.run_state().as_str(),
+        vcpus: state.vcpus,
+        memory_bytes: state.memory_bytes,
+        boots: state.boots(),
+        vcpus_entered: state.vcpus_entered(),
+        started_unix_ms: state.started_unix_ms,
+        console_dropped_bytes: state
+            .console_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+    }
+}
+
+fn to_line<T: Serialize>(value: &T) -> String {
+    let mut s = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_string());
+    s.push('\n');
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests() {
+        let state = VmState::new(2, 256 << 20);
+        state.begin_boot();
+        let Action::Reply(reply) = handle("{\"op\":\"status\"}\n", &state) else {
+            panic!("status must reply");
+        };
+        let v: serde_json::Value = serde_json::from_str(&reply).unwrap();
+        assert_eq!(v["state"], "booting");
+        assert_eq!(v["vcpus"], 2);
+        assert_eq!(v["memory_bytes"], 256 << 20);
+        assert_eq!(v["boots"], 1);
+        assert_eq!(v["vcpus_entered"], false);
+        assert_eq!(v["pid"], std::process::id());
+        assert!(reply.ends_with('\n'));
+        assert_eq!(
+            handle(r#"{"op":"stop","grace_ms":1500}"#, &state),
+            Action::Stop {
+                reply: OK.to_string(),
+                grace_ms: 1500
+            }
+        );
+        assert_eq!(
+            handle(r#"{"op":"stop"}"#, &state),
+            Action::Stop {
+                reply: OK.to_string(),
+                grace_ms: 0
+            }
+        );
+        assert_eq!(
+            handle(r#"{"op":"console"}"#, &state),
+            Action::Console(OK.to_string())
+        );
+        for bad in [r#"{"op":"reboot"}"#, "nonsense", "{}"] {
+            let Action::Reply(r) = handle(bad, &state) else {
+                panic!("{bad}")
+            };
+            let v: serde_json::Value = serde_json::from_str(&r).unwrap();
+            assert!(v["error"].is_string(), "{bad} -> {r}");
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! The VM's life: set up the long-lived parts (KVM, console, control socket, event loop), then
+//! boot, run until something ends the boot, and boot again after a guest reset.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::builder::{self, BuildError, HostDevices};
+use crate::config::VmConfig;
+use crate::console::ConsoleHub;
+use crate::devices::power_button::PowerButton;
+use crate::devices::serial::Serial;
+use crate::event_loop::{self, DeviceEvents, EventLoopError};
+use crate::kvm::{self, HostKvm, KvmError};
+use crate::lifecycle::{ANY_BOOT, EventSender, Outcome, VmEvent, VmState};
+use crate::signals::TerminationSignals;
+use crate::vcpu::{self, VcpuError};
+
+/// A VMM-side failure (exit code 1).
+#[derive(Debug, Error)]
+pub enum VmmError {
+    #[error("blocking termination signals")]
+    Signals(#[source] std::io::Error),
+    #[error("KVM")]
+    Kvm(#[source] KvmError),
+    #[error("vCPU kick handler")]
+    Kick(#[source] VcpuError),
+    #[error("opening console log {path}")]
+    ConsoleLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating the serial port")]
+    Serial(#[source] std::io::Error),
+    #[error("binding control socket {path}")]
+    ControlSocket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the event loop")]
+    EventLoop(#[source] EventLoopError),
+    #[error("building the VM")]
+    Build(#[source] BuildError),
+    #[error("{0}")]
+    Vcpu(String),
+}
+
+/// Runs the VM described by `config` (already validated) until it ends.
+pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
+    let signals = TerminationSignals::block().map_err(VmmError::Signals)?;
+    let kvm = kvm::open(&config.kvm_device).map_err(VmmError::Kvm)?;
+    if kvm::host_kvm() == HostKvm::Pvm {
+        eprintln!("{}", kvm::PVM_WARNING);
+    }
+    vcpu::register_kick_handler().map_err(VmmError::Kick)?;
+    let state = Arc::new(VmState::new(u32::from(config.vcpus), config.memory_bytes));
+    let log = open_console_log(config.console_log.as_deref())?;
+    let hub = Arc::new(ConsoleHub::new(true, log, state.clone()).map_err(VmmError::Serial)?);
+    let serial = Arc::new(Serial::new(hub).map_err(VmmError::Serial)?);
+    let host_devices = HostDevices {
+        serial: serial.clone(),
+        power_button: Arc::new(PowerButton::new().map_err(VmmError::Serial)?),
+    };
+    let control = ControlSocket::bind(config.control_socket.as_deref())?;
+    let (tx, rx) = channel();
+    let devices = DeviceEvents::new(
+        serial.clone(),
+        state.clone(),
+        EventSender::new(tx.clone(), ANY_BOOT),
+        signals,
+        config.stdin,
+        control.listener()?,
+    );
+    let _event_loop = event_loop::spawn(devices).map_err(VmmError::EventLoop)?;
+    let devices = host_devices;
+
+    let mut boot = 0u64;
+    loop {
+        boot += 1;
+        state.begin_boot();
+        serial.reset().map_err(VmmError::Serial)?;
+        let events = EventSender::new(tx.clone(), boot);
+        let vm = builder::build(&kvm, config, &devices, events.clone()).map_err(VmmError::Build)?;
+        let running = vm.start(events, state.clone()).map_err(VmmError::Build)?;
+        let event = match next_event(&rx, boot, None) {
+            Some(VmEvent::Stop { reason, grace_ms }) if grace_ms > 0 => {
+                graceful_stop(&rx, boot, &devices.power_button, reason, grace_ms)
+            }
+            Some(event) => event,
+            None => VmEvent::Failed("every event sender is gone".into()),
+        };
+        let ended = running.stop();
+        let outcome = match event {
+            VmEvent::Reset => {
+                tracing::info!("guest reset: boot {} starts", boot + 1);
+                drop(ended);
+                continue;
+            }
+            VmEvent::PowerOff => Outcome::PoweredOff,
+            VmEvent::Crash(why) => {
+                state.mark_crashed();
+                Outcome::Crashed(why)
+            }
+            VmEvent::InternalError(why) => Outcome::KvmInternalError(why),
+            VmEvent::Stop { reason, .. } => Outcome::Stopped(reason),
+            VmEvent::Failed(why) => return Err(VmmError::Vcpu(why)),
+        };
+        state.set_stopping();
+        // Closing the VM fd makes KVM tear down (several ms of waiting); the process exits
+        // right after, which does the same, so skip the explicit drop.
+        std::mem::forget(ended);
+        return Ok(outcome);
+    }
+}
+
+/// The first event of `boot` (or of any boot, for host stop requests), waiting at most until
+/// `deadline`.
+fn next_event(
+    rx: &Receiver<(u64, VmEvent)>,
+    boot: u64,
+    deadline: Option<Instant>,
+) -> Option<VmEvent> {
+    loop {
+        let received = match deadline {
+            None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(d) => rx.recv_timeout(d.saturating_duration_since(Instant::now())),
+        };
+        match received {
+            Ok((b, event)) if b == boot || b == ANY_BOOT => return Some(event),
+            Ok(_) => continue, // late event of an earlier boot
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Presses the power button and waits up to `grace_ms` for the guest to power off; whatever
+/// happens, the result is a host stop.
+fn graceful_stop(
+    rx: &Receiver<(u64, VmEvent)>,
+    boot: u64,
+    button: &PowerButton,
+    reason: String,
+    grace_ms: u64,
+) -> VmEvent {
+    if let Err(e) = button.press() {
+        tracing::warn!("pressing the power button: {e}");
+    }
+    let deadline = Instant::now() + Duration::from_millis(grace_ms);
+    let reason = match next_event(rx, boot, Some(deadline)) {
+        Some(VmEvent::PowerOff) => format!("{reason}: guest powered off"),
+        Some(VmEvent::Stop { .. }) => format!("{reason}: stopped again, forced"),
+        Some(other) => format!("{reason}: forced after {other:?}"),
+        None => format!("{reason}: forced after {grace_ms} ms grace"),
+    };
+    VmEvent::Stop {
+        reason,
+        grace_ms: 0,
+    }
+}
+
+fn open_console_log(path: Option<&Path>) -> Result<Option<File>, VmmError> {
+    path.map(|p| {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|source| VmmError::ConsoleLog {
+                path: p.to_path_buf(),
+                source,
+            })
+    })
+    .transpose()
+}
+
+/// The control socket file: bound at start, removed when the VMM ends.
+struct ControlSocket {
+    path: Option<PathBuf>,
+    listener: Option<UnixListener>,
+}
+
+impl ControlSocket {
+    fn bind(path: Option<&Path>) -> Result<Self, VmmError> {
+        let Some(path) = path else {
+            return Ok(ControlSocket {
+                path: None,
+                listener: None,
+            });
+        };
+        let err = |source| VmmError::ControlSocket {
+            path: path.to_path_buf(),
+            source,
+        };
+        // A stale socket from a dead VMM would make bind fail.
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        let listener = UnixListener::bind(path).map_err(err)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
+        Ok(ControlSocket {
+            path: Some(path.to_path_buf()),
+            listener: Some(listener),
+        })
+    }
+
+    fn listener(&self) -> Result<Option<UnixListener>, VmmError> {
+        match (&self.listener, &self.path) {
+            (Some(l), Some(path)) => {
+                l.try_clone()
+                    .map(Some)
+                    .map_err(|source| VmmError::ControlSocket {
+                        path: path.clone(),
+                        source,
+                    })
+            }
+            _ => Ok(None),
+        }
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
