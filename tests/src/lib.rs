@@ -3,4 +3,7 @@
 
 pub mod bin;
 pub mod daemon;
+pub mod corral;
+pub mod oci;
+pub mod registry;
 pub mod vmm;
