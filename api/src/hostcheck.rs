@@ -5,7 +5,9 @@ use vmm::kvm::{DEFAULT_KVM_DEVICE, HostKvm, host_kvm};
 /// Logs one warning when /dev/kvm is missing or is PVM (unmodified guest kernels will not boot).
 pub fn warn_about_kvm() {
     if !std::path::Path::new(DEFAULT_KVM_DEVICE).exists() {
-        tracing::warn!("/dev/kvm is missing: VMs cannot start on this host (load kvm_intel or kvm_amd)");
+        tracing::warn!(
+            "/dev/kvm is missing: VMs cannot start on this host (load kvm_intel or kvm_amd)"
+        );
         return;
     }
     if host_kvm() == HostKvm::Pvm {

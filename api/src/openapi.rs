@@ -21,14 +21,23 @@ fn group_versions() -> Vec<(&'static str, &'static str, Vec<Kind>)> {
 }
 
 fn gv_path(g: &str, v: &str) -> String {
-    if g.is_empty() { format!("api/{v}") } else { format!("apis/{g}/{v}") }
+    if g.is_empty() {
+        format!("api/{v}")
+    } else {
+        format!("apis/{g}/{v}")
+    }
 }
 
 /// Changes whenever what is served changes (clients cache documents by this hash).
 const HASH: &str = concat!("corral-", env!("CARGO_PKG_VERSION"));
 
 fn json_ok(v: &Value) -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).unwrap_or_default()).into_response()
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        serde_json::to_vec(v).unwrap_or_default(),
+    )
+        .into_response()
 }
 
 /// `/openapi/v3` and `/openapi/v3/{api/v1|apis/g/v}`.
@@ -37,7 +46,10 @@ pub fn serve(rest: &str) -> Result<Response, ApiError> {
         let mut paths = Map::new();
         for (g, v, _) in group_versions() {
             let p = gv_path(g, v);
-            paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={HASH}")}));
+            paths.insert(
+                p.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={HASH}")}),
+            );
         }
         return Ok(json_ok(&json!({"paths": paths})));
     }
@@ -54,8 +66,16 @@ pub fn serve(rest: &str) -> Result<Response, ApiError> {
         let base = format!("/{}/namespaces/{{namespace}}/{}", gv_path(g, v), i.plural);
         let op = |action: &str| json!({"x-kubernetes-group-version-kind": gvk, "x-kubernetes-action": action, "parameters": param, "responses": {}});
         paths.insert(base.clone(), json!({"post": op("post")}));
-        paths.insert(format!("{base}/{{name}}"), json!({"put": op("put"), "patch": op("patch")}));
-        let schema_name = format!("{}.{}.{}", if g.is_empty() { "io.k8s.api.core" } else { g }, v, i.kind);
+        paths.insert(
+            format!("{base}/{{name}}"),
+            json!({"put": op("put"), "patch": op("patch")}),
+        );
+        let schema_name = format!(
+            "{}.{}.{}",
+            if g.is_empty() { "io.k8s.api.core" } else { g },
+            v,
+            i.kind
+        );
         schemas.insert(
             schema_name,
             json!({"type": "object", "x-kubernetes-group-version-kind": [gvk], "x-kubernetes-preserve-unknown-fields": true}),

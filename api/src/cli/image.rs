@@ -157,14 +157,17 @@ async fn dispatch(args: Args, tty: bool) -> Result<(), ImageError> {
             let store = ImageStore::open(&args.store, StoreConfig::default())?;
             let refs = store.list()?;
             if json {
-                println!(
+                crate::outln!(
                     "{}",
                     serde_json::to_string_pretty(&refs).expect("serializable")
                 );
             } else {
-                println!(
+                crate::outln!(
                     "{:<56} {:<14} {:>10} {:>10}  KERNEL",
-                    "REFERENCE", "DIGEST", "DISK", "ON DISK"
+                    "REFERENCE",
+                    "DIGEST",
+                    "DISK",
+                    "ON DISK"
                 );
                 for r in refs {
                     let (disk, kernel) = match &r.image {
@@ -174,7 +177,7 @@ async fn dispatch(args: Args, tty: bool) -> Result<(), ImageError> {
                         ),
                         None => ("-".into(), "kernel-boot container".into()),
                     };
-                    println!(
+                    crate::outln!(
                         "{:<56} {:<14} {:>10} {:>10}  {}",
                         r.reference,
                         r.digest.short(),
@@ -188,7 +191,7 @@ async fn dispatch(args: Args, tty: bool) -> Result<(), ImageError> {
         Command::Rm { reference } => {
             let store = ImageStore::open(&args.store, StoreConfig::default())?;
             let report = store.remove(&reference).await?;
-            println!(
+            crate::outln!(
                 "removed {reference} ({} blobs, {} artifact dirs, {} freed)",
                 report.blobs,
                 report.artifacts,
@@ -198,7 +201,7 @@ async fn dispatch(args: Args, tty: bool) -> Result<(), ImageError> {
         Command::Gc => {
             let store = ImageStore::open(&args.store, StoreConfig::default())?;
             let r = store.gc().await?;
-            println!(
+            crate::outln!(
                 "gc: removed {} blobs, {} artifact dirs, {} staging dirs ({} freed)",
                 r.blobs,
                 r.artifacts,
@@ -226,16 +229,16 @@ fn print_images(images: &[Image], json: bool) {
         } else {
             serde_json::to_value(images)
         };
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&v.expect("serializable")).expect("serializable")
         );
         return;
     }
     for i in images {
-        println!("{}", i.reference);
-        println!("  digest   {}", i.digest);
-        println!(
+        crate::outln!("{}", i.reference);
+        crate::outln!("  digest   {}", i.digest);
+        crate::outln!(
             "  disk     {} ({}, {} {})",
             i.disk_raw.display(),
             human(i.disk_size),
@@ -250,14 +253,14 @@ fn print_images(images: &[Image], json: bool) {
                     .map(|n| format!("partition {n} "))
                     .unwrap_or_default();
                 let fmt = i.boot.kernel_format.map(|f| f.name()).unwrap_or("elf");
-                println!("  kernel   {} (from {part}{src}, {fmt})", k.display());
+                crate::outln!("  kernel   {} (from {part}{src}, {fmt})", k.display());
             }
-            _ => println!("  kernel   none"),
+            _ => crate::outln!("  kernel   none"),
         }
         if let (Some(r), Some(src)) = (&i.initrd, &i.boot.initrd_path) {
-            println!("  initrd   {} (from {src})", r.display());
+            crate::outln!("  initrd   {} (from {src})", r.display());
         }
-        println!("  cmdline  {}", i.cmdline);
+        crate::outln!("  cmdline  {}", i.cmdline);
     }
 }
 
