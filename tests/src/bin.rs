@@ -17,6 +17,9 @@ pub fn workspace() -> PathBuf {
 pub fn corral() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(p) = std::env::var_os("CORRAL_BIN") {
+            return PathBuf::from(p);
+        }
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> → target/<profile>/corral
         let profile_dir = exe

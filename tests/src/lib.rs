@@ -2,5 +2,8 @@
 //! daemon on private directories, talk to it over its socket, run single VMMs.
 
 pub mod bin;
+pub mod corral;
 pub mod daemon;
+pub mod oci;
+pub mod registry;
 pub mod vmm;

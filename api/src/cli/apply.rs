@@ -247,7 +247,7 @@ pub fn run(a: Args) -> ExitCode {
     let mut failed = false;
     for d in &docs {
         match apply_one(&client, d, &a.namespace) {
-            Ok(msg) => println!("{msg}"),
+            Ok(msg) => crate::outln!("{msg}"),
             Err(e) => {
                 failed = true;
                 super::fail(&e);

@@ -191,7 +191,7 @@ pub fn print_table(headers: &[String], rows: &[Vec<String>]) {
                 s.push_str(&format!("{c:<w$}   ", w = widths[i]));
             }
         }
-        println!("{}", s.trim_end());
+        crate::outln!("{}", s.trim_end());
     };
     line(headers);
     for r in rows {

@@ -65,7 +65,7 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
         } else {
             format!("{}.{} \"{name}\"", info.singular, info.group)
         };
-        println!("{label} deleted from {} namespace", a.namespace);
+        crate::outln!("{label} deleted from {} namespace", a.namespace);
         if a.wait {
             let deadline = Instant::now() + Duration::from_secs(300);
             loop {

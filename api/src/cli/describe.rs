@@ -132,7 +132,7 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
             render(v, 2, &mut out);
         }
     }
-    print!("{out}");
+    crate::out!("{out}");
     let uid = md.get("uid").and_then(Value::as_str).unwrap_or("");
     let epath = format!(
         "{}?fieldSelector={}",
@@ -146,10 +146,10 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
         .cloned()
         .unwrap_or_default();
     if items.is_empty() {
-        println!("Events:       <none>");
+        crate::outln!("Events:       <none>");
         return Ok(());
     }
-    println!("Events:");
+    crate::outln!("Events:");
     let now = Utc::now();
     let rows: Vec<Vec<String>> = items
         .iter()

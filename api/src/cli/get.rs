@@ -149,9 +149,9 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
         Some("yaml") | Some("json") => {
             let v = check(client.get(&p)?)?.json()?;
             if a.output.as_deref() == Some("json") {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+                crate::outln!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
             } else {
-                print!("{}", serde_norway::to_string(&v).unwrap_or_default());
+                crate::out!("{}", serde_norway::to_string(&v).unwrap_or_default());
             }
             return Ok(());
         }
@@ -168,7 +168,7 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
                 format!("{}.{}", i.singular, i.group)
             };
             for o in items {
-                println!("{prefix}/{}", supervisor::meta::name(&o));
+                crate::outln!("{prefix}/{}", supervisor::meta::name(&o));
             }
             return Ok(());
         }
@@ -247,7 +247,7 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
         if let Some(obj) = ev.get("object") {
             let widths_rows = printer.rows(obj);
             for r in widths_rows {
-                println!("{}", r.join("   "));
+                crate::outln!("{}", r.join("   "));
             }
         }
     }

@@ -39,7 +39,7 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
         "contexts": [{"name": "corral", "context": {"cluster": "corral", "user": "corral", "namespace": a.namespace}}],
         "current-context": "corral",
     });
-    print!("{}", serde_norway::to_string(&kc).unwrap_or_default());
+    crate::out!("{}", serde_norway::to_string(&kc).unwrap_or_default());
     Ok(())
 }
 

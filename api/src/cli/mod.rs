@@ -6,6 +6,33 @@ use std::process::ExitCode;
 
 use clap::{ArgMatches, Parser, Subcommand};
 
+/// Writes to stdout; a closed pipe (`corral get ... | head`) ends the process quietly, as Unix
+/// tools do, instead of panicking like `print!`.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("corral: error: write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `print!` that tolerates a closed pipe.
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!($($t)*)) };
+}
+
+/// `println!` that tolerates a closed pipe.
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::cli::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
 pub mod apply;
 pub mod common;
 pub mod console;

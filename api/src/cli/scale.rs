@@ -40,7 +40,7 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
     req.content_type = Some("application/merge-patch+json");
     req.body = &body;
     check(client.send(&req)?)?;
-    println!("virtualmachineinstancereplicaset.kubevirt.io/{name} scaled");
+    crate::outln!("virtualmachineinstancereplicaset.kubevirt.io/{name} scaled");
     Ok(())
 }
 

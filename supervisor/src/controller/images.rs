@@ -160,15 +160,16 @@ impl ImageCache {
         &self,
         image: &str,
         policy: PullPolicy,
+        kernel_optional: bool,
         wake: Waiter,
     ) -> ImageState<BootImage> {
         let reuse = (policy == PullPolicy::Always).then_some(ALWAYS_REUSE);
         let src = Arc::clone(&self.source);
         let img = image.to_string();
         self.disks.ensure(
-            &format!("{policy:?} {image}"),
+            &format!("{policy:?} {kernel_optional} {image}"),
             reuse,
-            move || src.boot_image(&img, policy),
+            move || src.boot_image(&img, policy, kernel_optional),
             wake,
         )
     }
@@ -214,6 +215,7 @@ mod tests {
             &self,
             image: &str,
             _p: PullPolicy,
+            _k: bool,
         ) -> crate::boot::BoxFuture<Result<BootImage, String>> {
             self.calls.fetch_add(1, Ordering::SeqCst);
             let fail = self.fail;
@@ -226,7 +228,7 @@ mod tests {
                     Ok(BootImage {
                         digest: "sha256:1".into(),
                         disk: "/d".into(),
-                        kernel: "/k".into(),
+                        kernel: Some("/k".into()),
                         initrd: None,
                         cmdline: String::new(),
                     })
@@ -257,6 +259,7 @@ mod tests {
             let st = cache.boot_image(
                 "img:v1",
                 PullPolicy::IfNotPresent,
+                false,
                 Box::new(move || {
                     w.fetch_add(1, Ordering::SeqCst);
                 }),
@@ -267,7 +270,7 @@ mod tests {
         assert_eq!(src.calls.load(Ordering::SeqCst), 1);
         assert_eq!(woken.load(Ordering::SeqCst), 20);
         assert!(matches!(
-            cache.boot_image("img:v1", PullPolicy::IfNotPresent, Box::new(|| {})),
+            cache.boot_image("img:v1", PullPolicy::IfNotPresent, false, Box::new(|| {})),
             ImageState::Ready(_)
         ));
     }
@@ -279,11 +282,21 @@ mod tests {
             fail: true,
         });
         let cache = ImageCache::new(src.clone());
-        cache.boot_image("missing:v1", PullPolicy::IfNotPresent, Box::new(|| {}));
+        cache.boot_image(
+            "missing:v1",
+            PullPolicy::IfNotPresent,
+            false,
+            Box::new(|| {}),
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Immediately asking again does not pull again.
         for _ in 0..100 {
-            match cache.boot_image("missing:v1", PullPolicy::IfNotPresent, Box::new(|| {})) {
+            match cache.boot_image(
+                "missing:v1",
+                PullPolicy::IfNotPresent,
+                false,
+                Box::new(|| {}),
+            ) {
                 ImageState::BackOff { error, retry_in } => {
                     assert!(error.contains("not found"));
                     assert!(retry_in <= BACKOFF_START);
@@ -293,10 +306,20 @@ mod tests {
         }
         assert_eq!(src.calls.load(Ordering::SeqCst), 1);
         tokio::time::sleep(Duration::from_secs(1)).await;
-        cache.boot_image("missing:v1", PullPolicy::IfNotPresent, Box::new(|| {}));
+        cache.boot_image(
+            "missing:v1",
+            PullPolicy::IfNotPresent,
+            false,
+            Box::new(|| {}),
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert_eq!(src.calls.load(Ordering::SeqCst), 2);
-        match cache.boot_image("missing:v1", PullPolicy::IfNotPresent, Box::new(|| {})) {
+        match cache.boot_image(
+            "missing:v1",
+            PullPolicy::IfNotPresent,
+            false,
+            Box::new(|| {}),
+        ) {
             ImageState::BackOff { retry_in, .. } => {
                 assert!(retry_in > Duration::from_millis(1900), "{retry_in:?}");
             }

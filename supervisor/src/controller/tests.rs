@@ -17,7 +17,12 @@ struct Images {
 }
 
 impl ImageSource for Images {
-    fn boot_image(&self, image: &str, _p: PullPolicy) -> BoxFuture<Result<BootImage, String>> {
+    fn boot_image(
+        &self,
+        image: &str,
+        _p: PullPolicy,
+        _k: bool,
+    ) -> BoxFuture<Result<BootImage, String>> {
         let (fail, image) = (self.fail, image.to_string());
         Box::pin(async move {
             if fail {
@@ -26,7 +31,7 @@ impl ImageSource for Images {
             Ok(BootImage {
                 digest: "sha256:00".into(),
                 disk: "/store/disk.raw".into(),
-                kernel: "/store/vmlinux".into(),
+                kernel: Some("/store/vmlinux".into()),
                 initrd: None,
                 cmdline: "console=ttyS0".into(),
             })

@@ -266,6 +266,14 @@ enum Images {
 
 /// Resolves every containerDisk (and the kernelBoot container) of the VMI.
 fn resolve_images(ctx: &Ctx, vmi: &Vmi, disks: &[ResolvedDisk]) -> Images {
+    let kernel_supplied = vmi
+        .spec
+        .domain
+        .as_ref()
+        .and_then(|d| d.firmware.as_ref())
+        .and_then(|f| f.kernel_boot.as_ref())
+        .and_then(|k| k.container.as_ref())
+        .is_some_and(|c| c.kernel_path.is_some());
     let mut out = Vec::new();
     for d in disks {
         let DiskSource::ContainerDisk { image, pull_policy } = &d.source else {
@@ -273,7 +281,10 @@ fn resolve_images(ctx: &Ctx, vmi: &Vmi, disks: &[ResolvedDisk]) -> Images {
             continue;
         };
         let policy = PullPolicy::for_image(image, pull_policy.as_deref());
-        match ctx.images.boot_image(image, policy, wake(ctx, &vmi.key)) {
+        match ctx
+            .images
+            .boot_image(image, policy, kernel_supplied, wake(ctx, &vmi.key))
+        {
             ImageState::Ready(b) => out.push(Some(b)),
             ImageState::Pulling => {
                 let msg = format!("pulling image \"{image}\"");
@@ -343,11 +354,7 @@ fn build_plan(
     images: &[Option<BootImage>],
     kernel: Option<crate::boot::KernelArtifacts>,
 ) -> Result<LaunchPlan, String> {
-    let boot = images
-        .iter()
-        .flatten()
-        .next()
-        .ok_or_else(|| "no containerDisk volume to boot from".to_string())?;
+    let boot = images.iter().flatten().next();
     let kb = vmi
         .spec
         .domain
@@ -357,11 +364,22 @@ fn build_plan(
     let cmdline = kb
         .and_then(|k| k.kernel_args.clone())
         .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| boot.cmdline.clone());
+        .or_else(|| boot.map(|b| b.cmdline.clone()))
+        .unwrap_or_else(|| "console=ttyS0".to_string());
+    // KubeVirt: a kernel-boot container's kernel comes with its initrd; an initrd alone keeps
+    // the disk's kernel.
     let (kernel_path, initrd) = match kernel {
-        Some(k) => (k.kernel, k.initrd),
-        None => (boot.kernel.clone(), boot.initrd.clone()),
+        Some(k) if k.kernel.is_some() => (k.kernel, k.initrd),
+        Some(k) => (boot.and_then(|b| b.kernel.clone()), k.initrd),
+        None => (
+            boot.and_then(|b| b.kernel.clone()),
+            boot.and_then(|b| b.initrd.clone()),
+        ),
     };
+    let kernel_path = kernel_path.ok_or_else(|| {
+        "no kernel: the boot disk has none and no kernelBoot.container kernelPath is given"
+            .to_string()
+    })?;
     let mut launch_disks = Vec::new();
     for (d, img) in disks.iter().zip(images) {
         launch_disks.push(match (&d.source, img) {
