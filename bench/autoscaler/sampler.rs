@@ -264,6 +264,7 @@ fn bench_ctx(store: Arc<Store>) -> supervisor::controller::Ctx {
             &self,
             _: &str,
             _: supervisor::boot::PullPolicy,
+            _: bool,
         ) -> supervisor::boot::BoxFuture<Result<supervisor::boot::BootImage, String>> {
             Box::pin(async { Err("unused".into()) })
         }

@@ -22,6 +22,7 @@ impl crate::boot::ImageSource for NoImages {
         &self,
         _: &str,
         _: crate::boot::PullPolicy,
+        _: bool,
     ) -> crate::boot::BoxFuture<Result<crate::boot::BootImage, String>> {
         Box::pin(async { Err("unused".into()) })
     }
