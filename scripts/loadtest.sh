@@ -87,7 +87,7 @@ print_table() {
 
 T0=$(date +%s)
 log() { printf '[t+%4ds] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
-fail() { log "FAIL: $*"; exit 1; }
+fail() { log "FAIL: $*" >&2; exit 1; }
 
 RS=/apis/kubevirt.io/v1/namespaces/$NS/virtualmachineinstancereplicasets
 HPAS=/apis/autoscaling/v1/namespaces/$NS/horizontalpodautoscalers
@@ -144,6 +144,27 @@ top_pods() {
   get "/apis/metrics.k8s.io/v1beta1/namespaces/$NS/pods" \
     | jq -r '.items[] | "\(.metadata.name)  cpu \(.containers[0].usage.cpu)  memory \(.containers[0].usage.memory)"'
 }
+# console LINE UNTIL: types LINE into the VMI's console; prints the guest's first reply line.
+console() {
+  printf '%s\n' "$1" > "$body"
+  api POST "/apis/subresources.kubevirt.io/v1/namespaces/$NS/virtualmachineinstances/$VMI/consoleinput?until=${2// /%20}&waitMillis=5000" text/plain "$body"
+  [ "$CODE" = 200 ] || fail "console input to $VMI: HTTP $CODE $(message)"
+  tr -d '\r' < "$RESP" | grep -m1 . || echo '(no reply)'
+}
+# watch_replicas OP N DEADLINE: prints the HPA row whenever it changes until the set's
+# spec.replicas OP N (-ge, -le); fails at DEADLINE.
+last=""
+watch_replicas() {
+  local op=$1 n=$2 deadline=$3 row replicas
+  while :; do
+    row=$(hpa_row | tail -1)
+    [ "$row" != "$last" ] && { log "$row"; last=$row; }
+    replicas=$(get "$RS/$SET" | jq '.spec.replicas')
+    [ "$replicas" "$op" "$n" ] && return 0
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
+    sleep 2
+  done
+}
 deadline=$(( $(date +%s) + 120 ))
 until get "$HPAS/$HPA_NAME" | jq -e '.status.currentCPUUtilizationPercentage != null' >/dev/null; do
   [ "$(date +%s)" -lt "$deadline" ] || fail "the HPA reported no CPU utilization within 120s: $(hpa_row | tail -1)"
@@ -153,26 +174,12 @@ log "the HPA sees the idle VMI:"; hpa_row
 top_pods | sed 's/^/           top: /'
 
 # ---- 3. load ----------------------------------------------------------------------------------
-printf '%s\n' "$LOAD_LINE" > "$body"
-api POST "/apis/subresources.kubevirt.io/v1/namespaces/$NS/virtualmachineinstances/$VMI/consoleinput?until=burn%20started&waitMillis=5000" text/plain "$body"
-[ "$CODE" = 200 ] || fail "console input to $VMI: HTTP $CODE $(message)"
-echo_out=$(cat "$RESP")
+reply=$(console "$LOAD_LINE" "burn started")
 T_LOAD=$(date +%s)
-log "load started in $VMI: \`$LOAD_LINE\` → guest: $(echo "$echo_out" | tr -d '\r' | grep -m1 . || echo '(no reply)')"
-last=""
-deadline=$(( T_LOAD + UP_TIMEOUT ))
-while :; do
-  row=$(hpa_row | tail -1)
-  [ "$row" != "$last" ] && { log "$row"; last=$row; }
-  replicas=$(get "$RS/$SET" | jq '.spec.replicas')
-  if [ "$replicas" -ge 2 ]; then
-    T_UP=$(date +%s)
-    log "SCALED UP: $SET has $replicas replicas, $(( T_UP - T_LOAD ))s after the load started"
-    break
-  fi
-  [ "$(date +%s)" -lt "$deadline" ] || fail "no scale-up within ${UP_TIMEOUT}s of the load: $row"
-  sleep 2
-done
+log "load started in $VMI: \`$LOAD_LINE\` → guest: $reply"
+watch_replicas -ge 2 $(( T_LOAD + UP_TIMEOUT )) || fail "no scale-up within ${UP_TIMEOUT}s of the load: $last"
+T_UP=$(date +%s)
+log "SCALED UP: $SET has 2 replicas, $(( T_UP - T_LOAD ))s after the load started"
 get "/api/v1/namespaces/$NS/events" | jq -r --arg h "$HPA_NAME" '[.items[]
   | select(.involvedObject.kind == "HorizontalPodAutoscaler" and .involvedObject.name == $h and .reason == "SuccessfulRescale")]
   | sort_by(.lastTimestamp) | last | "           event: \(.reason): \(.message)"'
@@ -192,26 +199,13 @@ top_pods | sed 's/^/           top: /'
 last=$(hpa_row | tail -1)
 
 # ---- 4. stop the load, wait out the window ----------------------------------------------------
-printf '\n' > "$body"
-api POST "/apis/subresources.kubevirt.io/v1/namespaces/$NS/virtualmachineinstances/$VMI/consoleinput?until=burn%20stopped&waitMillis=5000" text/plain "$body"
-[ "$CODE" = 200 ] || fail "console input to $VMI: HTTP $CODE $(message)"
-echo_out=$(cat "$RESP")
+reply=$(console "" "burn stopped")
 T_STOP=$(date +%s)
-log "load stopped (Enter in the console) → guest: $(echo "$echo_out" | tr -d '\r' | grep -m1 . || echo '(no reply)')"
+log "load stopped (Enter in the console) → guest: $reply"
 MARGIN=60
-deadline=$(( T_STOP + WINDOW + MARGIN ))
-while :; do
-  row=$(hpa_row | tail -1)
-  [ "$row" != "$last" ] && { log "$row"; last=$row; }
-  replicas=$(get "$RS/$SET" | jq '.spec.replicas')
-  if [ "$replicas" -le 1 ]; then
-    T_DOWN=$(date +%s)
-    log "SCALED DOWN: $SET back to $replicas replica, $(( T_DOWN - T_STOP ))s after the load stopped"
-    break
-  fi
-  [ "$(date +%s)" -lt "$deadline" ] || fail "no scale-down within the ${WINDOW}s window + ${MARGIN}s"
-  sleep 2
-done
+watch_replicas -le 1 $(( T_STOP + WINDOW + MARGIN )) || fail "no scale-down within the ${WINDOW}s window + ${MARGIN}s"
+T_DOWN=$(date +%s)
+log "SCALED DOWN: $SET back to 1 replica, $(( T_DOWN - T_STOP ))s after the load stopped"
 # The highest recommendation of the window wins: the scale-down comes a window after the last
 # loaded sample (which may predate the stop by a sampling period and a sync).
 EARLY=$(( WINDOW > 40 ? WINDOW - 40 : 0 ))

@@ -4,6 +4,7 @@
 pub mod bin;
 pub mod corral;
 pub mod daemon;
+pub mod lab;
 pub mod oci;
 pub mod registry;
 pub mod vmm;

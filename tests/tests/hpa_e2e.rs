@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use corral_tests::daemon::{Daemon, wait_for};
-use corral_tests::registry::Registry;
+use corral_tests::lab;
 use serde_json::{Value, json};
 
 const NS: &str = "default";
@@ -162,33 +162,9 @@ fn hpa(d: &Daemon) -> Value {
 
 #[test]
 fn the_lab_autoscales_on_guest_load() {
-    let reg = Registry::start();
-    let fixtures = corral_tests::bin::fixtures();
-    reg.push(
-        &format!(
-            "oci:{}:latest",
-            fixtures.join("images/testguest/oci").display()
-        ),
-        "corral/testguest:latest",
-    );
-    let d = Daemon::start(&[
-        "--insecure-registry",
-        &reg.addr,
-        "--hpa-sync-period",
-        &format!("{SYNC}s"),
-        "--metrics-resolution",
-        &format!("{RESOLUTION}s"),
-        "--hpa-downscale-stabilization",
-        &format!("{WINDOW}s"),
-    ]);
-    let seed = std::fs::read_to_string(
-        corral_tests::bin::workspace().join("tests/fixtures/seed/vmirs.yaml"),
-    )
-    .unwrap()
-    .replace(
-        "quay.io/kubevirt/cirros-container-disk-demo",
-        &reg.reference("corral/testguest:latest"),
-    );
+    let reg = lab::testguest_registry();
+    let d = lab::daemon(&reg, SYNC, RESOLUTION, WINDOW);
+    let seed = lab::seed_set(&reg);
     let r = d.req("POST", RS, Some("application/yaml"), seed.as_bytes());
     assert_eq!(r.status, 201, "{}", r.text());
     let r = d.req(

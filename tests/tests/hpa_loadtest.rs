@@ -3,36 +3,18 @@
 
 use std::process::Command;
 
-use corral_tests::daemon::Daemon;
-use corral_tests::registry::Registry;
+use corral_tests::lab;
 
 #[test]
 fn loadtest_script_reproduces_the_lab() {
-    let reg = Registry::start();
-    let fixtures = corral_tests::bin::fixtures();
-    reg.push(
-        &format!(
-            "oci:{}:latest",
-            fixtures.join("images/testguest/oci").display()
-        ),
-        "corral/testguest:latest",
-    );
-    let d = Daemon::start(&[
-        "--insecure-registry",
-        &reg.addr,
-        "--hpa-sync-period",
-        "5s",
-        "--metrics-resolution",
-        "5s",
-        "--hpa-downscale-stabilization",
-        "30s",
-    ]);
+    let reg = lab::testguest_registry();
+    let d = lab::daemon(&reg, 5, 5, 30);
     let script = corral_tests::bin::workspace().join("scripts/loadtest.sh");
     let out = Command::new("bash")
         .arg(&script)
         .arg("--socket")
         .arg(&d.socket)
-        .args(["--image", &reg.reference("corral/testguest:latest")])
+        .args(["--image", &reg.reference(lab::TESTGUEST)])
         .args(["--window", "30", "--up-timeout", "120"])
         .output()
         .expect("run scripts/loadtest.sh");

@@ -258,32 +258,47 @@ pub fn convert_with_rules(current: i32, desired: i32, min: i32, max: i32) -> (i3
     }
 }
 
-/// `calculateScaleUpLimitWithScalingRules`.
-pub fn scale_up_limit(
+/// Direction of a rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Up,
+    Down,
+}
+
+/// The replica count each policy allows from the size at the start of its period (current,
+/// less what was added and plus what was removed within it), the largest change winning under
+/// `Max` and the smallest under `Min`: `calculateScaleUpLimitWithScalingRules` and
+/// `calculateScaleDownLimitWithBehaviors`.
+fn rate_limit(
+    dir: Direction,
     current: i32,
     up: &[ScaleEvent],
     down: &[ScaleEvent],
     rules: &Rules,
     now: Tick,
 ) -> i32 {
+    // The largest change is the highest count up and the lowest count down.
+    let largest_change = (rules.select == Select::Max) == (dir == Direction::Up);
     let pick: fn(i64, i64) -> i64 = match rules.select {
         Select::Disabled => return current,
-        Select::Min => i64::min,
-        Select::Max => i64::max,
+        _ if largest_change => i64::max,
+        _ => i64::min,
     };
-    let mut result = if rules.select == Select::Min {
-        i64::MAX
-    } else {
-        i64::MIN
-    };
+    let mut result = if largest_change { i64::MIN } else { i64::MAX };
     for p in &rules.policies {
         let period = Duration::from_secs(u64::from(p.period_seconds));
         let start = i64::from(current) - i64::from(change_in_period(period, up, now))
             + i64::from(change_in_period(period, down, now));
-        let proposed = match p.kind {
-            PolicyKind::Pods => start + i64::from(p.value),
-            PolicyKind::Percent => {
-                (start as f64 * (1.0 + f64::from(p.value) / 100.0)).ceil() as i64
+        let value = i64::from(p.value);
+        let proposed = match (p.kind, dir) {
+            (PolicyKind::Pods, Direction::Up) => start + value,
+            (PolicyKind::Pods, Direction::Down) => start - value,
+            // Rounded up so that a small percentage can still add a replica.
+            (PolicyKind::Percent, Direction::Up) => {
+                (start as f64 * (1.0 + value as f64 / 100.0)).ceil() as i64
+            }
+            (PolicyKind::Percent, Direction::Down) => {
+                (start as f64 * (1.0 - value as f64 / 100.0)) as i64
             }
         };
         result = pick(result, proposed);
@@ -291,7 +306,18 @@ pub fn scale_up_limit(
     result.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
 }
 
-/// `calculateScaleDownLimitWithBehaviors`.
+/// The most replicas the scale-up rules allow now.
+pub fn scale_up_limit(
+    current: i32,
+    up: &[ScaleEvent],
+    down: &[ScaleEvent],
+    rules: &Rules,
+    now: Tick,
+) -> i32 {
+    rate_limit(Direction::Up, current, up, down, rules, now)
+}
+
+/// The fewest replicas the scale-down rules allow now.
 pub fn scale_down_limit(
     current: i32,
     up: &[ScaleEvent],
@@ -299,27 +325,7 @@ pub fn scale_down_limit(
     rules: &Rules,
     now: Tick,
 ) -> i32 {
-    let pick: fn(i64, i64) -> i64 = match rules.select {
-        Select::Disabled => return current,
-        Select::Min => i64::max,
-        Select::Max => i64::min,
-    };
-    let mut result = if rules.select == Select::Min {
-        i64::MIN
-    } else {
-        i64::MAX
-    };
-    for p in &rules.policies {
-        let period = Duration::from_secs(u64::from(p.period_seconds));
-        let start = i64::from(current) - i64::from(change_in_period(period, up, now))
-            + i64::from(change_in_period(period, down, now));
-        let proposed = match p.kind {
-            PolicyKind::Pods => start - i64::from(p.value),
-            PolicyKind::Percent => (start as f64 * (1.0 - f64::from(p.value) / 100.0)) as i64,
-        };
-        result = pick(result, proposed);
-    }
-    result.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+    rate_limit(Direction::Down, current, up, down, rules, now)
 }
 
 /// Bounds of one normalization.
