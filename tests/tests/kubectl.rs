@@ -55,12 +55,15 @@ fn cluster() -> Cluster {
         token.to_str().unwrap(),
     ]);
     // `corral kubeconfig` writes what kubectl needs.
+    let ca = d.state_dir.join("tls/ca.crt");
     let out = d.cli(&[
         "kubeconfig",
         "--server",
         &addr,
         "--token-file",
         token.to_str().unwrap(),
+        "--ca-file",
+        ca.to_str().unwrap(),
     ]);
     assert!(
         out.status.success(),
@@ -367,12 +370,15 @@ fn serial_console_over_websocket() {
     });
     let out = python(
         r#"
-import os, ssl, time, websocket, yaml
+import base64, os, ssl, tempfile, time, websocket, yaml
 kc = yaml.safe_load(open(os.environ["KUBECONFIG"]))
-server = kc["clusters"][0]["cluster"]["server"].replace("http://", "ws://")
+server = kc["clusters"][0]["cluster"]["server"].replace("https://", "wss://")
+ca = tempfile.NamedTemporaryFile(delete=False, suffix=".crt")
+ca.write(base64.b64decode(kc["clusters"][0]["cluster"]["certificate-authority-data"])); ca.close()
 token = kc["users"][0]["user"]["token"]
 url = f"{server}/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{os.environ['VMI']}/console"
-ws = websocket.create_connection(url, header=[f"Authorization: Bearer {token}"], subprotocols=["plain.kubevirt.io"], timeout=20)
+ws = websocket.create_connection(url, header=[f"Authorization: Bearer {token}"], subprotocols=["plain.kubevirt.io"], timeout=20,
+                                 sslopt={"ca_certs": ca.name, "cert_reqs": ssl.CERT_REQUIRED})
 ws.send_binary(b"echo hello-from-the-websocket\r")
 buf = b""
 deadline = time.time() + 20

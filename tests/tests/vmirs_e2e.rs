@@ -125,8 +125,19 @@ fn lab_replica_set_lifecycle_with_real_vms() {
                 .trim()
         );
         // The guest really booted: its console says so.
-        let log = d.req("GET", &format!("/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{name}/consolelog"), None, b"");
-        assert!(log.text().contains("TESTGUEST READY"), "{}", log.text());
+        let path = format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{name}/consolelog"
+        );
+        wait_for(
+            Duration::from_secs(20),
+            "TESTGUEST READY on the console",
+            || {
+                d.req("GET", &path, None, b"")
+                    .text()
+                    .contains("TESTGUEST READY")
+                    .then_some(())
+            },
+        );
     }
 
     // Scale to 1 through the scale subresource: one VMI and its VMM go away.

@@ -54,6 +54,9 @@ pub struct Args {
     /// Docker config.json with registry credentials.
     #[arg(long)]
     pub registry_auth_file: Option<PathBuf>,
+    /// Extra DNS name or IP for the TCP listener's certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -71,6 +74,7 @@ struct FileConfig {
     resync_seconds: Option<u64>,
     insecure_registries: Option<Vec<String>>,
     registry_auth_file: Option<PathBuf>,
+    tls_sans: Option<Vec<String>>,
 }
 
 /// Errors in the daemon's configuration.
@@ -142,7 +146,8 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             burst,
             workers,
             resync_seconds,
-            insecure_registries
+            insecure_registries,
+            tls_sans
         );
         if !from_cli(m, "socket") && f.socket.is_some() {
             a.socket = f.socket.take();
@@ -208,6 +213,7 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
         workers: a.workers,
         resync: Duration::from_secs(a.resync_seconds.max(1)),
         insecure_registries: a.insecure_registries,
+        tls_sans: a.tls_sans,
         registry_auth_file: a.registry_auth_file,
         vmm_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("corral")),
     })
