@@ -256,6 +256,7 @@ fn seed_lab_with_kubectl() {
         }
     }
     let _ = watch.kill();
+    let _ = watch.wait();
     assert!(
         seen_new_running,
         "kubectl get vmi -w showed the new VMI running"
