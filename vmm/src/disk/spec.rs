@@ -50,6 +50,19 @@ pub enum SpecError {
     EmptySerial { spec: String },
 }
 
+impl std::fmt::Display for DiskSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DiskSource::Raw { path, read_only } => {
+                write!(f, "{}{}", path.display(), if *read_only { ",ro" } else { "" })
+            }
+            DiskSource::Overlay { base } => write!(f, "{},overlay", base.display()),
+            DiskSource::Seed { dir } => write!(f, "seed={}", dir.display()),
+            DiskSource::Empty { capacity } => write!(f, "empty={capacity}"),
+        }
+    }
+}
+
 impl DiskSpec {
     /// Parses one `--disk` argument.
     pub fn parse(spec: &str) -> Result<Self, SpecError> {
