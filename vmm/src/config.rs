@@ -249,7 +249,10 @@ mod tests {
             disks: vec![DiskSpec::seed(&image)],
             ..c.clone()
         };
-        assert!(matches!(seed_file.validate(), Err(ConfigError::NotADirectory(_))));
+        assert!(matches!(
+            seed_file.validate(),
+            Err(ConfigError::NotADirectory(_))
+        ));
         let too_many = VmConfig {
             disks: vec![DiskSpec::parse("empty=1Mi").unwrap(); 19],
             ..c.clone()
@@ -259,6 +262,9 @@ mod tests {
             scratch_dir: Some(image.clone()),
             ..c
         };
-        assert!(matches!(bad_scratch.validate(), Err(ConfigError::NotADirectory(_))));
+        assert!(matches!(
+            bad_scratch.validate(),
+            Err(ConfigError::NotADirectory(_))
+        ));
     }
 }

@@ -23,7 +23,8 @@ pub fn write(path: &Path, code: u8, reason: &str) -> std::io::Result<()> {
         _ => Path::new("."),
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    let json = serde_json::to_string(&ExitRecord { code, reason }).map_err(std::io::Error::other)?;
+    let json =
+        serde_json::to_string(&ExitRecord { code, reason }).map_err(std::io::Error::other)?;
     tmp.write_all(json.as_bytes())?;
     tmp.write_all(b"\n")?;
     tmp.as_file().sync_all()?;
@@ -45,7 +46,11 @@ mod tests {
         assert_eq!(v["code"], 5);
         assert_eq!(v["reason"], "stopped: SIGTERM \"quoted\"");
         write(&path, 0, "guest powered off").unwrap();
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
         assert!(write(Path::new("/nonexistent-dir/exit.json"), 1, "x").is_err());
     }
 }

@@ -12,7 +12,8 @@
 //! * `blk bad DEV` — requests a hostile driver would send (beyond the capacity, unknown type,
 //!   data outside guest RAM, a partial sector) and the status each got;
 //! * `blk bench DEV MIB DEPTH KIB` — reads MIB MiB sequentially in KIB-KiB requests, DEPTH in
-//!   flight, between `blk bench start` and `blk bench done` lines (the host times them).
+//!   flight (wrapping around to the start of the disk if MIB exceeds it), between
+//!   `blk bench start` and `blk bench done` lines (the host times them).
 
 use crate::acpi::AcpiInfo;
 use crate::virtio::{self, DESC_F_NEXT, DESC_F_WRITE, Device};
@@ -256,14 +257,16 @@ fn bench(d: &mut Device, dev: usize, args: &mut core::str::SplitAsciiWhitespace,
     let depth: usize = arg::<usize>(args, 4).clamp(1, SLOTS);
     let kib: usize = arg::<usize>(args, 256).clamp(4, DATA_SIZE / 1024 / depth);
     let req_bytes = kib * 1024;
-    let total = (mib << 20).min(capacity(d) * 512);
-    let requests = total / req_bytes as u64;
     let sectors_per_req = (req_bytes / 512) as u64;
+    // MIB may exceed the disk: the reads then wrap around to its start.
+    let disk_requests = (capacity(d) / sectors_per_req).max(1);
+    let requests = (mib << 20) / req_bytes as u64;
+    let sector = |n: u64| (n % disk_requests) * sectors_per_req;
     println!("testguest: blk bench start dev={dev} bytes={} depth={depth} request_kib={kib}", requests * req_bytes as u64);
     let (mut submitted, mut completed, mut errors) = (0u64, 0u64, 0u64);
     for slot in 0..depth.min(requests as usize) {
         let buf = data_addr() + (slot * req_bytes) as u64;
-        submit(d, slot, T_IN, submitted * sectors_per_req, buf, req_bytes as u32, true);
+        submit(d, slot, T_IN, sector(submitted), buf, req_bytes as u32, true);
         submitted += 1;
     }
     virtio::notify(d);
@@ -278,7 +281,7 @@ fn bench(d: &mut Device, dev: usize, args: &mut core::str::SplitAsciiWhitespace,
             }
             if submitted < requests {
                 let buf = data_addr() + (slot * req_bytes) as u64;
-                submit(d, slot, T_IN, submitted * sectors_per_req, buf, req_bytes as u32, true);
+                submit(d, slot, T_IN, sector(submitted), buf, req_bytes as u32, true);
                 submitted += 1;
                 refill = true;
             }

@@ -54,7 +54,12 @@ impl std::fmt::Display for DiskSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DiskSource::Raw { path, read_only } => {
-                write!(f, "{}{}", path.display(), if *read_only { ",ro" } else { "" })
+                write!(
+                    f,
+                    "{}{}",
+                    path.display(),
+                    if *read_only { ",ro" } else { "" }
+                )
             }
             DiskSource::Overlay { base } => write!(f, "{},overlay", base.display()),
             DiskSource::Seed { dir } => write!(f, "seed={}", dir.display()),
