@@ -12,9 +12,16 @@ use vmm::disk::DiskSpec;
 use vmm::lifecycle::{EXIT_BAD_ARGS, EXIT_VMM_ERROR, Outcome};
 use vmm::{BootProtocol, VmConfig};
 
-/// Arguments of `corral vmm`.
+/// Arguments of `corral vmm` (boxed: the command enum stays small).
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub vm: Box<VmArgs>,
+}
+
+/// The flags of `corral vmm`.
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
     /// Kernel: an ELF vmlinux (64-bit entry or PVH note) or a bzImage.
     #[arg(long, value_name = "PATH")]
     pub kernel: PathBuf,
@@ -70,7 +77,7 @@ fn parse_protocol(s: &str) -> Result<BootProtocol, String> {
     }
 }
 
-impl Args {
+impl VmArgs {
     /// The VM configuration (parsed, not yet validated against the file system).
     fn config(self) -> Result<VmConfig, ConfigError> {
         let memory_bytes =
@@ -120,6 +127,7 @@ pub fn run(args: Args) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .try_init();
+    let args = *args.vm;
     let exit_file = args.exit_file.clone();
     let (code, reason) = run_vm(args);
     if let Some(path) = exit_file {
@@ -130,7 +138,7 @@ pub fn run(args: Args) -> ExitCode {
     ExitCode::from(code)
 }
 
-fn run_vm(args: Args) -> (u8, String) {
+fn run_vm(args: VmArgs) -> (u8, String) {
     let config = match args.config().and_then(VmConfig::validate) {
         Ok(config) => config,
         Err(e) => {
