@@ -21,6 +21,8 @@ pub enum QueueError {
         addr: u64,
         align: u64,
     },
+    #[error("the available ring cannot be at guest address 0")]
+    AvailAtZero,
     #[error("{ring} at {addr:#x} (+{len:#x}) is outside guest memory")]
     OutsideMemory {
         ring: &'static str,
@@ -88,6 +90,10 @@ impl QueueRegs {
             if !mem.check_range(GuestAddress(addr), len as usize, Permissions::ReadWrite) {
                 return Err(QueueError::OutsideMemory { ring, addr, len });
             }
+        }
+        // virtio-queue treats an available ring at 0 as "not set up" and never walks it.
+        if self.avail == 0 {
+            return Err(QueueError::AvailAtZero);
         }
         // The checks above are stricter than Queue's own, so these cannot fail; map anyway.
         let size_err = |_| QueueError::Size {

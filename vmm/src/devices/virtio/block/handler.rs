@@ -37,6 +37,8 @@ pub const BUDGET: usize = 512;
 pub enum QueueFault {
     #[error("available index {avail} is more than a queue ahead of {next}")]
     AvailIndex { avail: u16, next: u16 },
+    #[error("available ring entry {next} cannot be read")]
+    Unreadable { next: u16 },
     #[error("virtqueue")]
     Queue(#[from] virtio_queue::Error),
 }
@@ -110,8 +112,11 @@ impl BlockState {
                     out.more = true;
                     break 'drain;
                 }
+                // `pending` says there is a chain: if none comes out, the ring cannot be read (or
+                // the driver moved its index back). Stopping here is what keeps this loop finite:
+                // re-enabling notifications would see the same pending entry forever.
                 let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                    break;
+                    return Err(QueueFault::Unreadable { next });
                 };
                 let head = chain.head_index();
                 let used = match Request::parse(chain, self.disk.capacity()) {
@@ -490,6 +495,21 @@ mod tests {
         assert!(matches!(
             rig.state.drain(BUDGET),
             Err(QueueFault::AvailIndex { .. })
+        ));
+    }
+
+    /// Found by the `mmio_transport` fuzz target: virtio-queue refuses to walk an available ring
+    /// at guest address 0, so a pending entry there never came out and the drain loop spun forever
+    /// on the event-loop thread. Now it is a ring fault (and the transport refuses such a queue).
+    #[test]
+    fn an_unwalkable_available_ring_is_a_fault_not_a_hang() {
+        let mut rig = Rig::new(false);
+        let active = rig.state.active.as_mut().unwrap();
+        active.queue.set_avail_ring_address(Some(0), Some(0));
+        rig.mem.write_obj(1u16, GuestAddress(2)).unwrap(); // avail idx = 1 at address 0 + 2
+        assert!(matches!(
+            rig.state.drain(BUDGET),
+            Err(QueueFault::Unreadable { next: 0 })
         ));
     }
 
