@@ -208,10 +208,17 @@ impl Vm {
     /// Waits for a complete line starting with `prefix` (its first occurrence); returns the rest
     /// of that line.
     pub fn wait_for_line(&self, prefix: &str, timeout: Duration) -> String {
+        self.wait_for_nth_line(prefix, 0, timeout)
+    }
+
+    /// Like [`wait_for_line`](Self::wait_for_line) for occurrence `n` (0-based) of `prefix`.
+    pub fn wait_for_nth_line(&self, prefix: &str, n: usize, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let out = self.wait_for(prefix, deadline.saturating_duration_since(Instant::now()));
-            let rest = &out[out.find(prefix).unwrap() + prefix.len()..];
+            let out =
+                self.wait_for_n(prefix, n + 1, deadline.saturating_duration_since(Instant::now()));
+            let (at, _) = out.match_indices(prefix).nth(n).unwrap();
+            let rest = &out[at + prefix.len()..];
             if let Some(end) = rest.find('\n') {
                 return rest[..end].to_string();
             }

@@ -65,64 +65,64 @@ impl IoVecs {
 }
 
 /// Reads `file` at `offset` into `bufs`; bytes past the end of the file read as zero.
-pub fn read_at(file: &File, mut offset: u64, bufs: &[VolatileSlice<'_>]) -> io::Result<()> {
-    let mut iovs = IoVecs::new(bufs);
-    while !iovs.is_empty() {
-        let batch = iovs.batch();
+pub fn read_at(file: &File, offset: u64, bufs: &[VolatileSlice<'_>]) -> io::Result<()> {
+    transfer(offset, bufs, |iovs, at| {
         // SAFETY: the iovecs point to buffers owned by `bufs`, valid and writable for their
-        // length until this function returns; preadv writes at most that many bytes.
-        let n = unsafe {
+        // length until `transfer` returns; preadv writes at most that many bytes.
+        syscall(unsafe {
             libc::preadv(
                 file.as_raw_fd(),
-                batch.as_ptr(),
-                batch.len() as libc::c_int,
-                offset as libc::off_t,
+                iovs.as_ptr(),
+                iovs.len() as libc::c_int,
+                at as libc::off_t,
             )
-        };
-        match n {
-            0 => iovs.zero_rest(),
-            n if n > 0 => {
-                iovs.advance(n as usize);
-                offset += n as u64;
-            }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
-    }
-    Ok(())
+        })
+    })
 }
 
 /// Writes `bufs` to `file` at `offset`.
-pub fn write_at(file: &File, mut offset: u64, bufs: &[VolatileSlice<'_>]) -> io::Result<()> {
-    let mut iovs = IoVecs::new(bufs);
-    while !iovs.is_empty() {
-        let batch = iovs.batch();
+pub fn write_at(file: &File, offset: u64, bufs: &[VolatileSlice<'_>]) -> io::Result<()> {
+    transfer(offset, bufs, |iovs, at| {
         // SAFETY: the iovecs point to buffers owned by `bufs`, valid for reading for their
-        // length until this function returns.
-        let n = unsafe {
+        // length until `transfer` returns.
+        let n = syscall(unsafe {
             libc::pwritev(
                 file.as_raw_fd(),
-                batch.as_ptr(),
-                batch.len() as libc::c_int,
-                offset as libc::off_t,
+                iovs.as_ptr(),
+                iovs.len() as libc::c_int,
+                at as libc::off_t,
             )
-        };
-        match n {
-            0 => return Err(io::ErrorKind::WriteZero.into()),
-            n if n > 0 => {
-                iovs.advance(n as usize);
+        })?;
+        // No progress on a write: report it rather than retry forever.
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        Ok(n)
+    })
+}
+
+/// A byte count from a system call, or its errno.
+fn syscall(n: isize) -> io::Result<usize> {
+    usize::try_from(n).map_err(|_| io::Error::last_os_error())
+}
+
+/// Runs `op(batch, offset)` (a `preadv`/`pwritev`) until every byte of `bufs` moved: resumes
+/// after short transfers and EINTR; `Ok(0)` (end of file: reads only) zero-fills the rest.
+fn transfer(
+    mut offset: u64,
+    bufs: &[VolatileSlice<'_>],
+    mut op: impl FnMut(&[libc::iovec], u64) -> io::Result<usize>,
+) -> io::Result<()> {
+    let mut iovs = IoVecs::new(bufs);
+    while !iovs.is_empty() {
+        match op(iovs.batch(), offset) {
+            Ok(0) => iovs.zero_rest(),
+            Ok(n) => {
+                iovs.advance(n);
                 offset += n as u64;
             }
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
     Ok(())
