@@ -215,8 +215,11 @@ impl Vm {
     pub fn wait_for_nth_line(&self, prefix: &str, n: usize, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let out =
-                self.wait_for_n(prefix, n + 1, deadline.saturating_duration_since(Instant::now()));
+            let out = self.wait_for_n(
+                prefix,
+                n + 1,
+                deadline.saturating_duration_since(Instant::now()),
+            );
             let (at, _) = out.match_indices(prefix).nth(n).unwrap();
             let rest = &out[at + prefix.len()..];
             if let Some(end) = rest.find('\n') {
