@@ -11,7 +11,9 @@
 //!   devices ([`devices`]); it is kicked out of KVM_RUN with a signal + `immediate_exit`;
 //! * **one device event-loop thread** ([`event_loop`], event-manager) serves stdin, the serial
 //!   input queue, SIGTERM/SIGINT, the control socket ([`control`]) and the virtio-blk request
-//!   queues ([`devices::virtio`], one subscriber per disk, backed by [`disk`]).
+//!   queues ([`devices::virtio`], one subscriber per disk, backed by [`disk`]);
+//! * **two read threads per disk** ([`devices::virtio::block::pool`]) copy reads from the disk
+//!   into guest memory in parallel; everything else a disk does runs on the event loop.
 //!
 //! Guest layout and boot structures are x86-64 only ([`arch::x86_64`]).
 

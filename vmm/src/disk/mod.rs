@@ -24,6 +24,7 @@ pub mod raw;
 pub mod spec;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use thiserror::Error;
 use vm_memory::VolatileSlice;
@@ -94,6 +95,17 @@ pub trait DiskBackend: Send {
     /// Tells the backend that `len` bytes at `offset` are unused. Their content is unspecified
     /// afterwards (each backend documents what it reads back).
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), DiskError>;
+    /// A handle that serves reads from other threads, concurrently with each other (never with
+    /// this backend's writes: the block device lets reads in flight finish before any write).
+    fn shared_reader(&self) -> Option<Arc<dyn SharedRead>> {
+        None
+    }
+}
+
+/// Reads that may run on several threads at once (see [`DiskBackend::shared_reader`]).
+pub trait SharedRead: Send + Sync {
+    /// Fills `bufs` (in order) with the bytes at `offset`.
+    fn read(&self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<(), DiskError>;
 }
 
 /// Checks `offset + len <= capacity` without overflow.

@@ -7,45 +7,63 @@
 //! the others come from the base. A write that covers part of a cluster not yet in the overlay
 //! first copies that cluster from the base (read, merge, write); whole-cluster writes go straight
 //! to the overlay. Nothing is copied at open: start cost does not depend on the base size.
+//!
+//! Reads may also run on other threads ([`DiskBackend::shared_reader`]): the bitmap is atomic and
+//! the block device never runs them concurrently with a write.
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use vm_memory::VolatileSlice;
 
 use super::raw::{file_size, open_image};
-use super::{DiskBackend, DiskError, SECTOR_SIZE, check_range, io, sub_slices, total_len};
+use super::{
+    DiskBackend, DiskError, SECTOR_SIZE, SharedRead, check_range, io, sub_slices, total_len,
+};
 
 /// Granularity of the copy-on-write bitmap.
 pub const CLUSTER_SIZE: u64 = 4096;
 
 /// One bit per cluster.
 #[derive(Debug)]
-struct Bitmap(Vec<u64>);
+struct Bitmap(Vec<AtomicU64>);
 
 impl Bitmap {
-    /// All clear. The zeroed allocation is lazily backed by the kernel (calloc → fresh pages), so
-    /// even a terabyte disk costs nothing until written.
+    /// All clear. The allocation is a zeroed one (calloc → fresh pages from the kernel), so even
+    /// a terabyte disk costs nothing until written.
     fn new(bits: u64) -> Self {
-        Bitmap(vec![0; bits.div_ceil(64) as usize])
+        let mut words = std::mem::ManuallyDrop::new(vec![0u64; bits.div_ceil(64) as usize]);
+        let (ptr, len, cap) = (words.as_mut_ptr(), words.len(), words.capacity());
+        // SAFETY: AtomicU64 has the same size, alignment and bit validity as u64 (documented), so
+        // the allocation of `len` zeroed u64s is `len` valid AtomicU64s; `words` is not dropped,
+        // so the new Vec owns the allocation alone.
+        Bitmap(unsafe { Vec::from_raw_parts(ptr.cast::<AtomicU64>(), len, cap) })
     }
 
     fn get(&self, bit: u64) -> bool {
-        self.0[(bit / 64) as usize] & (1 << (bit % 64)) != 0
+        self.0[(bit / 64) as usize].load(Ordering::Acquire) & (1 << (bit % 64)) != 0
     }
 
-    fn set(&mut self, bit: u64) {
-        self.0[(bit / 64) as usize] |= 1 << (bit % 64);
+    fn set(&self, bit: u64) {
+        self.0[(bit / 64) as usize].fetch_or(1 << (bit % 64), Ordering::Release);
     }
+}
+
+/// The read side of an overlay, shared with reader threads.
+#[derive(Debug)]
+struct Files {
+    base: File,
+    overlay: File,
+    capacity: u64,
+    allocated: Bitmap,
 }
 
 /// A base image plus a private overlay.
 #[derive(Debug)]
 pub struct Overlay {
-    base: File,
-    overlay: File,
-    capacity: u64,
-    allocated: Bitmap,
+    files: Arc<Files>,
     /// Scratch space for one cluster (copy-on-write of partial writes).
     cluster: Vec<u8>,
 }
@@ -72,32 +90,33 @@ impl Overlay {
     /// zero; its content is ignored until written).
     pub fn from_files(base: File, overlay: File, capacity: u64) -> Self {
         Overlay {
-            base,
-            overlay,
-            capacity,
-            allocated: Bitmap::new(capacity.div_ceil(CLUSTER_SIZE)),
+            files: Arc::new(Files {
+                base,
+                overlay,
+                capacity,
+                allocated: Bitmap::new(capacity.div_ceil(CLUSTER_SIZE)),
+            }),
             cluster: vec![0; CLUSTER_SIZE as usize],
         }
     }
 
     /// Bytes `[start, end)` of cluster `c` (the last cluster may be short).
     fn bounds(&self, c: u64) -> (u64, u64) {
-        let start = c * CLUSTER_SIZE;
-        (start, (start + CLUSTER_SIZE).min(self.capacity))
+        self.files.bounds(c)
     }
 
     /// Number of clusters the overlay holds (for tests and diagnostics).
     pub fn allocated_clusters(&self) -> u64 {
-        self.allocated
-            .0
+        let words = &self.files.allocated.0;
+        words
             .iter()
-            .map(|w| u64::from(w.count_ones()))
+            .map(|w| u64::from(w.load(Ordering::Acquire).count_ones()))
             .sum()
     }
 
     fn mark(&mut self, start: u64, end: u64) {
         for c in start / CLUSTER_SIZE..end.div_ceil(CLUSTER_SIZE) {
-            self.allocated.set(c);
+            self.files.allocated.set(c);
         }
     }
 
@@ -114,15 +133,18 @@ impl Overlay {
         let len = (end - start) as usize;
         let mut buf = std::mem::take(&mut self.cluster);
         let result = (|| {
-            io::read_at(&self.base, start, &[VolatileSlice::from(&mut buf[..len])]).map_err(
-                |source| DiskError::Read {
-                    offset: start,
-                    source,
-                },
-            )?;
+            io::read_at(
+                &self.files.base,
+                start,
+                &[VolatileSlice::from(&mut buf[..len])],
+            )
+            .map_err(|source| DiskError::Read {
+                offset: start,
+                source,
+            })?;
             fill(&mut buf[from..to]);
             io::write_at(
-                &self.overlay,
+                &self.files.overlay,
                 start,
                 &[VolatileSlice::from(&mut buf[..len])],
             )
@@ -133,7 +155,7 @@ impl Overlay {
         })();
         self.cluster = buf;
         result?;
-        self.allocated.set(c);
+        self.files.allocated.set(c);
         Ok(())
     }
 
@@ -150,7 +172,7 @@ impl Overlay {
         let goes_direct = |me: &Self, pos: u64| {
             let c = pos / CLUSTER_SIZE;
             let (_, ce) = me.bounds(c);
-            me.allocated.get(c) || (pos % CLUSTER_SIZE == 0 && end >= ce)
+            me.files.allocated.get(c) || (pos % CLUSTER_SIZE == 0 && end >= ce)
         };
         let mut pos = offset;
         while pos < end {
@@ -173,18 +195,19 @@ impl Overlay {
     }
 }
 
-impl DiskBackend for Overlay {
-    fn capacity(&self) -> u64 {
-        self.capacity
+impl Files {
+    fn bounds(&self, c: u64) -> (u64, u64) {
+        let start = c * CLUSTER_SIZE;
+        (start, (start + CLUSTER_SIZE).min(self.capacity))
     }
+}
 
-    fn read_only(&self) -> bool {
-        false
-    }
-
-    fn read(&mut self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<(), DiskError> {
-        let end = offset + total_len(bufs);
-        check_range(offset, end - offset, self.capacity)?;
+impl SharedRead for Files {
+    /// Splits the range into runs of clusters in the same place (base or overlay).
+    fn read(&self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<(), DiskError> {
+        let len = total_len(bufs);
+        check_range(offset, len, self.capacity)?;
+        let end = offset + len;
         let mut pos = offset;
         while pos < end {
             let in_overlay = self.allocated.get(pos / CLUSTER_SIZE);
@@ -206,16 +229,34 @@ impl DiskBackend for Overlay {
         }
         Ok(())
     }
+}
+
+impl DiskBackend for Overlay {
+    fn capacity(&self) -> u64 {
+        self.files.capacity
+    }
+
+    fn read_only(&self) -> bool {
+        false
+    }
+
+    fn read(&mut self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<(), DiskError> {
+        self.files.read(offset, bufs)
+    }
+
+    fn shared_reader(&self) -> Option<Arc<dyn SharedRead>> {
+        Some(self.files.clone())
+    }
 
     fn write(&mut self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<(), DiskError> {
         let len = total_len(bufs);
-        check_range(offset, len, self.capacity)?;
+        check_range(offset, len, self.files.capacity)?;
         self.for_each_piece(
             offset,
             offset + len,
             |me, start, end| {
                 let parts = sub_slices(bufs, (start - offset) as usize, (end - start) as usize);
-                io::write_at(&me.overlay, start, &parts).map_err(|source| DiskError::Write {
+                io::write_at(&me.files.overlay, start, &parts).map_err(|source| DiskError::Write {
                     offset: start,
                     source,
                 })
@@ -239,14 +280,16 @@ impl DiskBackend for Overlay {
     }
 
     fn write_zeroes(&mut self, offset: u64, len: u64) -> Result<(), DiskError> {
-        check_range(offset, len, self.capacity)?;
+        check_range(offset, len, self.files.capacity)?;
         self.for_each_piece(
             offset,
             offset + len,
             |me, start, end| {
-                io::zero_range(&me.overlay, start, end - start).map_err(|source| DiskError::Write {
-                    offset: start,
-                    source,
+                io::zero_range(&me.files.overlay, start, end - start).map_err(|source| {
+                    DiskError::Write {
+                        offset: start,
+                        source,
+                    }
                 })
             },
             |me, c, start, end| {

@@ -3,15 +3,16 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+use std::sync::Arc;
 
 use vm_memory::VolatileSlice;
 
-use super::{DiskBackend, DiskError, SECTOR_SIZE, check_range, io};
+use super::{DiskBackend, DiskError, SECTOR_SIZE, SharedRead, check_range, io};
 
 /// A raw disk. The capacity is the file size rounded down to whole sectors.
 #[derive(Debug)]
 pub struct RawDisk {
-    file: File,
+    file: Arc<File>,
     capacity: u64,
     read_only: bool,
     /// The file dies with the VM (scratch, seed): flush has nothing to make durable.
@@ -64,7 +65,7 @@ impl RawDisk {
     pub fn from_file(file: File, read_only: bool, ephemeral: bool) -> std::io::Result<Self> {
         let capacity = file_size(&file)? / SECTOR_SIZE * SECTOR_SIZE;
         Ok(RawDisk {
-            file,
+            file: Arc::new(file),
             capacity,
             read_only,
             ephemeral,
@@ -89,8 +90,7 @@ impl DiskBackend for RawDisk {
     }
 
     fn read(&mut self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<(), DiskError> {
-        check_range(offset, super::total_len(bufs), self.capacity)?;
-        io::read_at(&self.file, offset, bufs).map_err(|source| DiskError::Read { offset, source })
+        read_file(&self.file, self.capacity, offset, bufs)
     }
 
     fn write(&mut self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<(), DiskError> {
@@ -114,6 +114,35 @@ impl DiskBackend for RawDisk {
     /// Punches a hole: discarded sectors read as zero.
     fn discard(&mut self, offset: u64, len: u64) -> Result<(), DiskError> {
         self.write_zeroes(offset, len)
+    }
+
+    fn shared_reader(&self) -> Option<Arc<dyn SharedRead>> {
+        Some(Arc::new(RawReader {
+            file: self.file.clone(),
+            capacity: self.capacity,
+        }))
+    }
+}
+
+fn read_file(
+    file: &File,
+    capacity: u64,
+    offset: u64,
+    bufs: &[VolatileSlice<'_>],
+) -> Result<(), DiskError> {
+    check_range(offset, super::total_len(bufs), capacity)?;
+    io::read_at(file, offset, bufs).map_err(|source| DiskError::Read { offset, source })
+}
+
+/// Reads of a [`RawDisk`] from other threads (`pread` needs no lock).
+struct RawReader {
+    file: Arc<File>,
+    capacity: u64,
+}
+
+impl SharedRead for RawReader {
+    fn read(&self, offset: u64, bufs: &[VolatileSlice<'_>]) -> Result<(), DiskError> {
+        read_file(&self.file, self.capacity, offset, bufs)
     }
 }
 

@@ -9,7 +9,8 @@
 //! * [`block`] — virtio-blk on top of a [`crate::disk::DiskBackend`].
 //!
 //! Queue notifications arrive on an EventFd registered as an ioeventfd (a guest write to
-//! `QueueNotify` never leaves the kernel) and are served on the device event loop; interrupts go
+//! `QueueNotify` never leaves the kernel) and are served on the device event loop (block reads
+//! are then copied by a small thread pool); interrupts go
 //! to the guest through an irqfd on an IOAPIC pin (edge). Devices are long-lived: each boot gets
 //! the new guest memory and a reset ([`mmio::MmioTransport::attach`]).
 

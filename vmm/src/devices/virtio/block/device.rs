@@ -9,7 +9,8 @@ use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::handler::{ActiveQueue, BlockHandler, BlockState};
-use super::{MAX_DISCARD_SECTORS, QUEUE_SIZE, SEG_MAX, features};
+use super::pool::ReadPool;
+use super::{MAX_DISCARD_SECTORS, QUEUE_SIZE, READ_THREADS, SEG_MAX, features};
 use crate::devices::virtio::interrupt::VirtioInterrupt;
 use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::{ActivateError, VirtioDevice, features as common};
@@ -29,6 +30,8 @@ pub enum BlockError {
     NotifyFd(#[source] std::io::Error),
     #[error("creating the interrupt EventFd")]
     Interrupt(#[source] std::io::Error),
+    #[error("starting the read threads")]
+    ReadPool(#[source] std::io::Error),
 }
 
 /// A virtio-blk device.
@@ -51,16 +54,30 @@ impl Block {
         let interrupt = Arc::new(VirtioInterrupt::new().map_err(BlockError::Interrupt)?);
         let notify = EventFd::new(libc::EFD_NONBLOCK).map_err(BlockError::NotifyFd)?;
         let handler_notify = notify.try_clone().map_err(BlockError::NotifyFd)?;
-        let block = Arc::new(Block::new(disk, serial));
-        let handler = BlockHandler::new(block.state.clone(), handler_notify, interrupt.clone());
+        let done = EventFd::new(libc::EFD_NONBLOCK).map_err(BlockError::ReadPool)?;
+        let handler_done = done.try_clone().map_err(BlockError::ReadPool)?;
+        let pool = ReadPool::new(READ_THREADS, done).map_err(BlockError::ReadPool)?;
+        let state = BlockState::new(disk, serial).with_pool(pool);
+        let block = Arc::new(Block::with_state(state));
+        let handler = BlockHandler::new(
+            block.state.clone(),
+            handler_notify,
+            Some(handler_done),
+            interrupt.clone(),
+        );
         let transport = Arc::new(MmioTransport::new(block, interrupt, notify));
         Ok(BlockParts { transport, handler })
     }
 
-    /// The device alone (tests drive it without a transport).
+    /// The device alone, executing every request on the event loop (tests drive it without a
+    /// transport).
     pub fn new(disk: Box<dyn DiskBackend>, serial: &str) -> Self {
-        let read_only = disk.read_only();
-        let capacity = disk.capacity();
+        Self::with_state(BlockState::new(disk, serial))
+    }
+
+    fn with_state(state: BlockState) -> Self {
+        let read_only = state.disk.read_only();
+        let capacity = state.disk.capacity();
         let mut features = common::VERSION_1
             | common::RING_EVENT_IDX
             | common::RING_INDIRECT_DESC
@@ -73,7 +90,7 @@ impl Block {
             features::DISCARD | features::WRITE_ZEROES
         };
         Block {
-            state: Arc::new(Mutex::new(BlockState::new(disk, serial))),
+            state: Arc::new(Mutex::new(state)),
             features,
             config: config_space(capacity),
             queue_sizes: [QUEUE_SIZE],
@@ -146,9 +163,7 @@ impl VirtioDevice for Block {
     }
 
     fn reset(&self) {
-        let mut state = self.lock();
-        state.active = None;
-        state.broken = false;
+        self.lock().reset();
     }
 
     fn needs_reset(&self) -> bool {

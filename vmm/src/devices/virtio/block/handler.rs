@@ -1,6 +1,7 @@
 //! Serving the request queue: the device event loop calls [`BlockHandler`] when the guest
-//! notifies (ioeventfd); it pops every available chain, parses and executes it against the disk,
-//! fills the used ring and raises the interrupt when the driver wants one.
+//! notifies (ioeventfd) or a read finished; it pops every available chain, parses it, hands reads
+//! to the [`ReadPool`] and executes everything else against the disk, fills the used ring and
+//! raises the interrupt when the driver wants one.
 //!
 //! Notification suppression follows the usual loop: notifications off while draining, back on,
 //! re-check the ring (a request added in between would otherwise wait for the next kick); with
@@ -8,9 +9,14 @@
 //! bounded ([`BUDGET`] chains), after which the handler re-kicks itself so other event-loop work
 //! (console, other disks) is not starved by a driver that keeps the ring full.
 //!
-//! A ring the device cannot trust (available index more than a queue ahead, used ring writes
-//! failing) stops the device: it drops the queue, raises a config-change interrupt and the
-//! transport reports `NEEDS_RESET` until the driver resets it.
+//! Ordering: reads run on the pool's threads in parallel and complete in any order (virtio
+//! allows it). Anything else — a write, flush, discard, GET_ID — first waits for the reads in
+//! flight, then runs on the event loop, so no read ever overlaps a write of the same device, and a
+//! flush covers every write the driver saw completed.
+//!
+//! A ring the device cannot trust (available index more than a queue ahead, an entry that cannot
+//! be read, used ring writes failing) stops the device: it drops the queue, raises a
+//! config-change interrupt and the transport reports `NEEDS_RESET` until the driver resets it.
 
 use std::num::Wrapping;
 use std::os::fd::AsRawFd;
@@ -24,10 +30,11 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, Volati
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::pool::{Completion, ReadJob, ReadPool};
 use super::request::{Request, RequestType};
 use super::{ID_BYTES, status};
 use crate::devices::virtio::interrupt::{CONFIG_CHANGE, USED_BUFFER, VirtioInterrupt};
-use crate::disk::DiskBackend;
+use crate::disk::{DiskBackend, SharedRead};
 
 /// Most chains served per wake-up before yielding to the rest of the event loop.
 pub const BUDGET: usize = 512;
@@ -50,6 +57,13 @@ pub struct ActiveQueue {
     pub queue: Queue,
 }
 
+/// Parallel reads: the pool and the disk's thread-safe read handle.
+struct Reads {
+    pool: ReadPool,
+    reader: Arc<dyn SharedRead>,
+    in_flight: usize,
+}
+
 /// Everything the handler works on, shared with the device (activation, reset).
 pub struct BlockState {
     pub disk: Box<dyn DiskBackend>,
@@ -57,6 +71,9 @@ pub struct BlockState {
     pub active: Option<ActiveQueue>,
     /// Set when a fault stopped the device; cleared by reset.
     pub broken: bool,
+    /// Bumped at every reset: completions of an earlier activation are dropped.
+    generation: u64,
+    reads: Option<Reads>,
 }
 
 /// Outcome of one drain of the queue.
@@ -64,6 +81,8 @@ pub struct BlockState {
 pub struct Drained {
     /// Chains returned to the driver.
     pub completed: usize,
+    /// Reads handed to the pool (they complete later).
+    pub dispatched: usize,
     /// The driver wants an interrupt.
     pub notify: bool,
     /// The budget ran out with requests left.
@@ -71,6 +90,7 @@ pub struct Drained {
 }
 
 impl BlockState {
+    /// State for `disk`, executing every request on the calling thread.
     pub fn new(disk: Box<dyn DiskBackend>, serial: &str) -> Self {
         let mut id = [0u8; ID_BYTES];
         let n = serial.len().min(ID_BYTES);
@@ -80,64 +100,191 @@ impl BlockState {
             id,
             active: None,
             broken: false,
+            generation: 0,
+            reads: None,
         }
     }
 
-    /// Serves up to `budget` available requests.
-    pub fn drain(&mut self, budget: usize) -> Result<Drained, QueueFault> {
-        let mut out = Drained::default();
-        let Some(active) = self.active.as_mut() else {
-            return Ok(out);
+    /// Serves reads on `pool` (if the disk can be read from other threads).
+    pub fn with_pool(mut self, pool: ReadPool) -> Self {
+        if let Some(reader) = self.disk.shared_reader() {
+            self.reads = Some(Reads {
+                pool,
+                reader,
+                in_flight: 0,
+            });
+        }
+        self
+    }
+
+    /// Reads handed to the pool and not completed yet.
+    pub fn in_flight(&self) -> usize {
+        self.reads.as_ref().map_or(0, |r| r.in_flight)
+    }
+
+    /// Stops using the queue: waits for the reads in flight (their workers write guest memory),
+    /// drops their completions, forgets the queue and any fault.
+    pub fn reset(&mut self) {
+        if let Some(reads) = self.reads.as_mut() {
+            while reads.in_flight > 0 && reads.pool.complete().is_some() {
+                reads.in_flight -= 1;
+            }
+        }
+        self.generation += 1;
+        self.active = None;
+        self.broken = false;
+    }
+
+    /// Puts finished reads on the used ring; `wait` blocks until none is in flight. Returns how
+    /// many entries were added.
+    fn reap(&mut self, wait: bool) -> Result<usize, QueueFault> {
+        let Some(reads) = self.reads.as_mut() else {
+            return Ok(0);
         };
-        let (mem, queue) = (&active.mem, &mut active.queue);
-        if !queue.ready() {
+        let mut added = 0;
+        while reads.in_flight > 0 {
+            let next = if wait {
+                reads.pool.complete()
+            } else {
+                reads.pool.try_complete()
+            };
+            let Some(Completion {
+                generation,
+                head,
+                used,
+            }) = next
+            else {
+                break;
+            };
+            reads.in_flight -= 1;
+            if let Some(active) = self
+                .active
+                .as_mut()
+                .filter(|_| generation == self.generation)
+            {
+                active.queue.add_used(&active.mem, head, used)?;
+                added += 1;
+            }
+        }
+        Ok(added)
+    }
+
+    /// Serves up to `budget` available requests (and collects finished reads).
+    pub fn drain(&mut self, budget: usize) -> Result<Drained, QueueFault> {
+        if let Some(reads) = &self.reads {
+            reads.pool.clear_signal();
+        }
+        let mut out = Drained {
+            completed: self.reap(false)?,
+            ..Drained::default()
+        };
+        if !self.active.as_ref().is_some_and(|a| a.queue.ready()) {
+            out.notify = out.completed > 0;
             return Ok(out);
         }
         'drain: loop {
-            queue.disable_notification(mem)?;
+            self.with_queue(|mem, queue| queue.disable_notification(mem))?;
             loop {
-                let avail = queue.avail_idx(mem, Ordering::Acquire)?;
-                let next = queue.next_avail();
-                let pending = (avail - Wrapping(next)).0;
-                if pending > queue.size() {
-                    return Err(QueueFault::AvailIndex {
-                        avail: avail.0,
-                        next,
-                    });
-                }
+                let (pending, next) = self
+                    .with_queue(|mem, queue| {
+                        let avail = queue.avail_idx(mem, Ordering::Acquire)?;
+                        Ok((avail, queue.next_avail(), queue.size()))
+                    })
+                    .map(|(avail, next, size)| ((avail - Wrapping(next)).0, next, size))
+                    .and_then(|(pending, next, size)| {
+                        if pending > size {
+                            Err(QueueFault::AvailIndex {
+                                avail: next.wrapping_add(pending),
+                                next,
+                            })
+                        } else {
+                            Ok((pending, next))
+                        }
+                    })?;
                 if pending == 0 {
                     break;
                 }
-                if out.completed == budget {
+                if out.completed + out.dispatched == budget {
                     out.more = true;
                     break 'drain;
                 }
-                // `pending` says there is a chain: if none comes out, the ring cannot be read (or
-                // the driver moved its index back). Stopping here is what keeps this loop finite:
-                // re-enabling notifications would see the same pending entry forever.
-                let Some(chain) = queue.pop_descriptor_chain(mem) else {
-                    return Err(QueueFault::Unreadable { next });
-                };
-                let head = chain.head_index();
-                let used = match Request::parse(chain, self.disk.capacity()) {
-                    Ok(req) => execute(&req, mem, self.disk.as_mut(), &self.id),
-                    Err(rejected) => {
-                        tracing::debug!("virtio-blk: request rejected: {}", rejected.error);
-                        match rejected.status {
-                            Some(addr) => answer(mem, addr, rejected.error.status(), 0),
-                            None => 0,
-                        }
-                    }
-                };
-                queue.add_used(mem, head, used)?;
-                out.completed += 1;
+                self.serve_next(next, &mut out)?;
             }
-            if !queue.enable_notification(mem)? {
+            if !self.with_queue(|mem, queue| queue.enable_notification(mem))? {
                 break;
             }
         }
-        out.notify = out.completed > 0 && queue.needs_notification(mem)?;
+        out.completed += self.reap(false)?;
+        out.notify =
+            out.completed > 0 && self.with_queue(|mem, queue| queue.needs_notification(mem))?;
         Ok(out)
+    }
+
+    fn with_queue<T>(
+        &mut self,
+        f: impl FnOnce(&GuestMemoryMmap, &mut Queue) -> Result<T, virtio_queue::Error>,
+    ) -> Result<T, QueueFault> {
+        let active = self
+            .active
+            .as_mut()
+            .ok_or(QueueFault::Unreadable { next: 0 })?;
+        Ok(f(&active.mem, &mut active.queue)?)
+    }
+
+    /// Pops the chain at `next` and serves it: a read goes to the pool; anything else waits for
+    /// the reads in flight and runs here.
+    fn serve_next(&mut self, next: u16, out: &mut Drained) -> Result<(), QueueFault> {
+        let active = self
+            .active
+            .as_mut()
+            .ok_or(QueueFault::Unreadable { next })?;
+        // `pending` says there is a chain: if none comes out, the ring cannot be read (or the
+        // driver moved its index back). Stopping here is what keeps the drain loop finite:
+        // re-enabling notifications would see the same pending entry forever.
+        let Some(chain) = active.queue.pop_descriptor_chain(&active.mem) else {
+            return Err(QueueFault::Unreadable { next });
+        };
+        let head = chain.head_index();
+        let parsed = Request::parse(chain, self.disk.capacity());
+        let used = match parsed {
+            Ok(request) if request.kind == RequestType::In && self.reads.is_some() => {
+                let reads = self.reads.as_mut().ok_or(QueueFault::Unreadable { next })?;
+                let job = ReadJob {
+                    generation: self.generation,
+                    head,
+                    request,
+                    mem: active.mem.clone(),
+                    reader: reads.reader.clone(),
+                };
+                match reads.pool.submit(job) {
+                    Ok(()) => {
+                        reads.in_flight += 1;
+                        out.dispatched += 1;
+                        return Ok(());
+                    }
+                    // No workers (cannot happen while the pool lives): serve it here.
+                    Err(job) => read_request(&job.request, &active.mem, reads.reader.as_ref()),
+                }
+            }
+            Ok(request) => {
+                out.completed += self.reap(true)?;
+                let active = self
+                    .active
+                    .as_mut()
+                    .ok_or(QueueFault::Unreadable { next })?;
+                execute(&request, &active.mem, self.disk.as_mut(), &self.id)
+            }
+            Err(rejected) => {
+                tracing::debug!("virtio-blk: request rejected: {}", rejected.error);
+                match rejected.status {
+                    Some(addr) => answer(&active.mem, addr, rejected.error.status(), 0),
+                    None => 0,
+                }
+            }
+        };
+        self.with_queue(|mem, queue| queue.add_used(mem, head, used))?;
+        out.completed += 1;
+        Ok(())
     }
 }
 
@@ -162,6 +309,21 @@ fn slices<'m>(
         }
     }
     Ok(out)
+}
+
+/// Serves a read from a shared handle (on a pool thread); returns the used length.
+pub fn read_request(req: &Request, mem: &GuestMemoryMmap, reader: &dyn SharedRead) -> u32 {
+    let result = slices(mem, &req.data)
+        .map_err(|e| tracing::debug!("virtio-blk: data buffer: {e}"))
+        .and_then(|bufs| {
+            reader
+                .read(req.offset, &bufs)
+                .map_err(|e| tracing::debug!("virtio-blk: read at {:#x}: {e}", req.offset))
+        });
+    match result {
+        Ok(()) => answer(mem, req.status, status::OK, req.data_len as u32),
+        Err(()) => answer(mem, req.status, status::IOERR, 0),
+    }
 }
 
 /// Runs one request against `disk`; returns the used length.
@@ -219,22 +381,27 @@ pub fn execute(
     }
 }
 
-/// The event-loop subscriber of one block device.
+/// The event-loop subscriber of one block device: wakes on queue notifications and on
+/// finished reads.
 pub struct BlockHandler {
     state: Arc<Mutex<BlockState>>,
     notify: EventFd,
+    done: Option<EventFd>,
     interrupt: Arc<VirtioInterrupt>,
 }
 
 impl BlockHandler {
+    /// `done` is the read pool's completion EventFd, if the device has a pool.
     pub fn new(
         state: Arc<Mutex<BlockState>>,
         notify: EventFd,
+        done: Option<EventFd>,
         interrupt: Arc<VirtioInterrupt>,
     ) -> Self {
         BlockHandler {
             state,
             notify,
+            done,
             interrupt,
         }
     }
@@ -267,16 +434,19 @@ impl BlockHandler {
 
 impl MutEventSubscriber for BlockHandler {
     fn init(&mut self, ops: &mut EventOps) {
-        if let Err(e) = ops.add(Events::new(&self.notify, EventSet::IN)) {
-            tracing::error!("virtio-blk: watching the queue notifier: {e}");
+        for fd in std::iter::once(&self.notify).chain(self.done.as_ref()) {
+            if let Err(e) = ops.add(Events::new(fd, EventSet::IN)) {
+                tracing::error!("virtio-blk: watching an EventFd: {e}");
+            }
         }
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
         if events.fd() == self.notify.as_raw_fd() {
             let _ = self.notify.read();
-            self.run();
         }
+        // A finished read: `drain` consumes the pool's signal and collects it.
+        self.run();
     }
 }
 
@@ -311,9 +481,22 @@ mod tests {
 
     impl Rig {
         fn new(read_only: bool) -> Self {
+            Self::build(read_only, false)
+        }
+
+        /// Reads served by a two-thread pool.
+        fn with_pool() -> Self {
+            Self::build(false, true)
+        }
+
+        fn build(read_only: bool, pool: bool) -> Self {
             let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
             let disk = MemDisk::new(disk_bytes(), read_only);
             let mut state = BlockState::new(Box::new(disk), "disk-serial-0123456789");
+            if pool {
+                let done = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+                state = state.with_pool(ReadPool::new(2, done).unwrap());
+            }
             let regs = crate::devices::virtio::queue::QueueRegs {
                 size: SIZE,
                 ready: true,
@@ -536,6 +719,68 @@ mod tests {
         assert!(!rig.state.drain(BUDGET).unwrap().notify);
         rig.push(types::FLUSH, 0, &[(0x20001, 1, W)]);
         assert!(rig.state.drain(BUDGET).unwrap().notify);
+    }
+
+    /// Drains until `n` chains came back (reads complete on the pool's threads).
+    fn drain_all(rig: &mut Rig, n: usize) -> usize {
+        let mut done = 0;
+        for _ in 0..2000 {
+            done += rig.state.drain(BUDGET).unwrap().completed;
+            if done >= n {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        done
+    }
+
+    #[test]
+    fn pooled_reads_complete_and_writes_wait_for_them() {
+        let mut rig = Rig::with_pool();
+        rig.mem
+            .write_slice(&[0x77; 512], GuestAddress(0x30000))
+            .unwrap();
+        rig.push(types::IN, 0, &[(0x10000, 4096, W), (0x20000, 1, W)]);
+        rig.push(types::IN, 8, &[(0x11000, 4096, W), (0x20001, 1, W)]);
+        rig.push(types::OUT, 9, &[(0x30000, 512, 0), (0x20002, 1, W)]);
+        rig.push(types::IN, 9, &[(0x12000, 512, W), (0x20003, 1, W)]);
+        rig.push(types::IN, 1 << 20, &[(0x13000, 512, W), (0x20004, 1, W)]); // beyond
+        rig.push(types::FLUSH, 0, &[(0x20005, 1, W)]);
+        let first = rig.state.drain(BUDGET).unwrap();
+        assert_eq!(first.dispatched, 3, "the three valid reads: {first:?}");
+        assert_eq!(
+            drain_all(&mut rig, 6 - first.completed) + first.completed,
+            6
+        );
+        assert_eq!(rig.state.in_flight(), 0);
+        let statuses: Vec<u8> = (0..6).map(|i| rig.status(0x20000 + i)).collect();
+        assert_eq!(statuses, [0, 0, 0, 0, status::IOERR, 0]);
+        assert_eq!(rig.bytes(0x10000, 4096), disk_bytes()[..4096]);
+        assert_eq!(rig.bytes(0x11000, 4096), disk_bytes()[4096..8192]);
+        // The read queued after the write sees it.
+        assert_eq!(rig.bytes(0x12000, 512), vec![0x77; 512]);
+        let mut heads: Vec<u32> = (0..6).map(|i| rig.used(i).0).collect();
+        heads.sort();
+        assert_eq!(heads, [0, 3, 6, 9, 12, 15]);
+    }
+
+    #[test]
+    fn reset_waits_for_reads_in_flight_and_drops_them() {
+        let mut rig = Rig::with_pool();
+        for i in 0..8 {
+            rig.push(
+                types::IN,
+                i,
+                &[(0x10000 + i * 0x1000, 4096, W), (0x20000 + i, 1, W)],
+            );
+        }
+        let d = rig.state.drain(BUDGET).unwrap();
+        assert_eq!(d.dispatched, 8, "every read went to the pool");
+        rig.state.reset();
+        assert_eq!(rig.state.in_flight(), 0);
+        assert!(rig.state.active.is_none());
+        // Every worker finished writing guest memory before reset returned.
+        assert!((0..8).all(|i| rig.status(0x20000 + i) == 0));
     }
 
     #[test]

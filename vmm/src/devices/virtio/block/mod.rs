@@ -4,7 +4,11 @@
 //!   hostile driver controls (framing, lengths, sector ranges, guest addresses);
 //! * [`handler`] — pops chains, executes them against the [`crate::disk::DiskBackend`], fills
 //!   the used ring and raises the interrupt (with `RING_EVENT_IDX` suppression);
+//! * [`pool`] — [`READ_THREADS`] threads per disk serving reads in parallel;
 //! * [`device`] — the [`super::VirtioDevice`] side: features, config space, activation/reset.
+//!
+//! Requests are parsed on the device event loop; reads are copied by [`READ_THREADS`] threads per
+//! disk in parallel, everything else runs on the event loop once the reads in flight finished.
 //!
 //! Offered features: VERSION_1, RING_EVENT_IDX, RING_INDIRECT_DESC, SEG_MAX, BLK_SIZE, FLUSH,
 //! and RO for read-only disks or DISCARD + WRITE_ZEROES for writable ones. `GET_ID` returns the
@@ -15,6 +19,7 @@
 
 pub mod device;
 pub mod handler;
+pub mod pool;
 pub mod request;
 
 pub use device::{Block, BlockError};
@@ -25,6 +30,8 @@ pub const QUEUE_SIZE: u16 = 256;
 pub const SEG_MAX: u32 = QUEUE_SIZE as u32 - 2;
 /// Bytes of the `GET_ID` answer.
 pub const ID_BYTES: usize = 20;
+/// Threads serving each disk's reads in parallel.
+pub const READ_THREADS: usize = 2;
 /// Most sectors per discard / write-zeroes segment (2 GiB).
 pub const MAX_DISCARD_SECTORS: u32 = 1 << 22;
 
