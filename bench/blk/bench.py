@@ -3,11 +3,13 @@
 (`blk bench DEV MIB DEPTH KIB`: KIB-KiB requests, DEPTH in flight) in `corral vmm` and in QEMU
 microvm's virtio-blk-device, plus `corral vmm` start time with a small vs a huge sparse base.
 
-Throughput: each VMM boots the same guest once with the same disk; then the bench command runs
-alternately in each VM, ROUNDS times, and the host times each run from the guest's
-`blk bench start` line to its `blk bench done` line (wall clock, as the lines arrive on the serial
-console). The disk is in the page cache for both (a warm-up pass reads it first). Medians are
-reported, with the ratio corral / QEMU.
+Throughput: each VMM boots the same guest once with the same disk (read-only, raw); then each
+configuration's bench command runs alternately in each VM, ROUNDS times, and the host times each
+run from the guest's `blk bench start` line to its `blk bench done` line (wall clock, as the
+lines arrive on the serial console). "Warm": the disk is in the host page cache (a warm-up pass
+reads it first) and each run reads MIB MiB, wrapping around the disk. "Cold": the disk's pages
+are dropped from the page cache (posix_fadvise DONTNEED) before every run, which reads the disk
+once. Medians are reported, with the ratio corral / QEMU.
 
 Start time: spawn → `TESTGUEST READY` for `corral vmm --disk BASE,overlay` with a 10 MiB and a
 10 GiB sparse base (the guest reports both disks' capacities before READY), interleaved."""
@@ -82,16 +84,35 @@ def throughput(args, disk):
     vms = {"corral": Vm(ours), "qemu": Vm(qemu)}
     for vm in vms.values():
         vm.wait(b"TESTGUEST READY")
-    cmd = f"blk bench 0 {args.mib} {args.depth} {args.kib}"
     for vm in vms.values():  # warm-up: page cache and guest pages
-        vm.bench(f"blk bench 0 {args.disk_mib} {args.depth} {args.kib}")
-    times = {k: [] for k in vms}
-    for _ in range(args.rounds):
-        for name, vm in vms.items():
-            times[name].append(vm.bench(cmd))
+        vm.bench(f"blk bench 0 {args.disk_mib} 4 1024")
+    results = []
+    for kib, depth, cold in CONFIGS:
+        mib = args.disk_mib if cold else args.mib
+        cmd = f"blk bench 0 {mib} {depth} {kib}"
+        times = {k: [] for k in vms}
+        for _ in range(args.rounds):
+            for name, vm in vms.items():
+                if cold:
+                    evict(disk)
+                times[name].append(vm.bench(cmd))
+        mibs = {k: mib / median(v) for k, v in times.items()}
+        results.append((kib, depth, cold, mib, mibs, times))
     for vm in vms.values():
         vm.poweroff()
-    return {k: args.mib / median(v) for k, v in times.items()}, times
+    return results
+
+
+# (request KiB, requests in flight, cold page cache)
+CONFIGS = [(1024, 4, False), (512, 8, False), (1024, 4, True)]
+
+
+def evict(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def start_time(args, work):
@@ -119,10 +140,9 @@ def main():
     ap.add_argument("--corral", required=True)
     ap.add_argument("--guest", required=True)
     ap.add_argument("--disk-mib", type=int, default=256)
-    ap.add_argument("--mib", type=int, default=1024, help="MiB read per run (wraps around the disk)")
-    ap.add_argument("--depth", type=int, default=8)
-    ap.add_argument("--kib", type=int, default=512)
-    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--mib", type=int, default=4096,
+                    help="MiB read per warm run (wraps around the disk)")
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--start-runs", type=int, default=15)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="corral-blk-bench-", dir="/var/tmp") as work:
@@ -130,16 +150,20 @@ def main():
         with open(disk, "wb") as f:
             for _ in range(args.disk_mib):
                 f.write(os.urandom(1 << 20))
-        mibs, times = throughput(args, disk)
+        results = throughput(args, disk)
         starts = start_time(args, work)
-    ratio = mibs["corral"] / mibs["qemu"]
-    print(f"raw runs (s): corral {[round(t, 3) for t in times['corral']]}")
-    print(f"raw runs (s): qemu   {[round(t, 3) for t in times['qemu']]}")
+    for kib, depth, cold, _, _, times in results:
+        label = f"{kib} KiB x {depth}{' cold' if cold else ''}"
+        print(f"raw runs (s), {label}: corral {[round(t, 3) for t in times['corral']]}")
+        print(f"raw runs (s), {label}: qemu   {[round(t, 3) for t in times['qemu']]}")
     print()
-    print(f"| metric | corral vmm | QEMU microvm | corral / QEMU |")
-    print(f"|---|---|---|---|")
-    print(f"| sequential read, {args.disk_mib} MiB raw disk, {args.kib} KiB x {args.depth} in flight "
-          f"(MiB/s, median of {args.rounds}) | {mibs['corral']:.0f} | {mibs['qemu']:.0f} | {ratio:.2f} |")
+    print(f"| sequential read of a {args.disk_mib} MiB raw disk (MiB/s, median of {args.rounds}) "
+          f"| corral vmm | QEMU microvm | corral / QEMU |")
+    print("|---|---|---|---|")
+    for kib, depth, cold, mib, mibs, _ in results:
+        cache = f"cold page cache, {mib} MiB per run" if cold else f"warm page cache, {mib} MiB per run"
+        print(f"| {kib} KiB requests, {depth} in flight, {cache} | {mibs['corral']:.0f} "
+              f"| {mibs['qemu']:.0f} | {mibs['corral'] / mibs['qemu']:.2f} |")
     print()
     print(f"| corral vmm start (spawn → READY, overlay disk, median of {args.start_runs}) | time |")
     print(f"|---|---|")

@@ -46,6 +46,8 @@ pub enum QueueFault {
     AvailIndex { avail: u16, next: u16 },
     #[error("available ring entry {next} cannot be read")]
     Unreadable { next: u16 },
+    #[error("the queue is not active")]
+    Inactive,
     #[error("virtqueue")]
     Queue(#[from] virtio_queue::Error),
 }
@@ -224,20 +226,14 @@ impl BlockState {
         &mut self,
         f: impl FnOnce(&GuestMemoryMmap, &mut Queue) -> Result<T, virtio_queue::Error>,
     ) -> Result<T, QueueFault> {
-        let active = self
-            .active
-            .as_mut()
-            .ok_or(QueueFault::Unreadable { next: 0 })?;
+        let active = self.active.as_mut().ok_or(QueueFault::Inactive)?;
         Ok(f(&active.mem, &mut active.queue)?)
     }
 
     /// Pops the chain at `next` and serves it: a read goes to the pool; anything else waits for
     /// the reads in flight and runs here.
     fn serve_next(&mut self, next: u16, out: &mut Drained) -> Result<(), QueueFault> {
-        let active = self
-            .active
-            .as_mut()
-            .ok_or(QueueFault::Unreadable { next })?;
+        let active = self.active.as_mut().ok_or(QueueFault::Inactive)?;
         // `pending` says there is a chain: if none comes out, the ring cannot be read (or the
         // driver moved its index back). Stopping here is what keeps the drain loop finite:
         // re-enabling notifications would see the same pending entry forever.
@@ -248,7 +244,7 @@ impl BlockState {
         let parsed = Request::parse(chain, self.disk.capacity());
         let used = match parsed {
             Ok(request) if request.kind == RequestType::In && self.reads.is_some() => {
-                let reads = self.reads.as_mut().ok_or(QueueFault::Unreadable { next })?;
+                let reads = self.reads.as_mut().ok_or(QueueFault::Inactive)?;
                 let job = ReadJob {
                     generation: self.generation,
                     head,
@@ -268,10 +264,7 @@ impl BlockState {
             }
             Ok(request) => {
                 out.completed += self.reap(true)?;
-                let active = self
-                    .active
-                    .as_mut()
-                    .ok_or(QueueFault::Unreadable { next })?;
+                let active = self.active.as_mut().ok_or(QueueFault::Inactive)?;
                 execute(&request, &active.mem, self.disk.as_mut(), &self.id)
             }
             Err(rejected) => {
