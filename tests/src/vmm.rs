@@ -357,23 +357,7 @@ impl Vm {
     pub fn ask(&mut self, command: &str, prefix: &str) -> String {
         let seen = self.output().matches(prefix).count();
         self.send(&format!("{command}\n"));
-        let deadline = Instant::now() + STEP;
-        loop {
-            let out = self.wait_for_n(prefix, seen + 1, deadline - Instant::now());
-            let (_, rest) = out
-                .match_indices(prefix)
-                .nth(seen)
-                .map(|(i, _)| out.split_at(i + prefix.len()))
-                .unwrap();
-            if let Some(end) = rest.find('\n') {
-                return rest[..end].to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "incomplete line {prefix:?}: {out}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        self.wait_for_nth_line(prefix, seen, STEP)
     }
 }
 
