@@ -13,8 +13,13 @@ use std::time::Duration;
 pub enum Endpoint {
     /// The unix socket (no token: file permissions guard it).
     Unix(PathBuf),
-    /// `host:port` with an optional bearer token.
-    Tcp { addr: String, token: Option<String> },
+    /// `host:port` over HTTPS, trusting the CA in `ca` (the daemon's `<state-dir>/tls/ca.crt`),
+    /// with an optional bearer token.
+    Tcp {
+        addr: String,
+        token: Option<String>,
+        ca: PathBuf,
+    },
 }
 
 /// Errors talking to the daemon.
@@ -26,6 +31,10 @@ pub enum ClientError {
     Io(#[from] std::io::Error),
     #[error("bad HTTP response from the daemon: {0}")]
     Protocol(String),
+    #[error("TLS")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
 }
 
 /// A complete response.
@@ -199,11 +208,24 @@ impl Client {
                 s.set_read_timeout(self.timeout)?;
                 Ok((Box::new(s), "localhost".into(), None))
             }
-            Endpoint::Tcp { addr, token } => {
+            Endpoint::Tcp { addr, token, ca } => {
+                let cfg = crate::tls::client_config(ca)?;
+                let host = addr
+                    .rsplit_once(':')
+                    .map_or(addr.as_str(), |(h, _)| h)
+                    .trim_matches(['[', ']']);
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|_| ClientError::ServerName(host.to_string()))?;
+                let conn = rustls::ClientConnection::new(cfg, name)
+                    .map_err(|e| ClientError::Tls(crate::tls::TlsError::Config(e)))?;
                 let s =
                     TcpStream::connect(addr).map_err(|e| ClientError::Connect(addr.clone(), e))?;
                 s.set_read_timeout(self.timeout)?;
-                Ok((Box::new(s), addr.clone(), token.clone()))
+                Ok((
+                    Box::new(rustls::StreamOwned::new(conn, s)),
+                    addr.clone(),
+                    token.clone(),
+                ))
             }
         }
     }

@@ -33,6 +33,8 @@ pub struct DaemonConfig {
     pub workers: usize,
     pub resync: Duration,
     pub insecure_registries: Vec<String>,
+    /// Extra names and addresses for the TCP listener's certificate.
+    pub tls_sans: Vec<String>,
     pub registry_auth_file: Option<PathBuf>,
     pub vmm_binary: PathBuf,
     pub hpa_sync_period: Duration,
@@ -64,6 +66,8 @@ pub enum DaemonError {
     Listen(#[from] crate::server::ListenError),
     #[error("set up cgroups")]
     Cgroups(#[source] supervisor::cgroups::CgroupError),
+    #[error("set up TLS for the TCP listener")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 fn mkdir(p: &Path) -> Result<(), DaemonError> {
@@ -151,14 +155,22 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         shutdown(),
     )));
     if let Some(addr) = &cfg.listen {
+        let sans = crate::tls::default_sans(addr, &cfg.tls_sans);
+        let (tls, ca) = crate::tls::server_config(&cfg.state_dir.join("tls"), &sans)?;
         let tcp = crate::server::bind_tcp(addr).await?;
+        let listener = crate::tls::TlsListener::new(tcp, tls).map_err(|source| {
+            crate::server::ListenError::BindTcp {
+                addr: addr.clone(),
+                source,
+            }
+        })?;
         let token = cfg.token.clone();
         servers.push(tokio::spawn(crate::server::serve_tcp(
-            tcp,
+            listener,
             crate::router::router(state.clone(), token),
             shutdown(),
         )));
-        tracing::info!(%addr, "serving the API on TCP (bearer token required)");
+        tracing::info!(%addr, ca = %ca.display(), "serving the API over HTTPS (bearer token required)");
     }
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(socket = %cfg.socket.display(), startup_ms = t0.elapsed().as_millis() as u64, "corral daemon ready");

@@ -23,4 +23,5 @@ pub mod server;
 pub mod state;
 pub mod status;
 pub mod table;
+pub mod tls;
 pub mod watch;

@@ -73,9 +73,9 @@ pub async fn serve_unix(
     }
 }
 
-/// Serves `router` on the TCP listener until `shutdown` resolves.
+/// Serves `router` over TLS on the TCP listener until `shutdown` resolves.
 pub async fn serve_tcp(
-    l: TcpListener,
+    l: crate::tls::TlsListener,
     router: Router,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {

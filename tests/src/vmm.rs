@@ -196,10 +196,20 @@ impl Vm {
     /// Waits for a complete line starting with `prefix` (its first occurrence); returns the rest
     /// of that line.
     pub fn wait_for_line(&self, prefix: &str, timeout: Duration) -> String {
+        self.wait_for_nth_line(prefix, 0, timeout)
+    }
+
+    /// Like [`wait_for_line`](Self::wait_for_line) for occurrence `n` (0-based) of `prefix`.
+    pub fn wait_for_nth_line(&self, prefix: &str, n: usize, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let out = self.wait_for(prefix, deadline.saturating_duration_since(Instant::now()));
-            let rest = &out[out.find(prefix).unwrap() + prefix.len()..];
+            let out = self.wait_for_n(
+                prefix,
+                n + 1,
+                deadline.saturating_duration_since(Instant::now()),
+            );
+            let (at, _) = out.match_indices(prefix).nth(n).unwrap();
+            let rest = &out[at + prefix.len()..];
             if let Some(end) = rest.find('\n') {
                 return rest[..end].to_string();
             }
@@ -328,3 +338,52 @@ pub fn hardware_kvm() -> bool {
 /// Default timeout for test-guest steps (the guest itself needs milliseconds; the margin is for
 /// a loaded, shared machine).
 pub const STEP: Duration = Duration::from_secs(20);
+
+impl Vm {
+    /// Sends a console command and returns the rest of the next new line starting with `prefix`
+    /// (lines of that prefix printed before the command do not count).
+    pub fn ask(&mut self, command: &str, prefix: &str) -> String {
+        let seen = self.output().matches(prefix).count();
+        self.send(&format!("{command}\n"));
+        self.wait_for_nth_line(prefix, seen, STEP)
+    }
+}
+
+/// FNV-1a (64-bit), as the test guest prints it for `blk read`/`blk write`.
+pub fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The bytes the test guest writes for `blk write DEV SECTOR COUNT SEED`: byte i = i ^ SEED.
+pub fn guest_pattern(seed: u8, len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i as u8) ^ seed).collect()
+}
+
+/// `sha256sum` of a file.
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Open file descriptors of `pid` whose target is under `dir` (as `readlink` shows them, e.g.
+/// `/run/vm/#1234 (deleted)` for an unnamed `O_TMPFILE`).
+pub fn fds_under(pid: i32, dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|t| t.display().to_string())
+        .filter(|t| t.starts_with(&dir.display().to_string()))
+        .collect()
+}

@@ -186,10 +186,12 @@ fn tcp_listener_requires_the_token() {
     };
     let addr = format!("127.0.0.1:{port}");
     let d = Daemon::start(&["--listen", &addr, "--token-file", token.to_str().unwrap()]);
+    let ca = d.state_dir.join("tls/ca.crt");
     let tcp = |token: Option<&str>| {
         api::client::Client::new(api::client::Endpoint::Tcp {
             addr: addr.clone(),
             token: token.map(str::to_string),
+            ca: ca.clone(),
         })
     };
     let r = tcp(None).get(RS).unwrap();
@@ -197,6 +199,25 @@ fn tcp_listener_requires_the_token() {
     assert_eq!(status(&r)["reason"], "Unauthorized");
     assert_eq!(tcp(Some("nope")).get(RS).unwrap().status, 401);
     assert_eq!(tcp(Some("s3cret")).get(RS).unwrap().status, 200);
+    // Plain HTTP is not served on the TCP port (tokens never travel in clear text).
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::{Read, Write};
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("200 OK"));
+    // A client that does not trust the daemon's CA refuses to talk.
+    let other_ca = tempfile::tempdir().unwrap();
+    let _ = api::tls::server_config(other_ca.path(), &["localhost".into()]).unwrap();
+    let untrusting = api::client::Client::new(api::client::Endpoint::Tcp {
+        addr: addr.clone(),
+        token: Some("s3cret".into()),
+        ca: other_ca.path().join("ca.crt"),
+    });
+    assert!(untrusting.get(RS).is_err());
     // The unix socket needs no token.
     assert_eq!(d.req("GET", RS, None, b"").status, 200);
 }

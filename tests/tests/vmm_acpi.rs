@@ -2,7 +2,8 @@
 
 use std::process::Command;
 
-use vmm::arch::x86_64::acpi::{AcpiTables, virtio_mmio_device};
+use vmm::arch::x86_64::acpi::AcpiTables;
+use vmm::arch::x86_64::layout::MAX_VIRTIO_DEVICES;
 
 #[test]
 fn iasl_disassembles_every_table_without_errors() {
@@ -10,8 +11,9 @@ fn iasl_disassembles_every_table_without_errors() {
     let dir = corral_tests::vmm::root().join("target/acpi-tables");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // Two vCPUs and one virtio-mmio device, as issue 3 will add them.
-    let tables = AcpiTables::build(2, &[virtio_mmio_device(0, 0xd000_0000, 0x1000, 5)]).unwrap();
+    // Two vCPUs and the most virtio-mmio devices a VM can have, as the builder describes them.
+    let devices = vmm::builder::virtio_dsdt_devices(MAX_VIRTIO_DEVICES);
+    let tables = AcpiTables::build(2, &devices).unwrap();
     let mut dumped = Vec::new();
     for t in &tables.tables {
         let path = dir.join(format!("{}.dat", t.signature.to_lowercase()));
@@ -62,7 +64,18 @@ fn iasl_disassembles_every_table_without_errors() {
             }
             "DSDT" => {
                 assert!(dsl.contains("PNP0501"), "{dsl}");
-                assert!(dsl.contains("LNRO0005"), "{dsl}");
+                assert_eq!(
+                    dsl.matches("\"LNRO0005\"").count(),
+                    MAX_VIRTIO_DEVICES,
+                    "{dsl}"
+                );
+                // The last window and its interrupt (GSI 22, edge, active high).
+                assert!(dsl.contains("0xD0011000"), "{dsl}");
+                assert!(dsl.contains("0x00000016,"), "{dsl}");
+                assert!(
+                    dsl.contains("Interrupt (ResourceConsumer, Edge, ActiveHigh"),
+                    "{dsl}"
+                );
                 assert!(dsl.contains("_S5_"), "{dsl}");
             }
             "XSDT" => assert!(dsl.contains("ACPI Table Address"), "{dsl}"),

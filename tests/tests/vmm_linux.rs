@@ -1,10 +1,13 @@
 //! The real Debian cloud kernel on `corral vmm`: its early-boot log proves our boot structures
-//! (command line, e820 map, ACPI tables, CPU count) to a real Linux.
+//! (command line, e820 map, ACPI tables — the DSDT with one `LNRO0005` device per disk — and the
+//! CPU count) to a real Linux. Every boot has two virtio-blk disks (an overlay and a seed).
 //!
 //! On a PVM host (no vmx/svm) every guest instruction is emulated and the kernel stops in early
 //! boot (KVM internal error on `lock cmpxchg16b`, after ~37 s here), so these tests stop the VM
-//! once the lines are seen. On a host with hardware KVM they also boot a busybox initramfs to a
-//! marker and expect ACPI power-off (exit 0).
+//! once the lines are seen. On a host with hardware KVM they also boot a busybox initramfs that
+//! loads Debian's virtio, virtio_ring, virtio_mmio and virtio_blk modules (the cloud kernel finds
+//! virtio-mmio devices only through ACPI), checks that /dev/vda and /dev/vdb appear, prints a
+//! marker and expects ACPI power-off (exit 0).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,11 +19,22 @@ const CPUS: u16 = 2;
 const MEMORY: u64 = 256 << 20;
 const MARKER: &str = "CORRAL-LINUX-READY";
 
-/// Writes a newc initramfs with busybox and an /init that prints the marker and powers off.
+/// The virtio modules the initramfs loads, in dependency order.
+const MODULES: [&str; 4] = ["virtio_ring", "virtio", "virtio_mmio", "virtio_blk"];
+
+/// Writes a newc initramfs with busybox, the virtio modules and an /init that loads them, waits
+/// for the two disks, prints the marker and powers off.
 fn initramfs(dir: &Path) -> PathBuf {
     let root = dir.join("root");
-    for d in ["bin", "proc", "sys", "dev"] {
+    for d in ["bin", "proc", "sys", "dev", "lib"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    for m in MODULES {
+        std::fs::copy(
+            fixture(&format!("modules/{m}.ko")),
+            root.join(format!("lib/{m}.ko")),
+        )
+        .unwrap();
     }
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).expect("busybox-static");
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
@@ -30,7 +44,12 @@ fn initramfs(dir: &Path) -> PathBuf {
         format!(
             "#!/bin/sh\n/bin/busybox mount -t devtmpfs devtmpfs /dev\n\
              exec 0</dev/console 1>/dev/console 2>&1\n/bin/busybox mount -t proc proc /proc\n\
-             echo \"{MARKER} cpus=$(/bin/busybox nproc)\"\n/bin/busybox poweroff -f\n"
+             /bin/busybox mount -t sysfs sysfs /sys\n\
+             for m in {modules}; do /bin/busybox insmod /lib/$m.ko; done\n\
+             i=0; while [ $i -lt 100 ] && ! [ -b /dev/vdb ]; do /bin/busybox usleep 50000; i=$((i+1)); done\n\
+             vda=no; vdb=no; [ -b /dev/vda ] && vda=yes; [ -b /dev/vdb ] && vdb=yes\n\
+             echo \"{MARKER} cpus=$(/bin/busybox nproc) vda=$vda vdb=$vdb\"\n/bin/busybox poweroff -f\n",
+            modules = MODULES.join(" ")
         ),
     )
     .unwrap();
@@ -67,10 +86,33 @@ fn expected_usable() -> Vec<String> {
         .collect()
 }
 
+/// The DSDT line Linux prints for our tables with `disks` virtio devices: `DSDT 0x<addr> <len>`.
+fn dsdt_line(disks: usize) -> String {
+    let devices = vmm::builder::virtio_dsdt_devices(disks);
+    let tables = vmm::arch::x86_64::acpi::AcpiTables::build(CPUS, &devices).unwrap();
+    let dsdt = tables
+        .tables
+        .iter()
+        .find(|t| t.signature == "DSDT")
+        .unwrap();
+    format!(
+        "DSDT 0x{:016X} {:06X} (v02 CORRAL CORRALDS",
+        dsdt.addr,
+        dsdt.bytes.len()
+    )
+}
+
 fn boot_real_kernel(kernel: &str, protocol: &str, bound: Duration) {
     let hw = hardware_kvm();
     let dir = tempfile::tempdir().unwrap();
     let cmdline = "console=ttyS0 earlyprintk=serial reboot=k panic=-1";
+    // Two disks: an overlay of a small image and a NoCloud seed.
+    let image = dir.path().join("disk.raw");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let seed = dir.path().join("seed");
+    std::fs::create_dir(&seed).unwrap();
+    std::fs::write(seed.join("meta-data"), "instance-id: linux-1\n").unwrap();
+    std::fs::write(seed.join("user-data"), "#cloud-config\n").unwrap();
     let mut args = VmArgs::testguest("").no_stdin().args([
         "--cpus",
         &CPUS.to_string(),
@@ -78,6 +120,12 @@ fn boot_real_kernel(kernel: &str, protocol: &str, bound: Duration) {
         "256Mi",
         "--boot-protocol",
         protocol,
+        "--scratch-dir",
+        dir.path().to_str().unwrap(),
+        "--disk",
+        &format!("{},overlay,serial=root", image.display()),
+        "--disk",
+        &format!("seed={},serial=cidata", seed.display()),
     ]);
     args.args[1] = fixture(kernel).display().to_string();
     args.args[3] = cmdline.to_string();
@@ -99,9 +147,13 @@ fn boot_real_kernel(kernel: &str, protocol: &str, bound: Duration) {
     );
 
     assert!(out.contains("] Linux version 6."), "{out}");
+    // Ours, plus one virtio_mmio.device= per disk (ignored by Debian's kernels, which lack
+    // VIRTIO_MMIO_CMDLINE_DEVICES, and used by kernels that have it).
     assert_eq!(
         lines_with_suffix(&out, "Command line: "),
-        vec![cmdline.to_string()]
+        vec![format!(
+            "{cmdline} virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
+        )]
     );
     let e820 = lines_with_suffix(&out, "BIOS-e820: ");
     let usable: Vec<String> = e820
@@ -130,9 +182,17 @@ fn boot_real_kernel(kernel: &str, protocol: &str, bound: Duration) {
         assert_eq!(line.len(), 1, "{sig}: {out}");
         assert!(line[0].contains("CORRAL"), "{sig}: {line:?}");
     }
+    // The DSDT Linux found is the one with both LNRO0005 devices: its length says so (each
+    // device adds its own AML, so zero or one device would give another length).
+    let dsdt = dsdt_line(2);
+    assert_ne!(dsdt, dsdt_line(1));
+    assert!(
+        out.contains(&format!("ACPI: {dsdt}")),
+        "want {dsdt:?} in:\n{out}"
+    );
 
     if hw {
-        let out = vm.wait_for(&format!("{MARKER} cpus={CPUS}"), bound);
+        let out = vm.wait_for(&format!("{MARKER} cpus={CPUS} vda=yes vdb=yes"), bound);
         assert_eq!(vm.exit_code(bound), 0, "poweroff: {out}");
     } else {
         vm.signal(libc::SIGTERM);
@@ -147,9 +207,11 @@ fn note_full_boot_not_attempted() {
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
-            "vmm_linux: full Linux boot (busybox initramfs to a marker, then poweroff) not \
-             attempted: /dev/kvm is PVM (no vmx/svm), where unmodified kernels stop in early boot; \
-             checked the early-boot log of vmlinux (64-bit and PVH entry) and bzImage instead"
+            "vmm_linux: full Linux boot (busybox initramfs loading virtio_mmio + virtio_blk, \
+             /dev/vda and /dev/vdb, then poweroff) not attempted: /dev/kvm is PVM (no vmx/svm), \
+             where unmodified kernels stop in early boot; checked the early-boot log (command \
+             line, e820, ACPI tables incl. the DSDT with the LNRO0005 devices) of vmlinux \
+             (64-bit and PVH entry) and bzImage instead"
         );
     });
 }

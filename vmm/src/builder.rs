@@ -5,14 +5,15 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
 
-use crate::arch::x86_64::acpi::{AcpiError, AcpiTables};
+use crate::arch::x86_64::acpi::{self, AcpiError, AcpiTables, DsdtDevice};
 use crate::arch::x86_64::boot::{self, BootError, BootInfo, Initrd, KernelEntry};
 use crate::arch::x86_64::layout::{
-    KVM_TSS_ADDR, POWER_BUTTON_GSI, SERIAL_IRQ, e820_ram, low_ram_end,
+    KVM_TSS_ADDR, POWER_BUTTON_GSI, SERIAL_IRQ, VIRTIO_MMIO_SIZE, e820_ram, low_ram_end,
+    virtio_mmio_slot,
 };
 use crate::arch::x86_64::paging;
 use crate::arch::x86_64::regs::{self, EntryMode, RegsError};
@@ -20,7 +21,8 @@ use crate::config::VmConfig;
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
-use crate::devices::{MmioBus, PioBus, i8042};
+use crate::devices::virtio::mmio::{MmioTransport, NOTIFY_OFFSET};
+use crate::devices::{MmioBus, MmioOverlap, PioBus, i8042};
 use crate::lifecycle::{EventSender, VmState};
 use crate::memory::{self, MemoryError};
 use crate::vcpu::{self, VcpuContext, VcpuError, VcpuThread};
@@ -54,6 +56,12 @@ pub enum BuildError {
     SerialIrq(#[source] kvm_ioctls::Error),
     #[error("KVM_IRQFD for the power button")]
     PowerButtonIrq(#[source] kvm_ioctls::Error),
+    #[error("KVM_IRQFD for virtio device {0}")]
+    VirtioIrq(usize, #[source] kvm_ioctls::Error),
+    #[error("KVM_IOEVENTFD for virtio device {0}")]
+    VirtioNotify(usize, #[source] kvm_ioctls::Error),
+    #[error("placing virtio device {0}")]
+    VirtioWindow(usize, #[source] MmioOverlap),
     #[error("KVM_GET_SUPPORTED_CPUID")]
     SupportedCpuid(#[source] kvm_ioctls::Error),
     #[error("vCPU setup")]
@@ -86,6 +94,8 @@ pub struct RunningVm {
 pub struct HostDevices {
     pub serial: Arc<Serial>,
     pub power_button: Arc<PowerButton>,
+    /// virtio-mmio devices; device `i` sits in window/GSI `layout::virtio_mmio_slot(i)`.
+    pub virtio: Vec<Arc<MmioTransport>>,
 }
 
 /// Builds the VM for `config` (one boot), attaching the long-lived `devices`.
@@ -101,12 +111,12 @@ pub fn build(
     setup_irqchip(&vm_fd)?;
     let kernel = load_kernel(&mem, config)?;
     let initrd = load_initrd(&mem, config, kernel.end)?;
-    let acpi = setup_acpi(&mem, config)?;
+    let acpi = setup_acpi(&mem, config, &devices.virtio)?;
     let entry = setup_boot_info(&mem, config, kernel, initrd, acpi.rsdp_addr())?;
     attach_serial(&vm_fd, serial)?;
     attach_power_button(&vm_fd, &devices.power_button)?;
     let pio = attach_port_devices(serial, events);
-    let mmio = Arc::new(MmioBus::default());
+    let mmio = Arc::new(attach_virtio_devices(&vm_fd, &mem, &devices.virtio)?);
     let vcpus = setup_vcpus(kvm, &vm_fd, config, entry)?;
     Ok(Vm {
         vcpus,
@@ -158,10 +168,26 @@ fn load_initrd(
         .map_err(BuildError::Initrd)
 }
 
-fn setup_acpi(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<AcpiTables, BuildError> {
-    let tables = AcpiTables::build(config.vcpus, &[]).map_err(BuildError::Acpi)?;
+fn setup_acpi(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    virtio: &[Arc<MmioTransport>],
+) -> Result<AcpiTables, BuildError> {
+    let tables = AcpiTables::build(config.vcpus, &virtio_dsdt_devices(virtio.len()))
+        .map_err(BuildError::Acpi)?;
     tables.write(mem).map_err(BuildError::Acpi)?;
     Ok(tables)
+}
+
+/// One `LNRO0005` DSDT device per virtio-mmio window, as the Debian kernels' virtio_mmio driver
+/// discovers them.
+pub fn virtio_dsdt_devices(count: usize) -> Vec<DsdtDevice> {
+    (0..count)
+        .map(|i| {
+            let (base, gsi) = virtio_mmio_slot(i);
+            acpi::virtio_mmio_device(i as u8, base as u32, VIRTIO_MMIO_SIZE as u32, gsi)
+        })
+        .collect()
 }
 
 fn setup_boot_info(
@@ -172,13 +198,14 @@ fn setup_boot_info(
     rsdp_addr: u64,
 ) -> Result<EntryMode, BuildError> {
     let e820 = e820_ram(config.memory_bytes);
+    let cmdline = config.kernel_cmdline();
     let info = BootInfo {
-        cmdline: &config.cmdline,
+        cmdline: &cmdline,
         initrd,
         e820: &e820,
         rsdp_addr,
     };
-    boot::write_cmdline(mem, &config.cmdline).map_err(BuildError::BootInfo)?;
+    boot::write_cmdline(mem, &cmdline).map_err(BuildError::BootInfo)?;
     regs::write_descriptor_tables(mem).map_err(BuildError::DescriptorTables)?;
     match kernel.entry {
         KernelEntry::Linux64 { entry, header } => {
@@ -209,6 +236,33 @@ fn attach_power_button(vm_fd: &VmFd, button: &PowerButton) -> Result<(), BuildEr
     vm_fd
         .register_irqfd(button.irq_fd(), POWER_BUTTON_GSI)
         .map_err(BuildError::PowerButtonIrq)
+}
+
+/// Puts each virtio device in its window on a new MMIO bus, wires its irqfd (edge on its GSI)
+/// and its queue-notify ioeventfd to this VM, and resets it with this boot's memory.
+fn attach_virtio_devices(
+    vm_fd: &VmFd,
+    mem: &GuestMemoryMmap,
+    virtio: &[Arc<MmioTransport>],
+) -> Result<MmioBus, BuildError> {
+    let mut bus = MmioBus::default();
+    for (i, transport) in virtio.iter().enumerate() {
+        let (base, gsi) = virtio_mmio_slot(i);
+        transport.attach(mem.clone());
+        vm_fd
+            .register_irqfd(transport.irq_fd(), gsi)
+            .map_err(|e| BuildError::VirtioIrq(i, e))?;
+        vm_fd
+            .register_ioevent(
+                transport.notify_fd(),
+                &IoEventAddress::Mmio(base + NOTIFY_OFFSET),
+                NoDatamatch,
+            )
+            .map_err(|e| BuildError::VirtioNotify(i, e))?;
+        bus.insert(base, VIRTIO_MMIO_SIZE, transport.clone())
+            .map_err(|e| BuildError::VirtioWindow(i, e))?;
+    }
+    Ok(bus)
 }
 
 fn attach_port_devices(serial: &Arc<Serial>, events: EventSender) -> Arc<PioBus> {

@@ -1,11 +1,13 @@
 //! The VM configuration `corral vmm` runs with, and its validation.
 
+use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 use thiserror::Error;
 
 use crate::arch::x86_64::boot::BootProtocol;
-use crate::arch::x86_64::layout::CMDLINE_MAX_SIZE;
+use crate::arch::x86_64::layout::{CMDLINE_MAX_SIZE, MAX_VIRTIO_DEVICES, virtio_mmio_slot};
+use crate::disk::spec::{DiskSource, DiskSpec};
 use crate::kvm::DEFAULT_KVM_DEVICE;
 
 /// Smallest guest we start (the ACPI area and boot structures alone need the first MiB).
@@ -33,6 +35,11 @@ pub struct VmConfig {
     pub stdin: bool,
     pub kvm_device: PathBuf,
     pub boot_protocol: BootProtocol,
+    /// virtio-blk disks in guest order (vda, vdb, ...).
+    pub disks: Vec<DiskSpec>,
+    /// Where overlays, scratch disks and seed images are created (unnamed); `None`: the
+    /// system's temporary directory.
+    pub scratch_dir: Option<PathBuf>,
 }
 
 impl VmConfig {
@@ -49,7 +56,25 @@ impl VmConfig {
             stdin: true,
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
             boot_protocol: BootProtocol::Auto,
+            disks: Vec::new(),
+            scratch_dir: None,
         }
+    }
+
+    /// The command line the guest gets: ours plus one `virtio_mmio.device=4K@0xADDR:GSI` per disk
+    /// (for kernels with `VIRTIO_MMIO_CMDLINE_DEVICES`; the DSDT describes them too).
+    pub fn kernel_cmdline(&self) -> String {
+        let mut cmdline = self.cmdline.clone();
+        for i in 0..self.disks.len() {
+            let (base, gsi) = virtio_mmio_slot(i);
+            cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
+        }
+        cmdline
+    }
+
+    /// The scratch directory to use.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.scratch_dir.clone().unwrap_or_else(std::env::temp_dir)
     }
 
     /// Checks what can be checked before touching KVM; rounds memory up to whole pages.
@@ -61,8 +86,12 @@ impl VmConfig {
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return Err(ConfigError::Vcpus(self.vcpus));
         }
-        if self.cmdline.len() >= CMDLINE_MAX_SIZE {
-            return Err(ConfigError::Cmdline(self.cmdline.len()));
+        if self.disks.len() > MAX_VIRTIO_DEVICES {
+            return Err(ConfigError::TooManyDisks(self.disks.len()));
+        }
+        let cmdline_len = self.kernel_cmdline().len();
+        if cmdline_len >= CMDLINE_MAX_SIZE {
+            return Err(ConfigError::Cmdline(cmdline_len));
         }
         if self.cmdline.contains('\0') {
             return Err(ConfigError::CmdlineNul);
@@ -70,6 +99,26 @@ impl VmConfig {
         for path in std::iter::once(&self.kernel).chain(self.initrd.as_ref()) {
             if !path.is_file() {
                 return Err(ConfigError::NotAFile(path.clone()));
+            }
+        }
+        for disk in &self.disks {
+            match &disk.source {
+                DiskSource::Raw { path, .. } | DiskSource::Overlay { base: path } => {
+                    let ok = std::fs::metadata(path)
+                        .is_ok_and(|m| m.is_file() || m.file_type().is_block_device());
+                    if !ok {
+                        return Err(ConfigError::NotAFile(path.clone()));
+                    }
+                }
+                DiskSource::Seed { dir } if !dir.is_dir() => {
+                    return Err(ConfigError::NotADirectory(dir.clone()));
+                }
+                _ => {}
+            }
+        }
+        if let Some(dir) = &self.scratch_dir {
+            if !dir.is_dir() {
+                return Err(ConfigError::NotADirectory(dir.clone()));
             }
         }
         Ok(self)
@@ -83,8 +132,16 @@ pub enum ConfigError {
     Memory(u64),
     #[error("{0} vCPUs is outside 1..=254")]
     Vcpus(u16),
-    #[error("command line is {0} bytes, the limit is 2047")]
+    #[error("command line (with the virtio_mmio.device= entries) is {0} bytes, the limit is 2047")]
     Cmdline(usize),
+    #[error("{0} disks; at most 18 fit (one interrupt line each)")]
+    TooManyDisks(usize),
+    #[error("{0}: no such directory")]
+    NotADirectory(PathBuf),
+    #[error("--memory")]
+    MemoryQuantity(#[source] crate::quantity::QuantityError),
+    #[error("--disk")]
+    Disk(#[source] crate::disk::spec::SpecError),
     #[error("command line contains a NUL byte")]
     CmdlineNul,
     #[error("{0}: no such file")]
@@ -160,6 +217,54 @@ mod tests {
             }
             .validate(),
             Err(ConfigError::NotAFile(_))
+        ));
+    }
+
+    #[test]
+    fn disks_extend_the_command_line_and_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.raw");
+        std::fs::write(&image, [0u8; 512]).unwrap();
+        let disks = vec![
+            DiskSpec::parse(&format!("{},overlay,serial=root", image.display())).unwrap(),
+            DiskSpec::seed(dir.path()),
+        ];
+        let c = VmConfig {
+            cmdline: "console=ttyS0".into(),
+            disks,
+            scratch_dir: Some(dir.path().into()),
+            ..config()
+        };
+        assert_eq!(
+            c.kernel_cmdline(),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
+        );
+        assert!(c.clone().validate().is_ok());
+        let missing = VmConfig {
+            disks: vec![DiskSpec::parse("/nonexistent.raw,ro").unwrap()],
+            ..c.clone()
+        };
+        assert!(matches!(missing.validate(), Err(ConfigError::NotAFile(_))));
+        let seed_file = VmConfig {
+            disks: vec![DiskSpec::seed(&image)],
+            ..c.clone()
+        };
+        assert!(matches!(
+            seed_file.validate(),
+            Err(ConfigError::NotADirectory(_))
+        ));
+        let too_many = VmConfig {
+            disks: vec![DiskSpec::parse("empty=1Mi").unwrap(); 19],
+            ..c.clone()
+        };
+        assert_eq!(too_many.validate(), Err(ConfigError::TooManyDisks(19)));
+        let bad_scratch = VmConfig {
+            scratch_dir: Some(image.clone()),
+            ..c
+        };
+        assert!(matches!(
+            bad_scratch.validate(),
+            Err(ConfigError::NotADirectory(_))
         ));
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! Its [`DeviceEvents`] subscriber owns every host-side file descriptor of the VM: the signalfd
 //! (SIGTERM/SIGINT → stop), stdin and console connections (→ serial input), the serial
-//! "receive FIFO drained" EventFd, the control socket listener and its connections. Other
-//! subscribers (issue 3: virtio queue notifications) can be added before [`spawn`] or later
-//! through the manager's remote endpoint (see [`EventLoop::endpoint`]).
+//! "receive FIFO drained" EventFd, the control socket listener and its connections. Each
+//! virtio-blk device has its own subscriber (its queue-notify EventFd), passed to [`spawn`];
+//! more can be added later through the manager's remote endpoint (see [`EventLoop::endpoint`]).
 //!
 //! Serial input: bytes from stdin and every console connection join one queue in arrival order
 //! (several writers interleave byte-wise) and move into the UART's 64-byte FIFO as the guest
@@ -349,11 +349,14 @@ impl EventLoop {
     }
 }
 
-/// Starts the event loop thread with `devices` as its first subscriber.
-pub fn spawn(devices: DeviceEvents) -> Result<EventLoop, EventLoopError> {
+/// Starts the event loop thread with `devices` as its first subscriber, then `others`.
+pub fn spawn(devices: DeviceEvents, others: Vec<Subscriber>) -> Result<EventLoop, EventLoopError> {
     let mut manager: EventManager<Subscriber> =
         EventManager::new().map_err(EventLoopError::Manager)?;
     manager.add_subscriber(Arc::new(Mutex::new(devices)));
+    for subscriber in others {
+        manager.add_subscriber(subscriber);
+    }
     let endpoint = manager.remote_endpoint();
     let thread = std::thread::Builder::new()
         .name("devices".into())

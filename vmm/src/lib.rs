@@ -10,7 +10,10 @@
 //! * **one thread per vCPU** ([`vcpu`]) runs KVM_RUN and dispatches port-IO/MMIO exits to the
 //!   devices ([`devices`]); it is kicked out of KVM_RUN with a signal + `immediate_exit`;
 //! * **one device event-loop thread** ([`event_loop`], event-manager) serves stdin, the serial
-//!   input queue, SIGTERM/SIGINT and the control socket ([`control`]).
+//!   input queue, SIGTERM/SIGINT, the control socket ([`control`]) and the virtio-blk request
+//!   queues ([`devices::virtio`], one subscriber per disk, backed by [`disk`]);
+//! * **two read threads per disk** ([`devices::virtio::block::pool`]) copy reads from the disk
+//!   into guest memory in parallel; everything else a disk does runs on the event loop.
 //!
 //! Guest layout and boot structures are x86-64 only ([`arch::x86_64`]).
 
@@ -20,11 +23,14 @@ pub mod config;
 pub mod console;
 pub mod control;
 pub mod devices;
+pub mod disk;
 pub mod event_loop;
+pub mod exit_file;
 pub mod kvm;
 pub mod lifecycle;
 pub mod memory;
 pub mod quantity;
+pub mod seed;
 pub mod signals;
 pub mod vcpu;
 pub mod vm;

@@ -16,7 +16,10 @@ use crate::config::VmConfig;
 use crate::console::ConsoleHub;
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
-use crate::event_loop::{self, DeviceEvents, EventLoopError};
+use crate::devices::virtio::block::{Block, BlockError};
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::disk::{self, DiskError};
+use crate::event_loop::{self, DeviceEvents, EventLoopError, Subscriber};
 use crate::kvm::{self, HostKvm, KvmError};
 use crate::lifecycle::{ANY_BOOT, EventSender, Outcome, VmEvent, VmState};
 use crate::signals::TerminationSignals;
@@ -47,6 +50,19 @@ pub enum VmmError {
     },
     #[error("starting the event loop")]
     EventLoop(#[source] EventLoopError),
+    #[error("disk {index} ({spec})")]
+    Disk {
+        index: usize,
+        spec: String,
+        #[source]
+        source: DiskError,
+    },
+    #[error("disk {index}: virtio-blk device")]
+    Block {
+        index: usize,
+        #[source]
+        source: BlockError,
+    },
     #[error("building the VM")]
     Build(#[source] BuildError),
     #[error("{0}")]
@@ -65,9 +81,11 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let log = open_console_log(config.console_log.as_deref())?;
     let hub = Arc::new(ConsoleHub::new(true, log, state.clone()).map_err(VmmError::Serial)?);
     let serial = Arc::new(Serial::new(hub).map_err(VmmError::Serial)?);
+    let (virtio, handlers) = open_disks(config)?;
     let host_devices = HostDevices {
         serial: serial.clone(),
         power_button: Arc::new(PowerButton::new().map_err(VmmError::Serial)?),
+        virtio,
     };
     let control = ControlSocket::bind(config.control_socket.as_deref())?;
     let (tx, rx) = channel();
@@ -79,7 +97,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         config.stdin,
         control.listener()?,
     );
-    let _event_loop = event_loop::spawn(devices).map_err(VmmError::EventLoop)?;
+    let _event_loop = event_loop::spawn(devices, handlers).map_err(VmmError::EventLoop)?;
     let devices = host_devices;
 
     let mut boot = 0u64;
@@ -119,6 +137,27 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         std::mem::forget(ended);
         return Ok(outcome);
     }
+}
+
+/// Opens every disk (creating overlays, scratch and seed images, all unnamed, in the scratch
+/// directory) and makes a virtio-blk device of each; returns the transports (in guest order) and
+/// their event-loop handlers.
+fn open_disks(config: &VmConfig) -> Result<(Vec<Arc<MmioTransport>>, Vec<Subscriber>), VmmError> {
+    let scratch = config.scratch_dir();
+    let mut transports = Vec::with_capacity(config.disks.len());
+    let mut handlers: Vec<Subscriber> = Vec::with_capacity(config.disks.len());
+    for (index, spec) in config.disks.iter().enumerate() {
+        let backend = disk::open(spec, &scratch).map_err(|source| VmmError::Disk {
+            index,
+            spec: spec.source.to_string(),
+            source,
+        })?;
+        let parts = Block::create(backend, &spec.serial)
+            .map_err(|source| VmmError::Block { index, source })?;
+        transports.push(parts.transport);
+        handlers.push(Arc::new(std::sync::Mutex::new(parts.handler)));
+    }
+    Ok((transports, handlers))
 }
 
 /// The first event of `boot` (or of any boot, for host stop requests), waiting at most until

@@ -19,12 +19,20 @@ pub struct Conn {
         global = true
     )]
     pub socket: PathBuf,
-    /// Talk to the daemon over TCP instead (host:port or http://host:port).
+    /// Talk to the daemon over HTTPS instead (host:port or https://host:port).
     #[arg(long, env = "CORRAL_SERVER", global = true)]
     pub server: Option<String>,
     /// Bearer token file for --server.
     #[arg(long, env = "CORRAL_TOKEN_FILE", global = true)]
     pub token_file: Option<PathBuf>,
+    /// CA certificate of the daemon's TCP listener (its `<state-dir>/tls/ca.crt`).
+    #[arg(
+        long,
+        env = "CORRAL_CA",
+        default_value = "/var/lib/corral/tls/ca.crt",
+        global = true
+    )]
+    pub certificate_authority: PathBuf,
 }
 
 /// A failed client command: the message is printed once, the code is the exit status.
@@ -78,7 +86,11 @@ impl Conn {
                             .to_string(),
                     ),
                 };
-                Endpoint::Tcp { addr, token }
+                Endpoint::Tcp {
+                    addr,
+                    token,
+                    ca: self.certificate_authority.clone(),
+                }
             }
         };
         Ok(Client::new(endpoint))

@@ -68,7 +68,7 @@ async fn session(a: &Args) -> Result<(), CmdError> {
     );
     let (host, token) = match &client.endpoint {
         Endpoint::Unix(_) => ("localhost".to_string(), None),
-        Endpoint::Tcp { addr, token } => (addr.clone(), token.clone()),
+        Endpoint::Tcp { addr, token, .. } => (addr.clone(), token.clone()),
     };
     let mut req = format!("ws://{host}{path}")
         .into_client_request()
@@ -92,11 +92,22 @@ async fn session(a: &Args) -> Result<(), CmdError> {
                 .map_err(|e| crate::client::ClientError::Connect(p.display().to_string(), e))?;
             bridge(a, req, s).await
         }
-        Endpoint::Tcp { addr, .. } => {
+        Endpoint::Tcp { addr, ca, .. } => {
             let s = tokio::net::TcpStream::connect(addr)
                 .await
                 .map_err(|e| crate::client::ClientError::Connect(addr.clone(), e))?;
-            bridge(a, req, s).await
+            let cfg = crate::tls::client_config(ca).map_err(crate::client::ClientError::Tls)?;
+            let host = addr
+                .rsplit_once(':')
+                .map_or(addr.as_str(), |(h, _)| h)
+                .trim_matches(['[', ']']);
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|_| crate::client::ClientError::ServerName(host.to_string()))?;
+            let tls = tokio_rustls::TlsConnector::from(cfg)
+                .connect(name, s)
+                .await
+                .map_err(|e| crate::client::ClientError::Connect(addr.clone(), e))?;
+            bridge(a, req, tls).await
         }
     }
 }

@@ -71,6 +71,9 @@ pub struct Args {
     /// The VMs' parent cgroup: absolute (`/corral`) or relative to the daemon's own cgroup.
     #[arg(long, default_value = "vms")]
     pub cgroup_root: String,
+    /// Extra DNS name or IP for the TCP listener's certificate (repeatable).
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -93,6 +96,7 @@ struct FileConfig {
     metrics_resolution: Option<String>,
     cgroups: Option<String>,
     cgroup_root: Option<String>,
+    tls_sans: Option<Vec<String>>,
 }
 
 /// Errors in the daemon's configuration.
@@ -169,7 +173,8 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             hpa_downscale_stabilization,
             metrics_resolution,
             cgroups,
-            cgroup_root
+            cgroup_root,
+            tls_sans
         );
         if !from_cli(m, "socket") && f.socket.is_some() {
             a.socket = f.socket.take();
@@ -268,6 +273,7 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
         workers: a.workers,
         resync: Duration::from_secs(a.resync_seconds.max(1)),
         insecure_registries: a.insecure_registries,
+        tls_sans: a.tls_sans,
         registry_auth_file: a.registry_auth_file,
         vmm_binary: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("corral")),
         hpa_sync_period,

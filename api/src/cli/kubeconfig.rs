@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use base64::Engine as _;
 use serde_json::json;
 
 use super::common::CmdError;
@@ -16,6 +17,9 @@ pub struct Args {
     /// The daemon's bearer token file (its --token-file).
     #[arg(long, default_value = "/etc/corral/token")]
     pub token_file: PathBuf,
+    /// The CA of the daemon's TCP listener (`<state-dir>/tls/ca.crt`).
+    #[arg(long, default_value = "/var/lib/corral/tls/ca.crt")]
+    pub ca_file: PathBuf,
     /// Default namespace of the context.
     #[arg(short, long, default_value = "default")]
     pub namespace: String,
@@ -26,15 +30,15 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
         path: a.token_file.display().to_string(),
         message: e.to_string(),
     })?;
-    let server = if a.server.starts_with("http://") {
-        a.server.clone()
-    } else {
-        format!("http://{}", a.server)
-    };
+    let ca = std::fs::read(&a.ca_file).map_err(|e| CmdError::File {
+        path: a.ca_file.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let server = format!("https://{}", a.server.trim_start_matches("https://"));
     let kc = json!({
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "corral", "cluster": {"server": server}}],
+        "clusters": [{"name": "corral", "cluster": {"server": server, "certificate-authority-data": base64::engine::general_purpose::STANDARD.encode(&ca)}}],
         "users": [{"name": "corral", "user": {"token": token.trim()}}],
         "contexts": [{"name": "corral", "context": {"cluster": "corral", "user": "corral", "namespace": a.namespace}}],
         "current-context": "corral",

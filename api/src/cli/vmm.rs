@@ -1,17 +1,27 @@
 //! `corral vmm`: run one VM in the foreground.
 //!
 //! Exit codes: 0 guest powered off, 1 VMM/host error, 2 bad arguments, 3 guest crash,
-//! 4 KVM internal error, 5 stopped by the host (see the README's table).
+//! 4 KVM internal error, 5 stopped by the host (see the README's table). With `--exit-file`,
+//! the code and a reason are also written there as JSON on every exit the VMM controls.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use vmm::config::ConfigError;
+use vmm::disk::DiskSpec;
 use vmm::lifecycle::{EXIT_BAD_ARGS, EXIT_VMM_ERROR, Outcome};
 use vmm::{BootProtocol, VmConfig};
 
-/// Arguments of `corral vmm`.
+/// Arguments of `corral vmm` (boxed: the command enum stays small).
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    #[command(flatten)]
+    pub vm: Box<VmArgs>,
+}
+
+/// The flags of `corral vmm`.
+#[derive(Debug, clap::Args)]
+pub struct VmArgs {
     /// Kernel: an ELF vmlinux (64-bit entry or PVH note) or a bzImage.
     #[arg(long, value_name = "PATH")]
     pub kernel: PathBuf,
@@ -22,8 +32,8 @@ pub struct Args {
     #[arg(long, value_name = "STR", default_value = vmm::config::DEFAULT_CMDLINE)]
     pub cmdline: String,
     /// Guest memory as a Kubernetes quantity (256Mi, 1Gi, 512M, bytes).
-    #[arg(long, value_name = "QUANTITY", default_value = "256Mi", value_parser = parse_memory)]
-    pub memory: u64,
+    #[arg(long, value_name = "QUANTITY", default_value = "256Mi")]
+    pub memory: String,
     /// Number of vCPUs.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub cpus: u16,
@@ -36,16 +46,26 @@ pub struct Args {
     /// Do not feed stdin to the guest serial input.
     #[arg(long)]
     pub no_stdin: bool,
+    /// A virtio-blk disk, in guest order (vda, vdb, ...): PATH[,ro] | PATH,overlay |
+    /// seed=DIR | empty=SIZE, each with an optional ,serial=NAME.
+    #[arg(long, value_name = "SPEC")]
+    pub disk: Vec<String>,
+    /// Add a NoCloud seed disk (serial cidata) built from DIR after the --disk disks.
+    #[arg(long, value_name = "DIR")]
+    pub seed_dir: Option<PathBuf>,
+    /// Directory for the VM's overlays, scratch disks and seed image (created unnamed, so they
+    /// vanish with the process); default: the system temporary directory.
+    #[arg(long, value_name = "DIR")]
+    pub scratch_dir: Option<PathBuf>,
+    /// On exit, write {"code": N, "reason": "..."} here (atomically).
+    #[arg(long, value_name = "PATH")]
+    pub exit_file: Option<PathBuf>,
     /// Entry protocol for ELF kernels with a PVH note: auto (PVH), linux (64-bit), pvh.
     #[arg(long, hide = true, default_value = "auto", value_parser = parse_protocol)]
     pub boot_protocol: BootProtocol,
     /// KVM device (tests point it elsewhere to simulate a host without KVM).
     #[arg(long, hide = true, env = vmm::kvm::KVM_DEVICE_ENV, default_value = vmm::kvm::DEFAULT_KVM_DEVICE)]
     pub kvm_device: PathBuf,
-}
-
-fn parse_memory(s: &str) -> Result<u64, String> {
-    vmm::quantity::parse_bytes(s).map_err(|e| e.to_string())
 }
 
 fn parse_protocol(s: &str) -> Result<BootProtocol, String> {
@@ -57,21 +77,45 @@ fn parse_protocol(s: &str) -> Result<BootProtocol, String> {
     }
 }
 
-impl Args {
-    fn config(self) -> VmConfig {
-        VmConfig {
+impl VmArgs {
+    /// The VM configuration (parsed, not yet validated against the file system).
+    fn config(self) -> Result<VmConfig, ConfigError> {
+        let memory_bytes =
+            vmm::quantity::parse_bytes(&self.memory).map_err(ConfigError::MemoryQuantity)?;
+        let mut disks = self
+            .disk
+            .iter()
+            .map(|d| DiskSpec::parse(d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Disk)?;
+        disks.extend(self.seed_dir.map(DiskSpec::seed));
+        Ok(VmConfig {
             kernel: self.kernel,
             initrd: self.initrd,
             cmdline: self.cmdline,
-            memory_bytes: self.memory,
+            memory_bytes,
             vcpus: self.cpus,
             console_log: self.console_log,
             control_socket: self.control_socket,
             stdin: !self.no_stdin,
             kvm_device: self.kvm_device,
             boot_protocol: self.boot_protocol,
-        }
+            disks,
+            scratch_dir: self.scratch_dir,
+        })
     }
+}
+
+/// The whole cause chain of `err` on one line.
+fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    msg
 }
 
 /// Runs the VM; the exit code tells how it ended.
@@ -83,28 +127,41 @@ pub fn run(args: Args) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .try_init();
-    let config = match args.config().validate() {
+    let args = *args.vm;
+    let exit_file = args.exit_file.clone();
+    let (code, reason) = run_vm(args);
+    if let Some(path) = exit_file {
+        if let Err(e) = vmm::exit_file::write(&path, code, &reason) {
+            eprintln!("corral: error: writing exit file {}: {e}", path.display());
+        }
+    }
+    ExitCode::from(code)
+}
+
+fn run_vm(args: VmArgs) -> (u8, String) {
+    let config = match args.config().and_then(VmConfig::validate) {
         Ok(config) => config,
         Err(e) => {
             super::print_error_chain(&e);
-            return ExitCode::from(EXIT_BAD_ARGS);
+            return (EXIT_BAD_ARGS, format!("bad arguments: {}", chain(&e)));
         }
     };
     match vmm::run(&config) {
         Ok(outcome) => {
-            match &outcome {
-                Outcome::PoweredOff => {}
-                Outcome::Crashed(why) => eprintln!("corral vmm: guest crashed: {why}"),
-                Outcome::KvmInternalError(why) => {
-                    eprintln!("corral vmm: KVM internal error: {why}");
-                }
-                Outcome::Stopped(why) => eprintln!("corral vmm: stopped: {why}"),
+            let reason = match &outcome {
+                Outcome::PoweredOff => "guest powered off".to_string(),
+                Outcome::Crashed(why) => format!("guest crashed: {why}"),
+                Outcome::KvmInternalError(why) => format!("KVM internal error: {why}"),
+                Outcome::Stopped(why) => format!("stopped: {why}"),
+            };
+            if outcome != Outcome::PoweredOff {
+                eprintln!("corral vmm: {reason}");
             }
-            ExitCode::from(outcome.exit_code())
+            (outcome.exit_code(), reason)
         }
         Err(e) => {
             super::print_error_chain(&e);
-            ExitCode::from(EXIT_VMM_ERROR)
+            (EXIT_VMM_ERROR, format!("error: {}", chain(&e)))
         }
     }
 }

@@ -1,5 +1,6 @@
 //! ACPI, read-only: RSDP (given or found in the BIOS area) → XSDT/RSDT → FADT (power-off and
-//! reset registers, DSDT → `_S5`), MADT (local APIC ids, IOAPIC address).
+//! reset registers, DSDT → `_S5`, the power button's GED, virtio-mmio `LNRO0005` devices), MADT
+//! (local APIC ids, IOAPICs with their first GSI).
 
 use crate::entry::MAX_CPUS;
 use crate::io::{outb, outw, phys_slice, read_u32, read_u64};
@@ -27,6 +28,27 @@ impl Gas {
     }
 }
 
+/// Most IOAPICs remembered (QEMU microvm has two).
+pub const MAX_IOAPICS: usize = 4;
+/// Most virtio-mmio devices remembered from the DSDT (QEMU microvm lists 24 windows).
+pub const MAX_MMIO_DEVICES: usize = 32;
+
+/// An IOAPIC: register window and the first GSI it serves.
+#[derive(Clone, Copy, Default)]
+pub struct IoApic {
+    pub addr: u64,
+    pub gsi_base: u32,
+}
+
+/// A virtio-mmio window described by an `LNRO0005` device.
+#[derive(Clone, Copy, Default)]
+pub struct MmioDevice {
+    pub base: u64,
+    pub gsi: u32,
+    pub level: bool,
+    pub active_low: bool,
+}
+
 pub struct AcpiInfo {
     pub rsdp: u64,
     pub oem: [u8; 6],
@@ -41,11 +63,23 @@ pub struct AcpiInfo {
     pub s5_slp_typ: u8,
     /// GSI of the generic event device (`ACPI0013`, the power button), if the DSDT has one.
     pub ged_gsi: Option<u32>,
+    pub ioapics: [IoApic; MAX_IOAPICS],
+    pub ioapic_count: usize,
+    pub mmio: [MmioDevice; MAX_MMIO_DEVICES],
+    pub mmio_count: usize,
 }
 
 impl AcpiInfo {
     pub fn apic_ids(&self) -> &[u8] {
         &self.apic_ids[..self.cpus.min(MAX_CPUS)]
+    }
+
+    pub fn ioapics(&self) -> &[IoApic] {
+        &self.ioapics[..self.ioapic_count]
+    }
+
+    pub fn mmio_devices(&self) -> &[MmioDevice] {
+        &self.mmio[..self.mmio_count]
     }
 
     pub fn oem(&self) -> &str {
@@ -95,6 +129,10 @@ pub fn probe(given: u64) -> Option<AcpiInfo> {
         reset: None,
         s5_slp_typ: 5,
         ged_gsi: None,
+        ioapics: [IoApic::default(); MAX_IOAPICS],
+        ioapic_count: 0,
+        mmio: [MmioDevice::default(); MAX_MMIO_DEVICES],
+        mmio_count: 0,
     };
     info.oem.copy_from_slice(&r[9..15]);
     // Revision 2+: XSDT with 64-bit entries; else RSDT with 32-bit entries.
@@ -133,6 +171,39 @@ fn parse_fadt(f: &[u8], info: &mut AcpiInfo) {
         info.s5_slp_typ = typ;
     }
     info.ged_gsi = table(dsdt).and_then(ged_gsi);
+    if let Some(t) = table(dsdt) {
+        virtio_mmio_devices(t, info);
+    }
+}
+
+/// Every `LNRO0005` device: its `Memory32Fixed` window (descriptor 0x86) and its interrupt
+/// (Extended Interrupt descriptor 0x89), both searched between its `_HID` and the next one.
+fn virtio_mmio_devices(dsdt: &[u8], info: &mut AcpiInfo) {
+    const HID: &[u8] = b"LNRO0005";
+    let mut at = 0;
+    while let Some(pos) = dsdt[at..].windows(HID.len()).position(|w| w == HID) {
+        let start = at + pos + HID.len();
+        let end = dsdt[start..]
+            .windows(HID.len())
+            .position(|w| w == HID)
+            .map_or(dsdt.len(), |p| start + p);
+        at = start;
+        let body = &dsdt[start..end];
+        let mem = body.windows(3).position(|w| w == [0x86, 0x09, 0x00]);
+        let irq = body.windows(2).position(|w| w[0] == 0x89 && w[1] >= 6);
+        let (Some(m), Some(i)) = (mem, irq) else { continue };
+        if m + 12 > body.len() || i + 9 > body.len() || info.mmio_count >= MAX_MMIO_DEVICES {
+            continue;
+        }
+        let flags = body[i + 3];
+        info.mmio[info.mmio_count] = MmioDevice {
+            base: u64::from(read_u32(body, m + 4)),
+            gsi: read_u32(body, i + 5),
+            level: flags & 0x02 == 0,
+            active_low: flags & 0x04 != 0,
+        };
+        info.mmio_count += 1;
+    }
 }
 
 /// `SLP_TYPa` of the `_S5_` package: `Name(_S5_, Package(){typ, ...})` in AML.
@@ -178,8 +249,17 @@ fn parse_madt(m: &[u8], info: &mut AcpiInfo) {
                 }
                 info.cpus += 1;
             }
-            // The IOAPIC that serves GSI 0..23 (QEMU microvm has a second one from GSI 24).
-            1 if read_u32(m, off + 8) == 0 => info.ioapic = u64::from(read_u32(m, off + 4)),
+            1 => {
+                let (addr, gsi_base) = (u64::from(read_u32(m, off + 4)), read_u32(m, off + 8));
+                // The IOAPIC that serves GSI 0..23 (QEMU microvm has a second one from GSI 24).
+                if gsi_base == 0 {
+                    info.ioapic = addr;
+                }
+                if info.ioapic_count < MAX_IOAPICS {
+                    info.ioapics[info.ioapic_count] = IoApic { addr, gsi_base };
+                    info.ioapic_count += 1;
+                }
+            }
             9 if read_u32(m, off + 8) & 1 != 0 => {
                 if info.cpus < MAX_CPUS {
                     info.apic_ids[info.cpus] = read_u32(m, off + 4) as u8;

@@ -10,7 +10,8 @@
 //!
 //! Console commands (interactive mode, one per line): `burn` (or any line containing
 //! `dd if=/dev/zero`) spins until the next line; `stop` / `killall ...` stop a burn;
-//! `echo TEXT` prints TEXT; `poweroff`; `reboot`; `reboot acpi`.
+//! `echo TEXT` prints TEXT; `poweroff`; `reboot`; `reboot acpi`; `blk ...` (virtio-blk, see
+//! `blk`).
 //!
 //! The ACPI power button (generic event device interrupt) powers off from any waiting or burning
 //! state (`testguest: power button`); `mode=echo` and `burn=MS` included.
@@ -151,6 +152,7 @@ fn interactive(acpi: Option<&AcpiInfo>) -> ! {
             ("reboot", "acpi") => power::reboot(ResetVia::Acpi, acpi),
             ("reboot", _) => power::reboot(ResetVia::I8042, acpi),
             ("echo", text) => println!("{text}"),
+            ("blk", rest) => crate::blk::command(rest, acpi),
             ("stop", _) => println!("testguest: idle"),
             ("killall", _) => println!("testguest: idle"),
             _ => println!("testguest: unknown command \"{line}\""),

@@ -1,5 +1,6 @@
-//! Interrupts: IDT (exceptions end the VM as a crash, vector 0x24 = COM1), legacy PIC masked,
-//! local APIC enabled, IOAPIC pin 4 (COM1's GSI) routed to the boot CPU.
+//! Interrupts: IDT (exceptions end the VM as a crash, vector 0x24 = COM1, 0x25 = power button,
+//! 0x26 = every virtio-mmio device), legacy PIC masked, local APIC enabled, GSIs routed to the
+//! boot CPU through whichever IOAPIC serves them.
 
 use core::arch::{asm, global_asm};
 
@@ -7,6 +8,7 @@ use crate::io::{mmio_read32, mmio_write32, outb};
 
 pub const SERIAL_VECTOR: u8 = 0x24;
 pub const POWER_BUTTON_VECTOR: u8 = 0x25;
+pub const VIRTIO_VECTOR: u8 = 0x26;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 const SERIAL_GSI: u32 = 4;
 
@@ -78,6 +80,7 @@ exc_common:
 
     irq_stub serial_irq_stub, serial_irq
     irq_stub power_button_stub, power_button_irq
+    irq_stub virtio_stub, virtio_irq
 
     .globl spurious_stub
 spurious_stub:
@@ -89,6 +92,7 @@ unsafe extern "C" {
     static EXC_STUBS: [u64; 32];
     fn serial_irq_stub();
     fn power_button_stub();
+    fn virtio_stub();
     fn spurious_stub();
 }
 
@@ -110,6 +114,13 @@ extern "C" fn serial_irq() {
 #[unsafe(no_mangle)]
 extern "C" fn power_button_irq() {
     crate::power::BUTTON_PRESSED.store(true, core::sync::atomic::Ordering::Release);
+    lapic_write(LAPIC_EOI, 0);
+}
+
+/// virtio-mmio interrupt (any device): acknowledge at the devices, then EOI.
+#[unsafe(no_mangle)]
+extern "C" fn virtio_irq() {
+    crate::virtio::on_interrupt();
     lapic_write(LAPIC_EOI, 0);
 }
 
@@ -165,18 +176,45 @@ fn ioapic_write(base: u64, reg: u32, value: u32) {
     mmio_write32(base + 0x10, value);
 }
 
-fn route(ioapic: u64, gsi: u32, vector: u8) {
-    // Redirection entry: fixed delivery, physical destination, edge, active high, unmasked.
-    let entry = 0x10 + 2 * gsi;
+/// The IOAPICs (address, first GSI), from the MADT.
+static mut IOAPICS: [(u64, u32); crate::acpi::MAX_IOAPICS] = [(0, 0); crate::acpi::MAX_IOAPICS];
+
+/// Routes `gsi` to `vector` on this CPU through the IOAPIC with the highest first GSI not above
+/// it: fixed delivery, physical destination, unmasked; edge/active-high unless told otherwise.
+pub fn route(gsi: u32, vector: u8, level: bool, active_low: bool) -> bool {
+    // SAFETY: IOAPICS is written once by `init` before any routing.
+    let ioapics = unsafe { *(&raw const IOAPICS) };
+    let Some(&(ioapic, base)) = ioapics
+        .iter()
+        .filter(|(addr, base)| *addr != 0 && *base <= gsi)
+        .max_by_key(|(_, base)| *base)
+    else {
+        return false;
+    };
+    let pin = gsi - base;
+    if pin >= 120 {
+        return false;
+    }
+    let entry = 0x10 + 2 * pin;
+    let low = u32::from(vector) | (u32::from(active_low) << 13) | (u32::from(level) << 15);
     ioapic_write(ioapic, entry + 1, u32::from(apic_id()) << 24);
-    ioapic_write(ioapic, entry, u32::from(vector));
+    ioapic_write(ioapic, entry, low);
+    true
 }
 
 /// Sets up the IDT, masks the PIC, enables the LAPIC and routes COM1 (and the power button's
-/// GSI, when there is one) to this CPU.
-pub fn init(lapic: u64, ioapic: u64, power_button_gsi: Option<u32>) {
+/// GSI, when there is one) to this CPU. `ioapics` lists (address, first GSI); empty means the
+/// standard one at `ioapic` from GSI 0.
+pub fn init(lapic: u64, ioapic: u64, ioapics: &[crate::acpi::IoApic], power_button_gsi: Option<u32>) {
     // SAFETY: single-threaded at this point.
-    unsafe { *(&raw mut LAPIC_BASE) = lapic };
+    unsafe {
+        *(&raw mut LAPIC_BASE) = lapic;
+        let table = &mut *(&raw mut IOAPICS);
+        table[0] = (ioapic, 0);
+        for (slot, a) in table.iter_mut().zip(ioapics) {
+            *slot = (a.addr, a.gsi_base);
+        }
+    }
     for vector in 0..32u8 {
         // SAFETY: EXC_STUBS is a static table of 32 addresses from the assembly above.
         let stub = unsafe { (*(&raw const EXC_STUBS))[usize::from(vector)] };
@@ -185,14 +223,15 @@ pub fn init(lapic: u64, ioapic: u64, power_button_gsi: Option<u32>) {
     set_gate(SERIAL_VECTOR, serial_irq_stub as *const () as u64);
     set_gate(SPURIOUS_VECTOR, spurious_stub as *const () as u64);
     set_gate(POWER_BUTTON_VECTOR, power_button_stub as *const () as u64);
+    set_gate(VIRTIO_VECTOR, virtio_stub as *const () as u64);
     load_idt();
     // Mask both 8259s: everything goes through the IOAPIC.
     outb(0x21, 0xff);
     outb(0xa1, 0xff);
     lapic_write(LAPIC_TPR, 0);
     lapic_write(LAPIC_SVR, 0x100 | u32::from(SPURIOUS_VECTOR));
-    route(ioapic, SERIAL_GSI, SERIAL_VECTOR);
-    if let Some(gsi) = power_button_gsi.filter(|g| *g < 24) {
-        route(ioapic, gsi, POWER_BUTTON_VECTOR);
+    route(SERIAL_GSI, SERIAL_VECTOR, false, false);
+    if let Some(gsi) = power_button_gsi {
+        route(gsi, POWER_BUTTON_VECTOR, false, false);
     }
 }

@@ -18,6 +18,10 @@
 //! testguest: madt cpus=N apic_ids=0,1 lapic=0x... ioapic=0x...
 //! testguest: cpu apic_id=N online                        (one per AP)
 //! testguest: cpus online=N
+//! testguest: virtio devices=N                             (with virtio-mmio devices)
+//! testguest: blk dev=0 base=0x... gsi=N via=dsdt|cmdline capacity=SECTORS ro=0|1 serial="..."
+//! testguest: cidata dev=N instance-id=...                 (a FAT disk labelled cidata)
+//! testguest: cidata dev=N user-data first-line="..."
 //! TESTGUEST READY
 //! ```
 
@@ -25,7 +29,9 @@
 #![no_main]
 
 mod acpi;
+mod blk;
 mod bootinfo;
+mod cidata;
 mod commands;
 mod entry;
 mod interrupts;
@@ -36,6 +42,7 @@ mod power;
 mod serial;
 mod smp;
 mod time;
+mod virtio;
 
 use core::panic::PanicInfo;
 
@@ -55,12 +62,13 @@ extern "C" fn rust_main(protocol: u64, info: u64) -> ! {
     let (lapic, ioapic, ged) = acpi
         .as_ref()
         .map_or((0xfee0_0000, 0xfec0_0000, None), |a| (a.lapic, a.ioapic, a.ged_gsi));
-    interrupts::init(lapic, ioapic, ged);
+    interrupts::init(lapic, ioapic, acpi.as_ref().map_or(&[], |a| a.ioapics()), ged);
     report(&boot, acpi.as_ref());
     let online = acpi.as_ref().map_or(1, smp::start_aps);
     println!("testguest: cpus online={online}");
     serial::enable_rx_interrupt();
     io::sti();
+    blk::boot(acpi.as_ref(), boot.cmdline());
     println!("TESTGUEST READY");
     commands::run(commands::parse_cmdline(boot.cmdline()), acpi.as_ref())
 }

@@ -1,12 +1,14 @@
 //! Emulated devices and the buses the vCPU threads dispatch port-IO and MMIO exits to.
 //!
 //! The port bus is fixed (serial, i8042, ACPI PM). The MMIO bus holds devices registered by the
-//! builder at boot (virtio-mmio, issue 3); an access that hits no device reads as all ones.
+//! builder at boot (the virtio-mmio windows of [`virtio`]); an access that hits no device reads as
+//! all ones.
 
 pub mod acpi_pm;
 pub mod i8042;
 pub mod power_button;
 pub mod serial;
+pub mod virtio;
 
 use std::sync::{Arc, Mutex};
 

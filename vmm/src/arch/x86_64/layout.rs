@@ -42,8 +42,10 @@ pub const HIMEM_START: u64 = 0x10_0000;
 pub const MMIO_GAP_START: u64 = 0xc000_0000;
 /// End of the 32-bit MMIO hole (4 GiB).
 pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
-/// First virtio-mmio device window (issue 3 allocates 4 KiB windows upwards from here).
+/// First virtio-mmio device window; device `i` has the 4 KiB window `VIRTIO_MMIO_START + i * 4 KiB`.
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
+/// Size of each virtio-mmio window.
+pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// IOAPIC register window (KVM's in-kernel IOAPIC).
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// Local APIC register window (KVM's in-kernel LAPIC).
@@ -70,12 +72,22 @@ pub const ACPI_S5_SLP_TYP: u8 = 5;
 
 /// IRQ (= IOAPIC GSI) of the serial port.
 pub const SERIAL_IRQ: u32 = 4;
-/// First GSI handed to virtio-mmio devices (issue 3); 5..=22 are free.
+/// First GSI handed to virtio-mmio devices; device `i` gets `FIRST_DEVICE_IRQ + i` (5..=22).
 pub const FIRST_DEVICE_IRQ: u32 = 5;
+/// Most virtio-mmio devices: one GSI each between the serial port and the power button.
+pub const MAX_VIRTIO_DEVICES: usize = (POWER_BUTTON_GSI - FIRST_DEVICE_IRQ) as usize;
 /// GSI of the ACPI generic event device (GED) that signals the power button.
 pub const POWER_BUTTON_GSI: u32 = 23;
 /// Number of IOAPIC pins of KVM's in-kernel IOAPIC.
 pub const IOAPIC_PINS: u32 = 24;
+
+/// Window base and GSI of virtio-mmio device `index` (< [`MAX_VIRTIO_DEVICES`]).
+pub fn virtio_mmio_slot(index: usize) -> (u64, u32) {
+    (
+        VIRTIO_MMIO_START + index as u64 * VIRTIO_MMIO_SIZE,
+        FIRST_DEVICE_IRQ + index as u32,
+    )
+}
 
 /// One usable-RAM range of the guest, `[start, start + len)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -166,6 +178,16 @@ mod tests {
                 len: 1 << 30
             }
         );
+    }
+
+    #[test]
+    fn virtio_slots_fit_between_serial_and_power_button() {
+        assert_eq!(MAX_VIRTIO_DEVICES, 18);
+        assert_eq!(virtio_mmio_slot(0), (0xd000_0000, 5));
+        let (base, gsi) = virtio_mmio_slot(MAX_VIRTIO_DEVICES - 1);
+        assert_eq!(gsi, 22);
+        assert!(base + VIRTIO_MMIO_SIZE <= u64::from(IOAPIC_ADDR));
+        assert!(gsi < POWER_BUTTON_GSI && FIRST_DEVICE_IRQ > SERIAL_IRQ);
     }
 
     #[test]

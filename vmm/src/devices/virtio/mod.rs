@@ -1,0 +1,81 @@
+//! Virtio devices over the virtio-mmio transport (virtio 1.x, "modern" register layout v2).
+//!
+//! * [`mmio::MmioTransport`] — the register window a vCPU thread reads and writes: device status
+//!   state machine, feature negotiation, queue setup (validated at `DRIVER_OK`), interrupt
+//!   status/acknowledge, config generation and the device's config space;
+//! * [`queue::QueueRegs`] — what the driver programmed for one virtqueue, turned into a
+//!   `virtio_queue::Queue` at activation;
+//! * [`interrupt::VirtioInterrupt`] — the interrupt status register and the irqfd behind it;
+//! * [`block`] — virtio-blk on top of a [`crate::disk::DiskBackend`].
+//!
+//! Queue notifications arrive on an EventFd registered as an ioeventfd (a guest write to
+//! `QueueNotify` never leaves the kernel) and are served on the device event loop (block reads
+//! are then copied by a small thread pool); interrupts go
+//! to the guest through an irqfd on an IOAPIC pin (edge). Devices are long-lived: each boot gets
+//! the new guest memory and a reset ([`mmio::MmioTransport::attach`]).
+
+pub mod block;
+pub mod interrupt;
+pub mod mmio;
+pub mod queue;
+
+use thiserror::Error;
+use vm_memory::GuestMemoryMmap;
+
+/// Device status bits (virtio 1.2 §2.1).
+pub mod status {
+    pub const ACKNOWLEDGE: u32 = 1;
+    pub const DRIVER: u32 = 2;
+    pub const DRIVER_OK: u32 = 4;
+    pub const FEATURES_OK: u32 = 8;
+    pub const NEEDS_RESET: u32 = 0x40;
+    pub const FAILED: u32 = 0x80;
+}
+
+/// Feature bits every device of ours offers or understands.
+pub mod features {
+    /// Indirect descriptor tables.
+    pub const RING_INDIRECT_DESC: u64 = 1 << 28;
+    /// `used_event` / `avail_event` notification suppression.
+    pub const RING_EVENT_IDX: u64 = 1 << 29;
+    /// A virtio 1.x ("modern") device; legacy drivers are refused.
+    pub const VERSION_1: u64 = 1 << 32;
+}
+
+/// Why a device could not start.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ActivateError {
+    #[error("queue {0}: {1}")]
+    Queue(u16, queue::QueueError),
+    #[error("no guest memory attached")]
+    NoMemory,
+    #[error("the device is already active")]
+    AlreadyActive,
+}
+
+/// What a device type adds to the transport.
+pub trait VirtioDevice: Send + Sync {
+    /// Virtio device id (2 = block).
+    fn device_type(&self) -> u32;
+    /// Largest size of each queue (the number of queues is the length).
+    fn queue_max_sizes(&self) -> &[u16];
+    /// Feature bits offered to the driver.
+    fn features(&self) -> u64;
+    /// Reads the device config space (`offset` from its start); bytes beyond it read as zero.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// Writes the device config space (ignored unless the device has writable fields).
+    fn write_config(&self, _offset: u64, _data: &[u8]) {}
+    /// Starts serving `queues` (all ready, validated) in `mem` with the negotiated features.
+    fn activate(
+        &self,
+        mem: GuestMemoryMmap,
+        queues: Vec<virtio_queue::Queue>,
+        features: u64,
+    ) -> Result<(), ActivateError>;
+    /// Stops using the queues and guest memory (returns once no request is in flight).
+    fn reset(&self);
+    /// The device hit a broken ring and stopped; the transport reports `NEEDS_RESET`.
+    fn needs_reset(&self) -> bool {
+        false
+    }
+}
