@@ -90,15 +90,26 @@ fn stale_resource_version_is_409() {
     let d = Daemon::start(&[]);
     let r = d.req("POST", RS, Some("application/yaml"), seed().as_bytes());
     assert_eq!(r.status, 201);
-    let mut obj = r.json().unwrap();
-    obj["spec"]["paused"] = json!(true);
     let path = format!("{RS}/lab05-cirros-replicaset");
-    let ok = d.req(
-        "PUT",
-        &path,
-        Some("application/json"),
-        obj.to_string().as_bytes(),
-    );
+    // The controller writes the set's status meanwhile (a new resourceVersion each time), so a
+    // client updates by read-modify-write, retrying on 409 as kubectl and client-go do.
+    let mut obj = Value::Null;
+    let mut ok = None;
+    for _ in 0..20 {
+        obj = d.get_json(&path);
+        obj["spec"]["paused"] = json!(true);
+        let r = d.req(
+            "PUT",
+            &path,
+            Some("application/json"),
+            obj.to_string().as_bytes(),
+        );
+        if r.status != 409 {
+            ok = Some(r);
+            break;
+        }
+    }
+    let ok = ok.expect("a fresh read-modify-write succeeds within 20 tries");
     assert_eq!(ok.status, 200, "{}", ok.text());
     obj["spec"]["paused"] = json!(false);
     let stale = d.req(

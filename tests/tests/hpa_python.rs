@@ -11,6 +11,7 @@ import sys
 from kubernetes import client
 cfg = client.Configuration()
 cfg.host = sys.argv[1]
+cfg.ssl_ca_cert = sys.argv[3]
 cfg.api_key = {"authorization": "Bearer " + open(sys.argv[2]).read().strip()}
 api = client.ApiClient(cfg)
 v1 = client.AutoscalingV1Api(api)
@@ -75,8 +76,9 @@ fn python_client_reads_hpas() {
         .args([
             "-c",
             SCRIPT,
-            &format!("http://{addr}"),
+            &format!("https://{addr}"),
             token.to_str().unwrap(),
+            d.state_dir.join("tls/ca.crt").to_str().unwrap(),
         ])
         .output()
         .unwrap();
