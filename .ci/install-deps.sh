@@ -44,4 +44,5 @@ fi
 if ! command -v qemu-img >/dev/null; then
   apt-get "${BPO_OPTS[@]}" update -qq
   apt-get "${BPO_OPTS[@]}" install -y -qq --no-install-recommends -t bookworm-backports qemu-utils
+fi
 command -v gcc >/dev/null || { apt-get update -qq; apt-get install -y -qq --no-install-recommends gcc libc6-dev; }
