@@ -5,7 +5,7 @@
 # to 2, stop the load, and show the scale-down once the stabilization window has passed.
 # Prints a timeline; exits non-zero if the scaling did not happen as expected.
 #
-#   scripts/loadtest.sh [--socket PATH | --server URL --token-file FILE] [--namespace NS]
+#   scripts/loadtest.sh [--socket PATH | --server URL --token-file FILE [--ca-file CA]] [--namespace NS]
 #                       [--image IMAGE] [--vmirs FILE] [--hpa FILE] [--window SECONDS]
 #                       [--up-timeout SECONDS] [--keep]
 #
@@ -18,6 +18,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SOCKET=${CORRAL_SOCKET:-/run/corral/corral.sock}
 SERVER=""
 TOKEN_FILE=""
+CA_FILE=""
 NS=default
 IMAGE=""
 VMIRS="$HERE/../tests/fixtures/seed/vmirs.yaml"
@@ -33,6 +34,7 @@ while [ $# -gt 0 ]; do
     --socket) SOCKET=$2; shift 2 ;;
     --server) SERVER=${2%/}; shift 2 ;;
     --token-file) TOKEN_FILE=$2; shift 2 ;;
+    --ca-file) CA_FILE=$2; shift 2 ;;
     -n|--namespace) NS=$2; shift 2 ;;
     --image) IMAGE=$2; shift 2 ;;
     --vmirs) VMIRS=$2; shift 2 ;;
@@ -56,6 +58,8 @@ CURL=(curl -sS --max-time 30)
 if [ -n "$SERVER" ]; then
   BASE=$SERVER
   [ -n "$TOKEN_FILE" ] && CURL+=(-H "Authorization: Bearer $(tr -d '[:space:]' < "$TOKEN_FILE")")
+  # The daemon's TCP listener is HTTPS with a private CA (<state-dir>/tls/ca.crt).
+  [ -n "$CA_FILE" ] && CURL+=(--cacert "$CA_FILE")
 else
   BASE=http://localhost
   CURL+=(--unix-socket "$SOCKET")

@@ -3,11 +3,14 @@
 # imports it into the state dir's image store as localhost/corral/testguest:v1 (the image
 # examples/vmirs.yaml boots), then runs `corral daemon` in the foreground (Ctrl+C stops it; the
 # VMs keep running and the next start re-adopts them).
-#   bash scripts/quickstart.sh [STATE_DIR]     default /tmp/corral; the API socket is STATE_DIR/run/corral.sock
+#   bash scripts/quickstart.sh [STATE_DIR [DAEMON FLAGS...]]
+# STATE_DIR defaults to /tmp/corral; the API socket is STATE_DIR/run/corral.sock; further arguments
+# go to `corral daemon` (e.g. --hpa-downscale-stabilization 30s).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 STATE=$(realpath -m "${1:-/tmp/corral}")
+shift $(( $# > 0 ? 1 : 0 ))
 [ "$(id -u)" = 0 ] || echo "quickstart: not root: /dev/kvm access and per-VM cgroups may be refused" >&2
 command -v mkfs.ext4 >/dev/null && command -v jq >/dev/null || bash .ci/install-deps.sh
 bash tests/fixtures/build.sh
@@ -19,4 +22,4 @@ mkdir -p "$STATE/run"
 echo "quickstart: API on $STATE/run/corral.sock; try:"
 echo "  curl --unix-socket $STATE/run/corral.sock -H 'Content-Type: application/yaml' --data-binary @examples/vmirs.yaml \\"
 echo "       http://localhost/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstancereplicasets"
-exec "$CORRAL" daemon --state-dir "$STATE" --run-dir "$STATE/run"
+exec "$CORRAL" daemon --state-dir "$STATE" --run-dir "$STATE/run" "$@"
