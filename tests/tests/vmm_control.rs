@@ -184,3 +184,28 @@ fn stop_forces_a_guest_that_ignores_the_power_button_after_the_grace_period() {
         vm.stderr()
     );
 }
+
+#[test]
+fn a_stop_during_early_boot_still_powers_the_guest_off() {
+    // The stop arrives as soon as the control socket exists, before the guest has routed the
+    // power button's interrupt: the first press is lost, a repeated one powers it off.
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("vm.sock");
+    let mut vm = Vm::spawn(
+        VmArgs::testguest("console=ttyS0")
+            .args(["--control-socket", socket.to_str().unwrap()])
+            .no_stdin(),
+    );
+    wait_for_socket(&socket, STEP);
+    let t0 = Instant::now();
+    let reply = control(&socket, r#"{"op":"stop","grace_ms":20000}"#);
+    assert_eq!(reply, serde_json::json!({"ok": true}));
+    assert_eq!(vm.exit_code(STEP), 5);
+    assert!(
+        vm.stderr()
+            .contains("stopped: control socket stop: guest powered off"),
+        "{}",
+        vm.stderr()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+}

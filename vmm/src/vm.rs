@@ -180,8 +180,12 @@ fn next_event(
     }
 }
 
-/// Presses the power button and waits up to `grace_ms` for the guest to power off; whatever
-/// happens, the result is a host stop.
+/// How often the power button is pressed again during a graceful stop: a guest still in early
+/// boot, with its interrupt not yet routed, misses an edge; a later press reaches it.
+const POWER_BUTTON_REPEAT: Duration = Duration::from_secs(1);
+
+/// Presses the power button (again every [`POWER_BUTTON_REPEAT`]) and waits up to `grace_ms`
+/// for the guest to power off; whatever happens, the result is a host stop.
 fn graceful_stop(
     rx: &Receiver<(u64, VmEvent)>,
     boot: u64,
@@ -189,11 +193,20 @@ fn graceful_stop(
     reason: String,
     grace_ms: u64,
 ) -> VmEvent {
-    if let Err(e) = button.press() {
-        tracing::warn!("pressing the power button: {e}");
-    }
     let deadline = Instant::now() + Duration::from_millis(grace_ms);
-    let reason = match next_event(rx, boot, Some(deadline)) {
+    let event = loop {
+        if let Err(e) = button.press() {
+            tracing::warn!("pressing the power button: {e}");
+        }
+        let next_press = (Instant::now() + POWER_BUTTON_REPEAT).min(deadline);
+        match next_event(rx, boot, Some(next_press)) {
+            Some(event) => break Some(event),
+            // Timed out before the deadline: press again. Returned early: the channel is gone.
+            None if Instant::now() < deadline && Instant::now() >= next_press => continue,
+            None => break None,
+        }
+    };
+    let reason = match event {
         Some(VmEvent::PowerOff) => format!("{reason}: guest powered off"),
         Some(VmEvent::Stop { .. }) => format!("{reason}: stopped again, forced"),
         Some(other) => format!("{reason}: forced after {other:?}"),
