@@ -109,14 +109,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
 
 /// Prints an error and its whole source chain once, on stderr.
 pub fn print_error_chain(err: &(dyn std::error::Error + 'static)) {
-    let mut msg = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    eprintln!("corral: error: {msg}");
+    eprintln!("corral: error: {}", supervisor::error_chain(err));
 }
 
 /// Logs to stderr (journald adds timestamps; a TTY gets them from us). `RUST_LOG` filters.

@@ -106,18 +106,6 @@ impl VmArgs {
     }
 }
 
-/// The whole cause chain of `err` on one line.
-fn chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
-    msg
-}
-
 /// Runs the VM; the exit code tells how it ended.
 pub fn run(args: Args) -> ExitCode {
     let _ = tracing_subscriber::fmt()
@@ -143,7 +131,10 @@ fn run_vm(args: VmArgs) -> (u8, String) {
         Ok(config) => config,
         Err(e) => {
             super::print_error_chain(&e);
-            return (EXIT_BAD_ARGS, format!("bad arguments: {}", chain(&e)));
+            return (
+                EXIT_BAD_ARGS,
+                format!("bad arguments: {}", supervisor::error_chain(&e)),
+            );
         }
     };
     match vmm::run(&config) {
@@ -161,7 +152,10 @@ fn run_vm(args: VmArgs) -> (u8, String) {
         }
         Err(e) => {
             super::print_error_chain(&e);
-            (EXIT_VMM_ERROR, format!("error: {}", chain(&e)))
+            (
+                EXIT_VMM_ERROR,
+                format!("error: {}", supervisor::error_chain(&e)),
+            )
         }
     }
 }
