@@ -140,6 +140,14 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         metrics: Some(metrics),
     };
+    // Give the heap back after bursts (creating or deleting many VMs).
+    tokio::spawn(async {
+        let mut t = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            t.tick().await;
+            let _ = tokio::task::spawn_blocking(supervisor::host::trim_heap).await;
+        }
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shutdown = move || {
         let mut rx = stop_rx.clone();

@@ -314,6 +314,7 @@ pub fn run(args: Args, m: &ArgMatches) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    supervisor::host::limit_malloc_arenas();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

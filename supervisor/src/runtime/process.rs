@@ -222,12 +222,26 @@ impl ProcessRuntime {
                 .and_then(|p| pidfd_open(p, PidfdFlags::empty()));
             match fd {
                 Ok(fd) => {
-                    // A pidfd becomes readable when the process exits; wait on a blocking thread.
-                    let _ = tokio::task::spawn_blocking(move || {
-                        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-                        while poll(&mut fds, None).is_err() {}
-                    })
-                    .await;
+                    // A pidfd becomes readable when the process exits: wait in the reactor (no
+                    // thread per adopted VM); if it cannot be registered, on a blocking thread.
+                    let interest = tokio::io::Interest::READABLE;
+                    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open, and
+                    // as_raw_fd returns the same descriptor, until the AsyncFd is dropped.
+                    let registered =
+                        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) };
+                    match registered {
+                        Ok(afd) => {
+                            let _ = afd.readable().await;
+                        }
+                        Err(e) => {
+                            let (fd, _) = e.into_parts();
+                            let _ = tokio::task::spawn_blocking(move || {
+                                let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+                                while poll(&mut fds, None).is_err() {}
+                            })
+                            .await;
+                        }
+                    }
                 }
                 Err(_) => {
                     // No pidfd: poll.
