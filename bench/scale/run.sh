@@ -56,6 +56,9 @@ t0=$(now)
 curl -sf "${S[@]}" -X PATCH -H 'Content-Type: application/merge-patch+json' -d '{"spec":{"replicas":20}}' "http://x$RS/bench/scale" >/dev/null
 wait_ready 20
 t20=$(now)
+# Like the QEMU peer below: until every guest has printed its ready line on its console.
+while [ "$(grep -l 'TESTGUEST READY' "$W"/run/vms/*/console.log 2>/dev/null | wc -l)" -lt 20 ]; do sleep 0.02; done
+t20g=$(now)
 curl -sf "${S[@]}" -X PATCH -H 'Content-Type: application/merge-patch+json' -d '{"spec":{"replicas":0}}' "http://x$RS/bench/scale" >/dev/null
 while [ "$(curl -s "${S[@]}" "http://x/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances" | jq '.items|length')" != 0 ]; do sleep 0.05; done
 t1=$(now)
@@ -98,7 +101,9 @@ q50=$(qemu_ready 50)
 
 t20s=$(echo "$t20 - $t0" | bc -l); t50s=$(echo "$t50 - $t1" | bc -l)
 printf '\n| measurement | result | target |\n|---|---|---|\n'
-printf '| 20-replica set: scale → all Ready | %.2f s (QEMU microvm, 20 guests started directly → all ready: %.2f s; ratio %.2f) | ≤ 2 s |\n' "$t20s" "$q20" "$(echo "$t20s / $q20" | bc -l)"
+t20g=$(echo "$t20g - $t0" | bc -l)
+printf '| 20-replica set: scale → all Ready (VMM up, all vCPUs in KVM_RUN) | %.2f s | ≤ 2 s |\n' "$t20s"
+printf '| 20-replica set: scale → every guest printed its ready line, vs QEMU microvm starting 20 test guests directly | %.2f s vs %.2f s (%.2f×) | |\n' "$t20g" "$q20" "$(echo "$t20g / $q20" | bc -l)"
 printf '| scale 0 → 50: Ready VMs per second | %.1f VMs/s (%.2f s; QEMU microvm direct: %.1f VMs/s) | ≥ 10 VMs/s |\n' "$(echo "50 / $t50s" | bc -l)" "$t50s" "$(echo "50 / $q50" | bc -l)"
 printf '| daemon RSS with 50 VMs | %.1f MiB | ≤ 30 MiB |\n' "$(echo "$rss_kib / 1024" | bc -l)"
 printf '| one VMM process RSS (median of 50, 265Mi guest) | %.1f MiB | (Firecracker ≤ 5 MiB overhead) |\n' "$(echo "$vmm_rss / 1024" | bc -l)"
