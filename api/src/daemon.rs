@@ -180,11 +180,13 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         )));
         tracing::info!(%addr, ca = %ca.display(), "serving the API over HTTPS (bearer token required)");
     }
+    // Handlers first: a SIGTERM right after READY=1 must be a clean stop, not the default death.
+    let stop_signal = stop_signals();
     state.ready.store(true, Ordering::Relaxed);
     tracing::info!(socket = %cfg.socket.display(), startup_ms = t0.elapsed().as_millis() as u64, "corral daemon ready");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
 
-    wait_for_signal().await;
+    stop_signal.await;
     tracing::info!("stopping the API; VMs keep running and are re-adopted by the next start");
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
@@ -194,12 +196,15 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future completes on the first of them.
+fn stop_signals() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }
