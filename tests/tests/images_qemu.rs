@@ -90,76 +90,100 @@ fn debian_kernel_boots_the_extracted_artifacts_under_tcg() {
         })
         .and_then(|mhz| mhz.parse::<f64>().ok())
         .map_or(2_000_000, |mhz| (mhz * 1000.0) as u64);
-    let append = format!("{} panic=-1 tsc_early_khz={khz}", get("cmdline"));
+    let append = format!(
+        "{} panic=-1 tsc_early_khz={khz} earlyprintk=serial,ttyS0",
+        get("cmdline")
+    );
 
-    let mut qemu = Command::new("qemu-system-x86_64")
-        .args([
-            "-M",
-            "microvm",
-            "-accel",
-            "tcg",
-            "-m",
-            "256",
-            "-smp",
-            "1",
-            "-nographic",
-            "-nodefaults",
-            "-no-reboot",
-        ])
-        .args([
-            "-serial",
-            "stdio",
-            "-kernel",
-            &get("kernel"),
-            "-initrd",
-            &get("initrd"),
-        ])
-        .args(["-append", &append])
-        .args([
-            "-drive",
-            &format!(
-                "id=root,file={},format=raw,if=none,snapshot=on",
-                get("disk_raw")
-            ),
-        ])
-        .args(["-device", "virtio-blk-device,drive=root"])
-        .args([
-            "-drive",
-            &format!(
-                "id=seed,file={},format=raw,if=none,readonly=on",
-                seed.display()
-            ),
-        ])
-        .args(["-device", "virtio-blk-device,drive=seed"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("qemu-system-x86_64 (apt qemu-system-x86)");
-    let (tx, rx) = mpsc::channel();
-    let out = qemu.stdout.take().unwrap();
-    // Raw chunks, not lines: the login prompt ends without a newline.
-    std::thread::spawn(move || {
-        let mut out = out;
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = out.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
+    // One boot under TCG: QEMU's serial output until the login prompt (or 120 s, or QEMU's exit).
+    let boot = || -> String {
+        let mut qemu = Command::new("qemu-system-x86_64")
+            .args([
+                "-M",
+                "microvm",
+                "-accel",
+                "tcg",
+                "-m",
+                "256",
+                "-smp",
+                "1",
+                "-nographic",
+                "-nodefaults",
+                "-no-reboot",
+            ])
+            .args([
+                "-serial",
+                "stdio",
+                "-kernel",
+                &get("kernel"),
+                "-initrd",
+                &get("initrd"),
+            ])
+            .args(["-append", &append])
+            .args([
+                "-drive",
+                &format!(
+                    "id=root,file={},format=raw,if=none,snapshot=on",
+                    get("disk_raw")
+                ),
+            ])
+            .args(["-device", "virtio-blk-device,drive=root"])
+            .args([
+                "-drive",
+                &format!(
+                    "id=seed,file={},format=raw,if=none,readonly=on",
+                    seed.display()
+                ),
+            ])
+            .args(["-device", "virtio-blk-device,drive=seed"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qemu-system-x86_64 (apt qemu-system-x86)");
+        let (tx, rx) = mpsc::channel();
+        let out = qemu.stdout.take().unwrap();
+        // Raw chunks, not lines: the login prompt ends without a newline.
+        std::thread::spawn(move || {
+            let mut out = out;
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = out.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut raw = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline && !String::from_utf8_lossy(&raw).contains("login:") {
+            match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(chunk) => raw.extend_from_slice(&chunk),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
-    });
-    let mut raw = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while Instant::now() < deadline && !String::from_utf8_lossy(&raw).contains("login:") {
-        match rx.recv_timeout(Duration::from_millis(200)) {
-            Ok(chunk) => raw.extend_from_slice(&chunk),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        let _ = qemu.kill();
+        let _ = qemu.wait();
+        String::from_utf8_lossy(&raw).replace('\r', "")
+    };
+    // This Debian 6.1 kernel dies early under TCG on this host in about a third of boots (a
+    // "divide error" in start_kernel, before the initrd; QEMU's emulation, not the artifacts):
+    // such a boot is retried, and says so; anything that gets as far as the initrd counts.
+    let mut log = String::new();
+    for attempt in 1..=6 {
+        log = boot();
+        let died_early = log.contains("Kernel panic") && !log.contains("initrd:");
+        if !died_early {
+            break;
         }
+        let why = log
+            .lines()
+            .find(|l| l.contains("divide error") || l.contains("Kernel panic"));
+        eprintln!(
+            "attempt {attempt}: the kernel died before the initrd ({}); booting again",
+            why.unwrap_or("?").trim()
+        );
     }
-    let _ = qemu.kill();
-    let _ = qemu.wait();
-    let log = String::from_utf8_lossy(&raw).replace('\r', "");
     let _ = std::fs::write(std::env::temp_dir().join("corral-images-qemu.log"), &log);
     let want = [
         "Linux version ".to_string(),
