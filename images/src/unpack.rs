@@ -418,14 +418,7 @@ impl Tree<'_> {
                         ..
                     })
                 ) {
-                    self.remove(&path);
-                    self.nodes.insert(
-                        path,
-                        Node {
-                            kind: Kind::Dir,
-                            layer: layer_idx,
-                        },
-                    );
+                    self.replace(path, Kind::Dir, layer_idx);
                 }
             }
             tar::EntryType::Symlink => {
@@ -440,14 +433,7 @@ impl Tree<'_> {
                         target,
                     });
                 }
-                self.remove(&path);
-                self.nodes.insert(
-                    path,
-                    Node {
-                        kind: Kind::Symlink(target),
-                        layer: layer_idx,
-                    },
-                );
+                self.replace(path, Kind::Symlink(target), layer_idx);
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -492,14 +478,7 @@ impl Tree<'_> {
                 } else {
                     None
                 };
-                self.remove(&path);
-                self.nodes.insert(
-                    path,
-                    Node {
-                        kind: Kind::File { staged: copy, size },
-                        layer: layer_idx,
-                    },
-                );
+                self.replace(path, Kind::File { staged: copy, size }, layer_idx);
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let size = entry.size();
@@ -527,14 +506,7 @@ impl Tree<'_> {
                 } else {
                     None
                 };
-                self.remove(&path);
-                self.nodes.insert(
-                    path,
-                    Node {
-                        kind: Kind::File { staged, size },
-                        layer: layer_idx,
-                    },
-                );
+                self.replace(path, Kind::File { staged, size }, layer_idx);
             }
             // pax/GNU metadata records are consumed by the tar crate; anything else is ignored.
             other => tracing::debug!(?other, %path, "ignoring tar entry type"),
@@ -548,6 +520,12 @@ impl Tree<'_> {
     }
 
     /// Removes `path` and, if it is a directory, everything under it.
+    /// Puts `kind` at `path`, discarding what an earlier layer had there.
+    fn replace(&mut self, path: String, kind: Kind, layer: usize) {
+        self.remove(&path);
+        self.nodes.insert(path, Node { kind, layer });
+    }
+
     fn remove(&mut self, path: &str) {
         if let Some(n) = self.nodes.remove(path) {
             discard(&n);
