@@ -327,7 +327,9 @@ s = co.patch_namespaced_custom_object_scale(G, V, "default", P, "lab05-cirros-re
 print("scaled", s["spec"]["replicas"])
 for _ in range(600):
     st = co.get_namespaced_custom_object_status(G, V, "default", P, "lab05-cirros-replicaset").get("status", {})
-    if st.get("readyReplicas") == 1 and st.get("replicas") == 1:
+    # The scaled-away VMI is listed until its VM has stopped (deletionTimestamp set meanwhile).
+    listed = co.list_cluster_custom_object(G, V, "virtualmachineinstances")["items"]
+    if st.get("readyReplicas") == 1 and st.get("replicas") == 1 and len(listed) == 1:
         break
     time.sleep(0.1)
 print("ready", st.get("readyReplicas"))
