@@ -164,7 +164,11 @@ pub fn exit_info(code: Option<i32>, signal: Option<i32>, last_error: Option<&str
         (None, None) => (
             false,
             "VMMLost",
-            "the VMM exited while corral was not watching it".to_string(),
+            // Only adopted VMMs get here: they are not our children, so the kernel gives corral no
+            // exit status, and a VMM that was killed or crashed wrote no exit file.
+            "the VMM ended without recording an exit code (corral adopted it after a restart, \
+             so its exit status is not visible; it was probably killed)"
+                .to_string(),
         ),
     };
     let message = match last_error {

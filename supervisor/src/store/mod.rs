@@ -7,7 +7,7 @@
 
 mod db;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -19,8 +19,8 @@ use crate::meta::{self, now_rfc3339};
 pub use db::DbError;
 use db::{Db, Write};
 
-/// How many watch events are kept for resuming watches.
-const HISTORY: usize = 20_000;
+mod history;
+use history::History;
 
 /// Identity of a stored object. Cluster-scoped objects use an empty namespace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -115,9 +115,8 @@ pub enum Deleted {
 struct State {
     objects: BTreeMap<ObjectKey, Arc<Value>>,
     rv: u64,
-    history: VecDeque<Arc<WatchEvent>>,
-    /// Oldest resourceVersion from which the history is complete.
-    history_floor: u64,
+    /// Recent events, for watches that resume from a resourceVersion.
+    history: History,
 }
 
 /// The store. Cheap to share behind an `Arc`.
@@ -153,8 +152,7 @@ impl Store {
             state: RwLock::new(State {
                 objects,
                 rv,
-                history: VecDeque::new(),
-                history_floor: rv,
+                history: History::new(rv),
             }),
             tx,
         })
@@ -214,19 +212,13 @@ impl Store {
         let Some(since) = since else {
             return Ok((Vec::new(), rx));
         };
-        if since < st.history_floor {
-            return Err(StoreError::Gone {
+        match st.history.since(since) {
+            Some(past) => Ok((past, rx)),
+            None => Err(StoreError::Gone {
                 requested: since,
-                oldest: st.history_floor,
-            });
+                oldest: st.history.floor(),
+            }),
         }
-        let past = st
-            .history
-            .iter()
-            .filter(|e| e.resource_version > since)
-            .cloned()
-            .collect();
-        Ok((past, rx))
     }
 
     /// Commits one change and publishes it. Must be called with the write lock held.
@@ -239,18 +231,19 @@ impl Store {
     ) -> Result<Arc<Value>, StoreError> {
         let rv = self.read().rv + 1;
         let db_key = key.db_key();
-        let (event_type, object) = match new {
+        let (event_type, object, size) = match new {
             Some(mut obj) => {
                 meta::meta_mut(&mut obj).insert("resourceVersion".into(), json!(rv.to_string()));
                 let bytes =
                     serde_json::to_vec(&obj).map_err(|e| StoreError::BadRequest(e.to_string()))?;
+                let size = bytes.len();
                 self.db.commit(&[Write::Put(&db_key, bytes)], rv, durable)?;
                 let t = if last.is_some() {
                     EventType::Modified
                 } else {
                     EventType::Added
                 };
-                (t, Arc::new(obj))
+                (t, Arc::new(obj), size)
             }
             None => {
                 self.db.commit(&[Write::Delete(&db_key)], rv, durable)?;
@@ -259,7 +252,8 @@ impl Store {
                     meta::meta_mut(&mut obj)
                         .insert("resourceVersion".into(), json!(rv.to_string()));
                 }
-                (EventType::Deleted, Arc::new(obj))
+                let size = serde_json::to_vec(&obj).map_or(0, |b| b.len());
+                (EventType::Deleted, Arc::new(obj), size)
             }
         };
         let ev = Arc::new(WatchEvent {
@@ -278,12 +272,7 @@ impl Store {
         } else {
             st.objects.insert(key.clone(), object.clone());
         }
-        st.history.push_back(ev.clone());
-        while st.history.len() > HISTORY {
-            if let Some(old) = st.history.pop_front() {
-                st.history_floor = old.resource_version;
-            }
-        }
+        st.history.push(ev.clone(), size);
         let _ = self.tx.send(ev);
         Ok(object)
     }
