@@ -1,12 +1,24 @@
 //! Registry credentials from a docker `config.json` (or podman `auth.json`): basic auth from
-//! `auth`/`username`+`password`, bearer registry tokens from `registrytoken`.
+//! `auth`/`username`+`password`, bearer registry tokens from `registrytoken`, and docker
+//! credential helpers (`credHelpers` per registry, `credsStore` for all), which are run as
+//! `docker-credential-NAME get` exactly as the docker CLI runs them.
+//!
+//! Lookup order for a registry: its `credHelpers` entry, then its `auths` entry, then
+//! `credsStore`. Helper answers are cached for a minute (a pull asks several times).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use oci_client::secrets::RegistryAuth;
 use serde::Deserialize;
+
+use crate::credential_helper::{self as helper, HelperError};
+
+/// How long a helper's answer is reused.
+const HELPER_CACHE: Duration = Duration::from_secs(60);
 
 /// Why the auth file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +37,19 @@ pub enum AuthError {
     },
     #[error("auth file {path}: entry for {registry:?} has an undecodable \"auth\" field")]
     Entry { path: PathBuf, registry: String },
+    #[error(transparent)]
+    Helper(#[from] HelperError),
 }
 
 #[derive(Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct ConfigFile {
     #[serde(default)]
     auths: BTreeMap<String, AuthEntry>,
+    #[serde(default)]
+    cred_helpers: BTreeMap<String, String>,
+    #[serde(default)]
+    creds_store: Option<String>,
 }
 
 #[derive(Default, Deserialize)]
@@ -51,13 +70,33 @@ struct AuthEntry {
 #[derive(Clone, Default)]
 pub struct Credentials {
     by_host: BTreeMap<String, RegistryAuth>,
+    /// Host → helper name (`credHelpers`).
+    helpers: BTreeMap<String, String>,
+    /// Helper for every other host (`credsStore`).
+    store: Option<String>,
     source: Option<PathBuf>,
+    /// Host → (when asked, answer) for helper lookups.
+    cache: Arc<Mutex<BTreeMap<String, (Instant, RegistryAuth)>>>,
+}
+
+/// Where the credentials for one registry come from.
+#[derive(Debug, PartialEq)]
+enum Lookup<'a> {
+    /// A `credHelpers` entry: the helper must work.
+    Helper(&'a str),
+    /// An `auths` entry.
+    Static(&'a RegistryAuth),
+    /// `credsStore`: a missing helper program only means anonymous access.
+    Store(&'a str),
+    Anonymous,
 }
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("hosts", &self.by_host.keys().collect::<Vec<_>>())
+            .field("helpers", &self.helpers)
+            .field("store", &self.store)
             .field("source", &self.source)
             .finish()
     }
@@ -105,27 +144,101 @@ impl Credentials {
             };
             by_host.insert(host, auth);
         }
+        let helpers = file
+            .cred_helpers
+            .into_iter()
+            .map(|(k, v)| (normalize_host(&k), v))
+            .collect();
         Ok(Self {
             by_host,
+            helpers,
+            store: file.creds_store.filter(|s| !s.trim().is_empty()),
             source: Some(path.into()),
+            cache: Arc::default(),
         })
     }
 
-    /// Credentials for `registry` (a host[:port]), anonymous when none are configured.
-    pub fn for_registry(&self, registry: &str) -> RegistryAuth {
-        self.by_host
-            .get(&normalize_host(registry))
-            .cloned()
-            .unwrap_or(RegistryAuth::Anonymous)
+    fn lookup(&self, host: &str) -> Lookup<'_> {
+        if let Some(h) = self.helpers.get(host) {
+            Lookup::Helper(h)
+        } else if let Some(a) = self.by_host.get(host) {
+            Lookup::Static(a)
+        } else if let Some(s) = &self.store {
+            Lookup::Store(s)
+        } else {
+            Lookup::Anonymous
+        }
     }
 
-    /// Where the credentials came from (for error hints).
-    pub fn source(&self) -> Option<&Path> {
-        self.source.as_deref()
+    /// Credentials for `registry` (a host[:port]), anonymous when none are configured. Runs the
+    /// registry's credential helper when one is configured.
+    pub async fn for_registry(&self, registry: &str) -> Result<RegistryAuth, AuthError> {
+        let host = normalize_host(registry);
+        let (helper, required) = match self.lookup(&host) {
+            Lookup::Static(a) => return Ok(a.clone()),
+            Lookup::Anonymous => return Ok(RegistryAuth::Anonymous),
+            Lookup::Helper(h) => (h, true),
+            Lookup::Store(s) => (s, false),
+        };
+        if let Some((at, auth)) = self.cache_lock().get(&host)
+            && at.elapsed() < HELPER_CACHE
+        {
+            return Ok(auth.clone());
+        }
+        let auth = match helper::get(helper, &helper::server_url(&host)).await {
+            Ok(auth) => auth,
+            Err(HelperError::Spawn { helper, source })
+                if !required && source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                tracing::warn!(%helper, registry = %host, "credsStore helper not installed; using anonymous access");
+                RegistryAuth::Anonymous
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.cache_lock()
+            .insert(host, (Instant::now(), auth.clone()));
+        Ok(auth)
     }
 
-    pub fn has(&self, registry: &str) -> bool {
-        self.by_host.contains_key(&normalize_host(registry))
+    fn cache_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, (Instant, RegistryAuth)>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Explains a 401/403 from `registry`: which credentials were sent, or why none were.
+    pub fn refusal_hint(&self, registry: &str) -> String {
+        let host = normalize_host(registry);
+        let file = || {
+            self.source
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        };
+        match self.lookup(&host) {
+            Lookup::Static(_) => format!(" with the credentials from {}", file()),
+            Lookup::Helper(h) | Lookup::Store(h) => {
+                let gave_none = matches!(
+                    self.cache_lock().get(&host),
+                    Some((_, RegistryAuth::Anonymous))
+                );
+                if gave_none {
+                    format!(
+                        ": docker-credential-{h} (named in {}) gave no credentials for {host}",
+                        file()
+                    )
+                } else {
+                    format!(
+                        " with the credentials from docker-credential-{h} (named in {})",
+                        file()
+                    )
+                }
+            }
+            Lookup::Anonymous => match &self.source {
+                Some(p) => format!(": no credentials for {registry} in {}", p.display()),
+                None => ": no credentials given (use --auth-file)".to_string(),
+            },
+        }
     }
 }
 
@@ -165,20 +278,74 @@ mod tests {
         )
         .unwrap();
         let c = Credentials::load(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let get = |r: &str| rt.block_on(c.for_registry(r)).unwrap();
         assert_eq!(
-            c.for_registry("127.0.0.1:5000"),
+            get("127.0.0.1:5000"),
             RegistryAuth::Basic("alice".into(), "s3cret:x".into())
         );
         assert_eq!(
-            c.for_registry("docker.io"),
+            get("docker.io"),
             RegistryAuth::Basic("bob".into(), "pw".into())
         );
-        assert_eq!(
-            c.for_registry("quay.io"),
-            RegistryAuth::Bearer("tok".into())
+        assert_eq!(get("quay.io"), RegistryAuth::Bearer("tok".into()));
+        assert_eq!(get("ghcr.io"), RegistryAuth::Anonymous);
+        assert_eq!(get("elsewhere:1"), RegistryAuth::Anonymous);
+        assert!(
+            c.refusal_hint("elsewhere:1")
+                .contains("no credentials for elsewhere:1 in"),
+            "{}",
+            c.refusal_hint("elsewhere:1")
         );
-        assert_eq!(c.for_registry("ghcr.io"), RegistryAuth::Anonymous);
-        assert_eq!(c.for_registry("elsewhere:1"), RegistryAuth::Anonymous);
+    }
+
+    #[test]
+    fn helpers_come_first_then_auths_then_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"auths":{"a.io":{"username":"u","password":"p"},"b.io":{"username":"u","password":"p"}},
+                "credHelpers":{"https://a.io":"ecr-login"},"credsStore":"pass"}"#,
+        )
+        .unwrap();
+        let c = Credentials::load(&path).unwrap();
+        assert_eq!(c.lookup("a.io"), Lookup::Helper("ecr-login"));
+        let basic = RegistryAuth::Basic("u".into(), "p".into());
+        assert_eq!(c.lookup("b.io"), Lookup::Static(&basic));
+        assert_eq!(c.lookup("c.io"), Lookup::Store("pass"));
+        assert!(
+            c.refusal_hint("a.io")
+                .contains("with the credentials from docker-credential-ecr-login")
+        );
+    }
+
+    #[test]
+    fn a_missing_helper_fails_only_when_named_for_the_registry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"credHelpers":{"a.io":"corral-no-such-helper"},"credsStore":"corral-no-such-helper"}"#,
+        )
+        .unwrap();
+        let c = Credentials::load(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let err = rt.block_on(c.for_registry("a.io")).unwrap_err();
+        assert!(
+            matches!(&err, AuthError::Helper(HelperError::Spawn { helper, .. }) if helper == "docker-credential-corral-no-such-helper"),
+            "{err:?}"
+        );
+        assert_eq!(
+            rt.block_on(c.for_registry("b.io")).unwrap(),
+            RegistryAuth::Anonymous
+        );
     }
 
     #[test]

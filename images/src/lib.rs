@@ -17,6 +17,7 @@
 pub mod auth;
 mod build;
 pub mod convert;
+pub mod credential_helper;
 pub mod decompress;
 pub mod digest;
 mod error;

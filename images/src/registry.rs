@@ -29,6 +29,12 @@ pub enum RegistryError {
     },
     #[error("registry {registry} refused access (401/403){hint}")]
     Unauthorized { registry: String, hint: String },
+    #[error("cannot get credentials for registry {registry}")]
+    Credentials {
+        registry: String,
+        #[source]
+        source: crate::auth::AuthError,
+    },
     #[error("{what} not found in registry {registry}")]
     NotFound { what: String, registry: String },
     #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
@@ -86,15 +92,21 @@ impl RegistryClient {
         }
     }
 
-    fn auth(&self, r: &ImageRef) -> RegistryAuth {
-        self.creds.for_registry(r.registry())
+    async fn auth(&self, r: &ImageRef) -> Result<RegistryAuth, RegistryError> {
+        self.creds
+            .for_registry(r.registry())
+            .await
+            .map_err(|source| RegistryError::Credentials {
+                registry: r.registry().to_string(),
+                source,
+            })
     }
 
     /// The digest a tag currently points to (HEAD; no manifest body transferred).
     pub async fn head_digest(&self, r: &ImageRef) -> Result<Digest, RegistryError> {
         let d = self
             .client
-            .fetch_manifest_digest(r.oci(), &self.auth(r))
+            .fetch_manifest_digest(r.oci(), &self.auth(r).await?)
             .await
             .map_err(|e| self.map_err(r, format!("manifest {r}"), e))?;
         Digest::parse(&d).map_err(|_| RegistryError::Protocol {
@@ -108,7 +120,7 @@ impl RegistryClient {
     pub async fn manifest(&self, r: &ImageRef) -> Result<(Vec<u8>, Digest), RegistryError> {
         let (bytes, _) = self
             .client
-            .pull_manifest_raw(r.oci(), &self.auth(r), ACCEPTED)
+            .pull_manifest_raw(r.oci(), &self.auth(r).await?, ACCEPTED)
             .await
             .map_err(|e| self.map_err(r, format!("manifest {r}"), e))?;
         let actual = Digest::of(&bytes);
@@ -209,22 +221,7 @@ impl RegistryClient {
 
     fn map_err(&self, r: &ImageRef, what: String, e: OciDistributionError) -> RegistryError {
         let registry = r.registry().to_string();
-        let auth_hint = || {
-            if self.creds.has(&registry) {
-                format!(
-                    " with the credentials from {}",
-                    self.creds
-                        .source()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_default()
-                )
-            } else {
-                match self.creds.source() {
-                    Some(p) => format!(": no credentials for {registry} in {}", p.display()),
-                    None => ": no credentials given (use --auth-file)".to_string(),
-                }
-            }
-        };
+        let auth_hint = || self.creds.refusal_hint(&registry);
         let not_found = || RegistryError::NotFound {
             what: what.clone(),
             registry: registry.clone(),

@@ -1,6 +1,7 @@
 //! `corral image pull` against real registries on 127.0.0.1 (Debian's docker-registry):
 //! the test guest and the CirrOS-like image, caching by digest, every manifest and layer
-//! format, basic auth, the bearer-token flow, and in-process deduplication of concurrent pulls.
+//! format, basic auth, the bearer-token flow, docker credential helpers (the real
+//! `docker-credential-pass`), and in-process deduplication of concurrent pulls.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -288,6 +289,163 @@ fn basic_auth_from_a_docker_config() {
         &["--auth-file", auth.to_str().unwrap()],
     );
     assert!(path(&img, "kernel").exists());
+}
+
+/// A `pass` password store with its own throwaway gpg key, as `docker-credential-pass` uses it.
+struct PassStore {
+    dir: tempfile::TempDir,
+}
+
+impl PassStore {
+    fn new() -> PassStore {
+        let dir = tempfile::tempdir().unwrap();
+        let gnupg = dir.path().join("gnupg");
+        std::fs::create_dir(&gnupg).unwrap();
+        std::fs::set_permissions(&gnupg, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .unwrap();
+        let s = PassStore { dir };
+        let mut keygen = s.run(
+            "gpg",
+            &["--batch", "--pinentry-mode", "loopback", "--passphrase", ""],
+        );
+        keygen.args(["--quick-gen-key", "corral-test@localhost"]);
+        keygen.args(["default", "default", "never"]);
+        s.output(keygen);
+        let keys = s.output(s.run("gpg", &["--list-keys", "--with-colons"]));
+        let fpr = keys
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .and_then(|l| l.trim_matches(':').split(':').next_back())
+            .expect("fingerprint of the new key")
+            .to_string();
+        s.output(s.run("pass", &["init", &fpr]));
+        s
+    }
+
+    /// A command with this store's GNUPGHOME and PASSWORD_STORE_DIR.
+    fn run(&self, program: &str, args: &[&str]) -> std::process::Command {
+        let mut c = std::process::Command::new(program);
+        self.env(&mut c).args(args);
+        c
+    }
+
+    fn env<'a>(&self, c: &'a mut std::process::Command) -> &'a mut std::process::Command {
+        c.env("GNUPGHOME", self.dir.path().join("gnupg"))
+            .env("PASSWORD_STORE_DIR", self.dir.path().join("store"))
+    }
+
+    fn output(&self, mut c: std::process::Command) -> String {
+        let o = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+        assert!(
+            o.status.success(),
+            "{c:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `docker-credential-pass store`, the way `docker login` saves credentials.
+    fn store(&self, server: &str, user: &str, secret: &str) {
+        use std::io::Write as _;
+        let mut c = self.run("docker-credential-pass", &["store"]);
+        c.stdin(std::process::Stdio::piped());
+        let mut child = c
+            .spawn()
+            .expect("docker-credential-pass (golang-docker-credential-helpers) is installed");
+        let body = serde_json::json!({"ServerURL": server, "Username": user, "Secret": secret});
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.to_string().as_bytes())
+            .unwrap();
+        assert!(
+            child.wait().unwrap().success(),
+            "docker-credential-pass store"
+        );
+    }
+}
+
+impl Drop for PassStore {
+    fn drop(&mut self) {
+        let _ = self.run("gpgconf", &["--kill", "gpg-agent"]).status();
+    }
+}
+
+#[test]
+fn credentials_from_a_real_credential_helper() {
+    let reg = Registry::start_basic("carol", "h3lper-pw");
+    reg.push(&oci("testguest/oci"), "corral/testguest:latest");
+    let pass = PassStore::new();
+    pass.store(&reg.addr, "carol", "h3lper-pw");
+    let dir = tempfile::tempdir().unwrap();
+    let pull_with = |config: &str| {
+        let file = dir.path().join("config.json");
+        std::fs::write(&file, config).unwrap();
+        // A fresh store each time, so that every pull asks the registry.
+        let store = tempfile::tempdir_in(dir.path()).unwrap();
+        let mut c = image_cmd(&store.path().join("s"));
+        pass.env(&mut c)
+            .args([
+                "pull",
+                "--json",
+                "--insecure-registry",
+                &reg.addr,
+                "--auth-file",
+            ])
+            .arg(&file)
+            .arg(reg.reference("corral/testguest:latest"));
+        (c, store)
+    };
+
+    // credHelpers names the helper for this registry; credsStore is the default for all.
+    for config in [
+        format!(r#"{{"credHelpers":{{"{}":"pass"}}}}"#, reg.addr),
+        r#"{"credsStore":"pass"}"#.to_string(),
+    ] {
+        let (c, _store) = pull_with(&config);
+        let img: Value = serde_json::from_str(&ok(c)).expect("pull --json output");
+        assert!(path(&img, "kernel").exists(), "{config}");
+    }
+
+    // Once the helper has nothing stored for this registry, the pull is anonymous, refused, and
+    // the error names the helper.
+    let mut erase = pass.run("docker-credential-pass", &["erase"]);
+    erase.stdin(std::process::Stdio::piped());
+    let mut child = erase.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), reg.addr.as_bytes()).unwrap();
+    assert!(
+        child.wait().unwrap().success(),
+        "docker-credential-pass erase"
+    );
+    let (c, _store) = pull_with(r#"{"credsStore":"pass"}"#);
+    let err = fails(c);
+    assert!(
+        err.contains("refused access")
+            && err.contains("docker-credential-pass (named in")
+            && err.contains("gave no credentials"),
+        "{err}"
+    );
+
+    // A helper named for this registry must exist; a missing credsStore helper is only a warning.
+    let (c, _store) = pull_with(&format!(
+        r#"{{"credHelpers":{{"{}":"corral-missing"}}}}"#,
+        reg.addr
+    ));
+    let err = fails(c);
+    assert!(
+        err.contains("cannot get credentials")
+            && err.contains("cannot run credential helper docker-credential-corral-missing"),
+        "{err}"
+    );
+    let (c, _store) = pull_with(r#"{"credsStore":"corral-missing"}"#);
+    let err = fails(c);
+    assert!(
+        err.contains("refused access")
+            && err.contains("docker-credential-corral-missing (named in")
+            && err.contains("gave no credentials"),
+        "{err}"
+    );
 }
 
 #[test]
