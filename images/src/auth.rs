@@ -262,26 +262,27 @@ fn normalize_host(key: &str) -> String {
 mod tests {
     use super::*;
 
-    #[test]
-    fn reads_auth_user_password_and_tokens() {
+    /// Credentials loaded from `json` written to a config.json, and a runtime for the lookups.
+    fn load(json: &str) -> (Credentials, tokio::runtime::Runtime) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
-        let b64 = base64::engine::general_purpose::STANDARD.encode("alice:s3cret:x");
-        std::fs::write(
-            &path,
-            format!(
-                r#"{{"auths":{{"127.0.0.1:5000":{{"auth":"{b64}"}},
-                "https://index.docker.io/v1/":{{"username":"bob","password":"pw"}},
-                "http://quay.io":{{"registrytoken":"tok"}},
-                "ghcr.io":{{"identitytoken":"refresh"}}}}}}"#
-            ),
-        )
-        .unwrap();
-        let c = Credentials::load(&path).unwrap();
+        std::fs::write(&path, json).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
+        (Credentials::load(&path).unwrap(), rt)
+    }
+
+    #[test]
+    fn reads_auth_user_password_and_tokens() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode("alice:s3cret:x");
+        let (c, rt) = load(&format!(
+            r#"{{"auths":{{"127.0.0.1:5000":{{"auth":"{b64}"}},
+                "https://index.docker.io/v1/":{{"username":"bob","password":"pw"}},
+                "http://quay.io":{{"registrytoken":"tok"}},
+                "ghcr.io":{{"identitytoken":"refresh"}}}}}}"#
+        ));
         let get = |r: &str| rt.block_on(c.for_registry(r)).unwrap();
         assert_eq!(
             get("127.0.0.1:5000"),
@@ -304,15 +305,10 @@ mod tests {
 
     #[test]
     fn helpers_come_first_then_auths_then_the_store() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.json");
-        std::fs::write(
-            &path,
+        let (c, _) = load(
             r#"{"auths":{"a.io":{"username":"u","password":"p"},"b.io":{"username":"u","password":"p"}},
                 "credHelpers":{"https://a.io":"ecr-login"},"credsStore":"pass"}"#,
-        )
-        .unwrap();
-        let c = Credentials::load(&path).unwrap();
+        );
         assert_eq!(c.lookup("a.io"), Lookup::Helper("ecr-login"));
         let basic = RegistryAuth::Basic("u".into(), "p".into());
         assert_eq!(c.lookup("b.io"), Lookup::Static(&basic));
@@ -325,18 +321,9 @@ mod tests {
 
     #[test]
     fn a_missing_helper_fails_only_when_named_for_the_registry() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.json");
-        std::fs::write(
-            &path,
+        let (c, rt) = load(
             r#"{"credHelpers":{"a.io":"corral-no-such-helper"},"credsStore":"corral-no-such-helper"}"#,
-        )
-        .unwrap();
-        let c = Credentials::load(&path).unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        );
         let err = rt.block_on(c.for_registry("a.io")).unwrap_err();
         assert!(
             matches!(&err, AuthError::Helper(HelperError::Spawn { helper, .. }) if helper == "docker-credential-corral-no-such-helper"),

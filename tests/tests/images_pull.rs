@@ -344,24 +344,21 @@ impl PassStore {
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
-    /// `docker-credential-pass store`, the way `docker login` saves credentials.
-    fn store(&self, server: &str, user: &str, secret: &str) {
+    /// `docker-credential-pass VERB` with `input` on stdin, as `docker login` (`store`) and
+    /// `docker logout` (`erase`) run it.
+    fn helper(&self, verb: &str, input: &str) {
         use std::io::Write as _;
-        let mut c = self.run("docker-credential-pass", &["store"]);
+        let mut c = self.run("docker-credential-pass", &[verb]);
         c.stdin(std::process::Stdio::piped());
         let mut child = c
             .spawn()
             .expect("docker-credential-pass (golang-docker-credential-helpers) is installed");
-        let body = serde_json::json!({"ServerURL": server, "Username": user, "Secret": secret});
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(body.to_string().as_bytes())
-            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        drop(stdin);
         assert!(
             child.wait().unwrap().success(),
-            "docker-credential-pass store"
+            "docker-credential-pass {verb}"
         );
     }
 }
@@ -377,7 +374,9 @@ fn credentials_from_a_real_credential_helper() {
     let reg = Registry::start_basic("carol", "h3lper-pw");
     reg.push(&oci("testguest/oci"), "corral/testguest:latest");
     let pass = PassStore::new();
-    pass.store(&reg.addr, "carol", "h3lper-pw");
+    let login =
+        serde_json::json!({"ServerURL": reg.addr, "Username": "carol", "Secret": "h3lper-pw"});
+    pass.helper("store", &login.to_string());
     let dir = tempfile::tempdir().unwrap();
     let pull_with = |config: &str| {
         let file = dir.path().join("config.json");
@@ -410,14 +409,7 @@ fn credentials_from_a_real_credential_helper() {
 
     // Once the helper has nothing stored for this registry, the pull is anonymous, refused, and
     // the error names the helper.
-    let mut erase = pass.run("docker-credential-pass", &["erase"]);
-    erase.stdin(std::process::Stdio::piped());
-    let mut child = erase.spawn().unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), reg.addr.as_bytes()).unwrap();
-    assert!(
-        child.wait().unwrap().success(),
-        "docker-credential-pass erase"
-    );
+    pass.helper("erase", &reg.addr);
     let (c, _store) = pull_with(r#"{"credsStore":"pass"}"#);
     let err = fails(c);
     assert!(
