@@ -14,7 +14,6 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rustix::event::{PollFd, PollFlags, poll};
 use rustix::process::{Pid, PidfdFlags, Signal, kill_process, pidfd_open};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
@@ -217,34 +216,27 @@ impl ProcessRuntime {
     fn watch_pidfd(&self, uid: String, pid: u32) {
         let rt = self.clone();
         tokio::spawn(async move {
-            let fd = Pid::from_raw(pid as i32)
-                .ok_or(rustix::io::Errno::INVAL)
-                .and_then(|p| pidfd_open(p, PidfdFlags::empty()));
-            match fd {
-                Ok(fd) => {
-                    // A pidfd becomes readable when the process exits: wait in the reactor (no
-                    // thread per adopted VM); if it cannot be registered, on a blocking thread.
-                    let interest = tokio::io::Interest::READABLE;
-                    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open, and
-                    // as_raw_fd returns the same descriptor, until the AsyncFd is dropped.
-                    let registered =
-                        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, interest) };
-                    match registered {
-                        Ok(afd) => {
-                            let _ = afd.readable().await;
-                        }
-                        Err(e) => {
-                            let (fd, _) = e.into_parts();
-                            let _ = tokio::task::spawn_blocking(move || {
-                                let mut fds = [PollFd::new(&fd, PollFlags::IN)];
-                                while poll(&mut fds, None).is_err() {}
-                            })
-                            .await;
-                        }
-                    }
+            // A pidfd becomes readable when the process exits: wait in the reactor, with no
+            // thread per adopted VM.
+            let pidfd =
+                Pid::from_raw(pid as i32).and_then(|p| pidfd_open(p, PidfdFlags::empty()).ok());
+            let registered = pidfd.and_then(|fd| {
+                // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open, and
+                // as_raw_fd returns the same descriptor, until the AsyncFd is dropped.
+                unsafe {
+                    tokio::io::unix::AsyncFd::register_with_interest(
+                        fd,
+                        tokio::io::Interest::READABLE,
+                    )
                 }
-                Err(_) => {
-                    // No pidfd: poll.
+                .ok()
+            });
+            match registered {
+                Some(afd) => {
+                    let _ = afd.readable().await;
+                }
+                // No pidfd (kernel < 5.3), or the reactor refused it: poll.
+                None => {
                     while procfs::is_alive(pid) {
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
