@@ -87,20 +87,16 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         Arc::new(Store::open(&cfg.state_dir.join("corral.redb")).map_err(DaemonError::Store)?);
     let (vm_tx, vm_rx) = tokio::sync::mpsc::unbounded_channel();
     let placer = crate::daemon_metrics::placer(&cfg, &store)?;
-    let place = placer.clone().map(|p| {
-        Box::new(
-            move |vm: &supervisor::runtime::VmRef, pid: u32, l: &supervisor::runtime::Limits| {
-                p.place(vm, pid, l).map_err(|e| supervisor::error_chain(&e))
-            },
-        ) as Box<supervisor::runtime::process::PlaceFn>
-    });
+    let placement = placer
+        .clone()
+        .map(|p| p as Arc<dyn supervisor::runtime::process::Placement>);
     let runtime: Arc<dyn VmRuntime> = Arc::new(
         ProcessRuntime::start(
             ProcessConfig {
                 run_dir: cfg.run_dir.clone(),
                 binary: cfg.vmm_binary.clone(),
                 extra_env: Vec::new(),
-                place,
+                placement,
             },
             vm_tx,
         )

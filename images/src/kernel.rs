@@ -74,7 +74,8 @@ pub struct DiskBoot {
     /// The root filesystem's label, and its partition number.
     pub root_label: Option<String>,
     pub root_partition: Option<u32>,
-    /// Default command line: `root=LABEL=<label>` (or `root=/dev/vdaN`) `ro console=ttyS0`.
+    /// Default command line: the root filesystem's `/etc/kernel/cmdline` if it has one, else
+    /// `root=LABEL=<label>` (or `root=/dev/vdaN`) `ro console=ttyS0`.
     pub cmdline: String,
     /// What was searched, for the "no kernel" error.
     pub searched: String,
@@ -221,7 +222,9 @@ pub fn extract(disk: &Path, out_dir: &Path, require: bool) -> Result<DiskBoot, K
             )
         };
         boot.root_label = (!label.is_empty()).then_some(label);
-        boot.cmdline = format!("root={root} ro console=ttyS0");
+        // The image's own command line (systemd kernel-install's `/etc/kernel/cmdline`) wins.
+        boot.cmdline =
+            image_cmdline(&fs.ext4).unwrap_or_else(|| format!("root={root} ro console=ttyS0"));
     } else {
         boot.cmdline = "console=ttyS0".to_string();
     }
@@ -304,6 +307,22 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), KernelError> {
 fn has_ext_magic(r: &PartReader) -> bool {
     let mut m = [0u8; 2];
     r.len >= 2048 && r.file.read_exact_at(&mut m, r.start + 1024 + 56).is_ok() && m == [0x53, 0xEF]
+}
+
+/// Longest `/etc/kernel/cmdline` taken (the x86 boot protocol allows 2 KiB).
+const MAX_IMAGE_CMDLINE: u64 = 2048;
+
+/// `/etc/kernel/cmdline` of a root filesystem, its lines joined by spaces; None when absent,
+/// empty, too long or not plain text.
+fn image_cmdline(fs: &Ext4) -> Option<String> {
+    let path = "/etc/kernel/cmdline";
+    let meta = fs.metadata(path).ok()?;
+    if !meta.file_type().is_regular_file() || meta.len() > MAX_IMAGE_CMDLINE {
+        return None;
+    }
+    let text = String::from_utf8(fs.read(path).ok()?).ok()?;
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!line.is_empty() && !line.chars().any(char::is_control)).then_some(line)
 }
 
 fn exists(fs: &Ext4, path: &str) -> bool {
@@ -563,6 +582,29 @@ mod tests {
         assert_eq!(b.cmdline, "root=LABEL=cirros-rootfs ro console=ttyS0");
         assert_eq!(std::fs::read(out.join("vmlinux")).unwrap(), k2);
         assert_eq!(std::fs::read(out.join("initrd")).unwrap(), b"i-new");
+    }
+
+    #[test]
+    fn the_images_etc_kernel_cmdline_is_the_default() {
+        let k = elf("k");
+        let Some((dir, disk)) = disk_with(
+            &[
+                ("/boot/vmlinuz-6.1.0-56-cloud-amd64", &k),
+                ("/sbin/init", b"#!/bin/sh"),
+                (
+                    "/etc/kernel/cmdline",
+                    b"root=LABEL=cirros-rootfs ro\n  console=ttyS0 quiet\n",
+                ),
+            ],
+            &[],
+            "cirros-rootfs",
+        ) else {
+            return;
+        };
+        let out = dir.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let b = extract(&disk, &out, true).unwrap();
+        assert_eq!(b.cmdline, "root=LABEL=cirros-rootfs ro console=ttyS0 quiet");
     }
 
     #[test]

@@ -20,13 +20,7 @@ pub fn corral() -> PathBuf {
         if let Some(p) = std::env::var_os("CORRAL_BIN") {
             return PathBuf::from(p);
         }
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> → target/<profile>/corral
-        let profile_dir = exe
-            .parent()
-            .and_then(|d| d.parent())
-            .expect("target/<profile>")
-            .to_path_buf();
+        let profile_dir = profile_dir();
         let bin = profile_dir.join("corral");
         let release = profile_dir.file_name().is_some_and(|n| n == "release");
         let mut cmd = Command::new(env!("CARGO"));
@@ -46,6 +40,18 @@ pub fn corral() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// `target/<profile>`: where cargo puts the binaries of the profile this executable was built
+/// with (tests run from `target/<profile>/deps/`, the crate's own tools from the profile dir).
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable's directory");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The fixtures directory (`target/fixtures`, built by `tests/fixtures/build.sh`).

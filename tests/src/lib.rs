@@ -5,6 +5,8 @@ pub mod bin;
 pub mod corral;
 pub mod daemon;
 pub mod lab;
+pub mod linux_log;
+pub mod nested;
 pub mod oci;
 pub mod registry;
 pub mod vmm;

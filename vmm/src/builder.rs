@@ -15,8 +15,8 @@ use crate::arch::x86_64::layout::{
     KVM_TSS_ADDR, POWER_BUTTON_GSI, SERIAL_IRQ, VIRTIO_MMIO_SIZE, e820_ram, low_ram_end,
     virtio_mmio_slot,
 };
-use crate::arch::x86_64::paging;
 use crate::arch::x86_64::regs::{self, EntryMode, RegsError};
+use crate::arch::x86_64::{paging, reset_vector};
 use crate::config::VmConfig;
 use crate::devices::acpi_pm::AcpiPm;
 use crate::devices::power_button::PowerButton;
@@ -52,6 +52,8 @@ pub enum BuildError {
     PageTables(#[source] vm_memory::GuestMemoryError),
     #[error("boot descriptor tables")]
     DescriptorTables(#[source] RegsError),
+    #[error("writing the reset vector")]
+    ResetVector(#[source] vm_memory::GuestMemoryError),
     #[error("KVM_IRQFD for the serial port")]
     SerialIrq(#[source] kvm_ioctls::Error),
     #[error("KVM_IRQFD for the power button")]
@@ -207,6 +209,7 @@ fn setup_boot_info(
     };
     boot::write_cmdline(mem, &cmdline).map_err(BuildError::BootInfo)?;
     regs::write_descriptor_tables(mem).map_err(BuildError::DescriptorTables)?;
+    reset_vector::write(mem).map_err(BuildError::ResetVector)?;
     match kernel.entry {
         KernelEntry::Linux64 { entry, header } => {
             let zero_page =

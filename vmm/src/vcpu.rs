@@ -141,6 +141,9 @@ fn run_loop(index: u8, mut vcpu: VcpuFd, ctx: VcpuContext) {
                             "{detail}{}",
                             internal_error_detail(&mut vcpu)
                         )),
+                        VmEvent::Crash(detail) => {
+                            VmEvent::Crash(format!("{detail}{}", crash_detail(&vcpu)))
+                        }
                         other => other,
                     };
                     ctx.events.send(event);
@@ -193,6 +196,20 @@ fn handle_exit(index: u8, exit: VcpuExit, ctx: &VcpuContext) -> Option<VmEvent> 
         other => tracing::debug!("vCPU {index}: ignored exit {other:?}"),
     }
     None
+}
+
+/// Where the vCPU was when the guest crashed: ` at rip=... cr2=... cr3=...`, for the log (on
+/// Intel a triple fault's RIP names the guest code that faulted; AMD's KVM resets the vCPU
+/// before exiting, so its reset state says nothing and is left out).
+fn crash_detail(vcpu: &VcpuFd) -> String {
+    match (vcpu.get_regs(), vcpu.get_sregs()) {
+        (Ok(r), Ok(s)) if r.rip == 0xfff0 && s.cr0 == 0x10 => String::new(),
+        (Ok(r), Ok(s)) => format!(
+            " at rip={:#x} rsp={:#x} cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
+            r.rip, r.rsp, s.cr0, s.cr2, s.cr3, s.cr4, s.efer
+        ),
+        _ => String::new(),
+    }
 }
 
 /// `suberror` and data words of the last internal-error exit.

@@ -185,7 +185,8 @@ fn next_event(
 const POWER_BUTTON_REPEAT: Duration = Duration::from_secs(1);
 
 /// Presses the power button (again every [`POWER_BUTTON_REPEAT`]) and waits up to `grace_ms`
-/// for the guest to power off; whatever happens, the result is a host stop.
+/// for the guest to power off. A guest that powers off in time ends the VM as a power-off (exit
+/// 0, as when it powers off by itself); anything else is a host stop.
 fn graceful_stop(
     rx: &Receiver<(u64, VmEvent)>,
     boot: u64,
@@ -207,7 +208,10 @@ fn graceful_stop(
         }
     };
     let reason = match event {
-        Some(VmEvent::PowerOff) => format!("{reason}: guest powered off"),
+        Some(VmEvent::PowerOff) => {
+            tracing::info!("{reason}: the guest powered off after the power button");
+            return VmEvent::PowerOff;
+        }
         Some(VmEvent::Stop { .. }) => format!("{reason}: stopped again, forced"),
         Some(other) => format!("{reason}: forced after {other:?}"),
         None => format!("{reason}: forced after {grace_ms} ms grace"),

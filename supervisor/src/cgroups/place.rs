@@ -63,6 +63,12 @@ impl Placer {
         self.cgroups.place(&vm.uid, pid, &s)
     }
 
+    /// The VM's VMM has ended: removes its cgroup (if empty; the sampler's sweep catches any
+    /// left behind).
+    pub fn release(&self, vm: &VmRef) -> Result<bool, CgroupError> {
+        self.cgroups.remove_if_empty(&vm.uid)
+    }
+
     /// Makes sure a running VM is in its cgroup (a VM re-adopted from a daemon that ran without
     /// cgroups, or whose cgroup was removed). Returns true if it had to be placed.
     pub fn ensure(&self, vm: &VmRef, pid: u32) -> Result<bool, CgroupError> {
@@ -72,5 +78,17 @@ impl Placer {
         let s = self.settings(vm, None);
         self.cgroups.place(&vm.uid, pid, &s)?;
         Ok(true)
+    }
+}
+
+impl crate::runtime::process::Placement for Placer {
+    fn place(&self, vm: &VmRef, pid: u32, limits: &Limits) -> Result<(), String> {
+        Placer::place(self, vm, pid, limits).map_err(|e| crate::error_chain(&e))
+    }
+
+    fn release(&self, vm: &VmRef) -> Result<(), String> {
+        Placer::release(self, vm)
+            .map(|_| ())
+            .map_err(|e| crate::error_chain(&e))
     }
 }

@@ -48,9 +48,13 @@ struct Entry {
     state: State,
 }
 
-/// Hook run in the child between fork and exec is not used; instead the runtime calls this after
-/// spawning to place the process (e.g. into a cgroup). Errors are logged, not fatal.
-pub type PlaceFn = dyn Fn(&VmRef, u32, &super::Limits) -> Result<(), String> + Send + Sync;
+/// Where VMM processes are placed (their cgroups): the runtime calls [`place`](Self::place) right
+/// after spawning a VMM and [`release`](Self::release) once it has ended. Errors are logged, not
+/// fatal.
+pub trait Placement: Send + Sync {
+    fn place(&self, vm: &VmRef, pid: u32, limits: &super::Limits) -> Result<(), String>;
+    fn release(&self, vm: &VmRef) -> Result<(), String>;
+}
 
 struct Inner {
     vms_dir: PathBuf,
@@ -58,7 +62,7 @@ struct Inner {
     extra_env: Vec<(String, String)>,
     vms: Mutex<HashMap<String, Entry>>,
     notify: UnboundedSender<VmRef>,
-    place: Option<Box<PlaceFn>>,
+    placement: Option<Arc<dyn Placement>>,
 }
 
 /// One process per VM.
@@ -75,8 +79,8 @@ pub struct ProcessConfig {
     pub binary: PathBuf,
     /// Environment added to every VMM.
     pub extra_env: Vec<(String, String)>,
-    /// Called with each new VMM's pid (cgroup placement).
-    pub place: Option<Box<PlaceFn>>,
+    /// Places each new VMM (cgroups) and releases it when it ends.
+    pub placement: Option<Arc<dyn Placement>>,
 }
 
 fn last_error_line(dir: &Path) -> Option<String> {
@@ -110,7 +114,7 @@ impl ProcessRuntime {
                 extra_env: cfg.extra_env,
                 vms: Mutex::new(HashMap::new()),
                 notify,
-                place: cfg.place,
+                placement: cfg.placement,
             }),
         };
         rt.adopt_all();
@@ -183,10 +187,16 @@ impl ProcessRuntime {
     }
 
     fn exited(&self, uid: &str, code: Option<i32>, signal: Option<i32>) {
-        let dir = match self.lock().get(uid) {
-            Some(e) => e.dir.clone(),
+        let (dir, vm) = match self.lock().get(uid) {
+            Some(e) => (e.dir.clone(), e.vm.clone()),
             None => return,
         };
+        // The VMM is gone: its cgroup goes now, not at the next sweep.
+        if let Some(placement) = &self.inner.placement {
+            if let Err(e) = placement.release(&vm) {
+                tracing::warn!(uid, error = %e, "could not release the VMM's placement (cgroups)");
+            }
+        }
         let code = code.or_else(|| {
             if signal.is_none() {
                 recorded_exit_code(&dir)
@@ -357,8 +367,8 @@ impl VmRuntime for ProcessRuntime {
                 source,
             });
         }
-        if let Some(place) = &self.inner.place {
-            if let Err(e) = place(&plan.vm, pid, &plan.limits) {
+        if let Some(placement) = &self.inner.placement {
+            if let Err(e) = placement.place(&plan.vm, pid, &plan.limits) {
                 tracing::warn!(uid, error = %e, "could not place the VMM (cgroups)");
             }
         }

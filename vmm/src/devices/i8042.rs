@@ -37,7 +37,8 @@ mod tests {
         let mut dev = new(EventSender::new(tx, 3));
         dev.write(4, 0x01).unwrap();
         assert!(rx.try_recv().is_err());
-        dev.write(4, 0xfe).unwrap();
+        dev.write(4, crate::arch::x86_64::layout::I8042_RESET_COMMAND)
+            .unwrap();
         assert_eq!(rx.try_recv().unwrap(), (3, VmEvent::Reset));
     }
 }

@@ -34,8 +34,11 @@ pub const CMDLINE_MAX_SIZE: usize = 2048;
 pub const EBDA_START: u64 = 0x9fc00;
 /// ACPI tables (RSDP first, as the BIOS area a guest may scan); not RAM in the e820 map.
 pub const ACPI_START: u64 = 0xe0000;
-/// End of the ACPI table area.
-pub const ACPI_END: u64 = 0x10_0000;
+/// End of the ACPI table area (the reset vector follows it).
+pub const ACPI_END: u64 = RESET_VECTOR_ADDR;
+/// The real-mode reset vector `F000:FFF0`: where a guest jumps to have "the BIOS" restart the
+/// machine (Linux's last reboot method, reached on a hardware-reduced ACPI machine without EFI).
+pub const RESET_VECTOR_ADDR: u64 = 0xf_fff0;
 /// Kernel load address and start of high memory (1 MiB).
 pub const HIMEM_START: u64 = 0x10_0000;
 /// Start of the 32-bit MMIO hole: RAM beyond this moves above 4 GiB.
@@ -59,6 +62,10 @@ pub const INITRD_ADDR_MAX: u64 = 0x37ff_ffff;
 pub const SERIAL_PORT: u16 = 0x3f8;
 /// i8042 data port; the command port is `I8042_PORT + 4`.
 pub const I8042_PORT: u16 = 0x60;
+/// i8042 command port.
+pub const I8042_COMMAND_PORT: u16 = I8042_PORT + 4;
+/// The i8042 command that pulses the CPU reset line.
+pub const I8042_RESET_COMMAND: u8 = 0xfe;
 /// ACPI hardware-reduced sleep control register (FADT `SLEEP_CONTROL_REG`, 1 byte).
 pub const ACPI_SLEEP_CONTROL_PORT: u16 = 0x600;
 /// ACPI hardware-reduced sleep status register (FADT `SLEEP_STATUS_REG`, 1 byte).

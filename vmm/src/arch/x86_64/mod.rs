@@ -10,3 +10,4 @@ pub mod layout;
 pub mod msr;
 pub mod paging;
 pub mod regs;
+pub mod reset_vector;

@@ -1,0 +1,100 @@
+//! Real Linux guests, in the nested tier (tests/src/nested/mod.rs): each test boots one L1
+//! machine under QEMU's emulated AMD SVM and runs `tests/nested/<name>.sh` in it; corral in L1
+//! boots the CirrOS-like image on a real (SVM) /dev/kvm. Logs: `target/nested/<name>/`.
+//!
+//! The scenarios run one at a time (each L1 wants both host cores).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use corral_tests::linux_log;
+use corral_tests::nested::{self, Outcome, Scenario};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run(s: Scenario) -> Outcome {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    nested::run(&s)
+}
+
+/// `corral vmm` boots the CirrOS-like image (kernel, initrd and command line as `corral image
+/// import` extracted them) through the PVH entry, the 64-bit boot protocol and the bzImage.
+#[test]
+fn boot() {
+    let out = run(Scenario::new("boot").deadline(Duration::from_secs(300)));
+    out.assert_passed();
+    let cmdline = out.file("cmdline").trim().to_string();
+    for variant in ["pvh", "linux", "bzimage"] {
+        // Early boot, from the guest's dmesg: what vmm_linux checks on the PVM host.
+        linux_log::check_early_boot(
+            &out.file(&format!("dmesg-{variant}.log")),
+            &linux_log::Machine {
+                cmdline: &cmdline,
+                memory: 256 << 20,
+                cpus: 2,
+                disks: 3,
+                pvh: variant == "pvh",
+            },
+        );
+        // Userspace, from the console: root on vda1, the seed's user-data, 2 CPUs, a clean
+        // power-off through ACPI S5.
+        let console = out.file(&format!("boot-{variant}.log"));
+        for want in [
+            "initrd: mounted LABEL=cirros-rootfs (/dev/vda1) on /".to_string(),
+            format!("cidata: seed=/dev/vdc instance-id=iid-nested-{variant}"),
+            format!("USERDATA: ran on nested-{variant} cpus=2 vda=yes vdb=yes"),
+            "USERDATA: dmesg on vdb".to_string(),
+            "cidata: user-data exit=0".to_string(),
+            "cpus=2 root=/dev/vda1".to_string(),
+            "GUEST-SHUTDOWN".to_string(),
+            "reboot: Power down".to_string(),
+        ] {
+            assert!(
+                console.contains(&want),
+                "{variant}: no {want:?} in:\n{console}"
+            );
+        }
+    }
+}
+
+/// The seed lab on real guests: 2/2 Ready and at GUEST-READY, scale 2 -> 1 -> 3, a killed VMM
+/// replaced, and deleting the set leaves no process, run directory or cgroup.
+#[test]
+fn lab() {
+    let out = run(Scenario::new("lab").deadline(Duration::from_secs(420)));
+    out.assert_passed();
+    // Scale-down stops a guest through its power button: far less than the 30 s grace period.
+    let down: u64 = out.value("scale_down_ms");
+    assert!(down < 15_000, "scale 2 -> 1 took {down} ms");
+}
+
+/// Deleting a VMI shuts real Linux down through ACPI (VMM exit 0, long before the grace
+/// period); `reboot` in the guest restarts it inside the same VMM process.
+#[test]
+fn shutdown() {
+    let out = run(Scenario::new("shutdown").deadline(Duration::from_secs(300)));
+    out.assert_passed();
+    let ms: u64 = out.value("shutdown_ms");
+    nested::announce(&format!(
+        "nested shutdown: the guest powered off {ms} ms after the VMI was deleted (grace 30 s)"
+    ));
+}
+
+/// cgroup v2 only: the daemon picks it, a guest spinning under `limits.cpu: 300m` measures
+/// 300m +- 10 %, and the seed HPA scales the set 1 -> 2.
+#[test]
+fn cgroup_v2() {
+    let out = run(Scenario::new("cgroup-v2").deadline(Duration::from_secs(360)));
+    out.assert_passed();
+    let m: u64 = out.value("cpu_millicores");
+    assert!((270..=330).contains(&m), "{m}m");
+    assert_eq!(out.values["cpu_max"], "30000/100000");
+}
+
+/// kill -9 of the daemon with two real guests running: the new daemon adopts both (same
+/// VMM pids), their consoles answer, nothing restarted.
+#[test]
+fn restart() {
+    let out = run(Scenario::new("restart").deadline(Duration::from_secs(300)));
+    out.assert_passed();
+}
