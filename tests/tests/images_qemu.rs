@@ -166,23 +166,36 @@ fn debian_kernel_boots_the_extracted_artifacts_under_tcg() {
         let _ = qemu.wait();
         String::from_utf8_lossy(&raw).replace('\r', "")
     };
-    // This Debian 6.1 kernel dies early under TCG on this host in about a third of boots (a
-    // "divide error" in start_kernel, before the initrd; QEMU's emulation, not the artifacts):
-    // such a boot is retried, and says so; anything that gets as far as the initrd counts.
+    // Under TCG the microvm machine gives the kernel nothing to calibrate its TSC against but
+    // the PIT, and on a loaded host that calibration fails (6 boots in 10 hung after "tsc:
+    // Unable to calibrate against PIT" beside two busy-looping processes); `tsc_early_khz` above
+    // skips it: 68 boots with it (20 of them beside the same load) all reached userspace. Earlier runs of this test also
+    // saw a "divide error" in start_kernel that did not reproduce since. A boot that dies before
+    // the initrd is booted once more, and that is said and counted (target/nested/retries.log).
     let mut log = String::new();
-    for attempt in 1..=6 {
+    for attempt in 1..=2 {
         log = boot();
         let died_early = log.contains("Kernel panic") && !log.contains("initrd:");
-        if !died_early {
+        if !died_early || attempt == 2 {
             break;
         }
         let why = log
             .lines()
-            .find(|l| l.contains("divide error") || l.contains("Kernel panic"));
-        eprintln!(
-            "attempt {attempt}: the kernel died before the initrd ({}); booting again",
-            why.unwrap_or("?").trim()
-        );
+            .find(|l| l.contains("divide error") || l.contains("Kernel panic"))
+            .unwrap_or("?")
+            .trim()
+            .to_string();
+        let line = format!("images_qemu: the kernel died before the initrd ({why}); booting again");
+        corral_tests::nested::announce(&line);
+        let _ = std::fs::create_dir_all(corral_tests::nested::root());
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(corral_tests::nested::root().join("retries.log"))
+            .and_then(|mut f| {
+                use std::io::Write as _;
+                writeln!(f, "{line}")
+            });
     }
     let _ = std::fs::write(std::env::temp_dir().join("corral-images-qemu.log"), &log);
     let want = [

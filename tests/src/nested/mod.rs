@@ -329,11 +329,13 @@ struct Boot {
     values: BTreeMap<String, String>,
     log: String,
     l1_up: Option<f64>,
+    /// Killed at the hard deadline.
+    hung: bool,
 }
 
 /// Runs `s` in a fresh L1 and returns how it ended (never panics on a scenario failure:
-/// call [`Outcome::assert_passed`]). An L1 that dies before its init runs is booted once more,
-/// and that is said and counted in `target/nested/retries.log`.
+/// call [`Outcome::assert_passed`]). An L1 that fails by itself (see [`l1_fault`]) is booted
+/// once more, and that is said and counted in `target/nested/retries.log`.
 pub fn run(s: &Scenario) -> Outcome {
     let start = Instant::now();
     // L1's kernel: the fixtures' cloud kernel package, or another unpacked kernel package
@@ -348,27 +350,19 @@ pub fn run(s: &Scenario) -> Outcome {
     let initrd = image::cached(&cache, &contents);
     let dir = root().join(&s.name);
     let mut boot = boot_l1(s, &kernel, &initrd, &dir);
-    if boot.l1_up.is_none() {
-        let why = boot
-            .log
-            .lines()
-            .find(|l| l.contains("Kernel panic") || l.contains("divide error"))
-            .unwrap_or("no NESTED-L1-UP")
-            .trim()
-            .to_string();
-        let line = format!(
-            "nested {}: L1 died before its init ran ({why}); booting it once more",
-            s.name
-        );
+    // QEMU's emulated SVM sometimes breaks L1 itself (a panic, a reset, a hang); that run says
+    // nothing about corral, so it is booted once more, and that is said and counted.
+    if let Some(why) = l1_fault(&boot) {
+        let line = format!("nested {}: L1 failed ({why}); booting it once more", s.name);
         announce(&line);
         let _ = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(root().join("retries.log"))
-            .and_then(|mut f| writeln!(f, "{line}"));
+            .and_then(|mut f| writeln!(f, "{} {line}", chrono_like_now()));
         let _ = std::fs::rename(
             dir.join("l1.log"),
-            root().join(format!("{}.l1-died.log", s.name)),
+            root().join(format!("{}.l1-failed.log", s.name)),
         );
         boot = boot_l1(s, &kernel, &initrd, &dir);
     }
@@ -392,6 +386,40 @@ pub fn run(s: &Scenario) -> Outcome {
         out.values
     ));
     out
+}
+
+/// Why L1 itself failed, if it did: it never ran its init, its kernel panicked or oopsed, it
+/// reset (QEMU exits 0 on a reset with -no-reboot) or it hung, before the scenario ended.
+fn l1_fault(b: &Boot) -> Option<String> {
+    if b.l1_up.is_none() {
+        return Some(
+            b.log
+                .lines()
+                .find(|l| l.contains("Kernel panic") || l.contains("divide error"))
+                .map_or("no NESTED-L1-UP".to_string(), |l| l.trim().to_string()),
+        );
+    }
+    if b.exit.is_some() {
+        return None;
+    }
+    let oops = b.log.lines().find(|l| {
+        ["Kernel panic", "BUG: ", "Oops: ", "general protection fault"]
+            .iter()
+            .any(|m| l.contains(m))
+    });
+    Some(match (oops, b.hung) {
+        (Some(l), _) => format!("kernel: {}", l.trim()),
+        (None, true) => "hung".to_string(),
+        (None, false) => "reset without a panic".to_string(),
+    })
+}
+
+/// Seconds since the epoch, for the retries log.
+fn chrono_like_now() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("[{t}]")
 }
 
 fn boot_l1(s: &Scenario, kernel: &Kernel, initrd: &Path, dir: &Path) -> Boot {
@@ -480,6 +508,7 @@ fn boot_l1(s: &Scenario, kernel: &Kernel, initrd: &Path, dir: &Path) -> Boot {
         values: BTreeMap::new(),
         log: String::new(),
         l1_up: None,
+        hung: false,
     };
     loop {
         let left = hard.saturating_sub(t0.elapsed());
@@ -489,6 +518,7 @@ fn boot_l1(s: &Scenario, kernel: &Kernel, initrd: &Path, dir: &Path) -> Boot {
                 hard.as_secs()
             ));
             let _ = qemu.kill();
+            b.hung = true;
             break;
         }
         match rx.recv_timeout(left.min(Duration::from_secs(1))) {
