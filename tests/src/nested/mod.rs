@@ -403,9 +403,14 @@ fn l1_fault(b: &Boot) -> Option<String> {
         return None;
     }
     let oops = b.log.lines().find(|l| {
-        ["Kernel panic", "BUG: ", "Oops: ", "general protection fault"]
-            .iter()
-            .any(|m| l.contains(m))
+        [
+            "Kernel panic",
+            "BUG: ",
+            "Oops: ",
+            "general protection fault",
+        ]
+        .iter()
+        .any(|m| l.contains(m))
     });
     Some(match (oops, b.hung) {
         (Some(l), _) => format!("kernel: {}", l.trim()),
