@@ -155,7 +155,10 @@ fn pulls_the_cirros_like_image() {
         .unwrap()
         .trim()
         .to_string();
-    assert_eq!(img["cmdline"], "root=LABEL=cirros-rootfs ro console=ttyS0");
+    assert_eq!(
+        img["cmdline"], "root=LABEL=cirros-rootfs ro console=ttyS0 quiet",
+        "the image's /etc/kernel/cmdline"
+    );
     assert_eq!(img["rootfs_label"], "cirros-rootfs");
     assert_eq!(img["boot"]["kernel_path"], format!("/boot/vmlinuz-{kver}"));
     assert_eq!(

@@ -71,7 +71,10 @@ fn imports_archives_and_layouts() {
         c["reference"], "localhost/cirros-like:latest",
         "named after the file when the layout names no image"
     );
-    assert_eq!(c["cmdline"], "root=LABEL=cirros-rootfs ro console=ttyS0");
+    assert_eq!(
+        c["cmdline"], "root=LABEL=cirros-rootfs ro console=ttyS0 quiet",
+        "the image's /etc/kernel/cmdline"
+    );
     let listed = ls(&s);
     let names: Vec<&str> = listed
         .iter()
