@@ -75,7 +75,7 @@ fn multi_mib_console_log_is_served_whole_and_streamed() {
     // its own writes pass the cap, so these files stay as written).
     let dir = vm_dir(&d, &name);
     let current = dir.join("console.log");
-    let (old_len, new_len) = (2 << 20, (6 << 20) + 123);
+    let (old_len, new_len) = (2 << 20, (5 << 20) + 123);
     std::fs::write(dir.join("console.log.1"), pattern(0, old_len)).unwrap();
     let guest = std::fs::read(&current).unwrap();
     let mut f = std::fs::OpenOptions::new()

@@ -59,12 +59,7 @@ fn unwritable_log_is_reported_once_and_the_guest_runs_on() {
     // /dev/full: every write fails with ENOSPC; a device is never renamed.
     let mut vm = Vm::spawn(
         VmArgs::testguest("mode=poweroff")
-            .args([
-                "--console-log",
-                "/dev/full",
-                "--console-log-max-bytes",
-                "4Ki",
-            ])
+            .args(["--console-log", "/dev/full"])
             .no_stdin(),
     );
     let code = vm.exit_code(STEP);
