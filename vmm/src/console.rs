@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -44,7 +45,7 @@ pub fn rotated_path(path: &Path) -> PathBuf {
 /// The console log file, capped at `max_bytes` and rotated to `PATH.1` when full.
 ///
 /// Only regular files rotate; a log that is something else (a FIFO, `/dev/null`) is written as
-/// is. The size is counted here (one `fstat` at open), so a write costs what it did before the
+/// is, non-blocking: a FIFO nobody reads loses bytes instead of stalling the vCPU. The size is counted here (one `fstat` at open), so a write costs what it did before the
 /// cap: one `write(2)`, plus a `rename(2)` and an `open(2)` each `max_bytes`.
 #[derive(Debug)]
 pub struct ConsoleLog {
@@ -67,6 +68,9 @@ impl ConsoleLog {
     pub fn open(path: &Path, max_bytes: u64) -> io::Result<Self> {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let meta = file.metadata()?;
+        if !meta.is_file() {
+            set_nonblocking(&file)?;
+        }
         Ok(ConsoleLog {
             path: path.to_path_buf(),
             size: if meta.is_file() { meta.len() } else { 0 },
@@ -95,12 +99,12 @@ impl ConsoleLog {
                 buf.len()
             };
             let (now, rest) = buf.split_at(room.min(buf.len()));
-            let result = match &mut self.file {
-                Some(f) => f.write_all(now),
-                None => Err(io::Error::other("the console log is not open")),
+            let (done, result) = match &mut self.file {
+                Some(f) => write_some(f, now),
+                None => (0, Err(io::Error::other("the console log is not open"))),
             };
             if let Err(e) = result {
-                self.lost += now.len() as u64;
+                self.lost += (now.len() - done) as u64;
                 self.report(&e);
             }
             self.size += now.len() as u64;
@@ -272,6 +276,33 @@ impl ConsoleHub {
                 .fetch_add(n as u64, Ordering::Relaxed);
         }
     }
+}
+
+/// Writes as much of `buf` as `file` takes; returns how much, and the error that stopped it.
+fn write_some(file: &mut File, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.write(&buf[done..]) {
+            Ok(0) => return (done, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
+}
+
+fn set_nonblocking(file: &File) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no pointers are passed.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -474,7 +505,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fifo_log_is_written_but_never_renamed() {
+    fn a_fifo_log_is_never_renamed_and_never_blocks() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.fifo");
         let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
@@ -497,5 +528,23 @@ mod tests {
         assert_eq!(log.lost(), 0);
         assert!(path.exists());
         assert!(!rotated_path(&path).exists());
+        // Nobody reads any more: the writes lose bytes instead of blocking.
+        for _ in 0..64 {
+            log.write(&[b'g'; 4096]);
+        }
+        let mut kept = 0;
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            kept += n as u64;
+        }
+        assert!(kept > 0 && log.lost() > 0);
+        assert_eq!(
+            kept + log.lost(),
+            64 * 4096,
+            "every byte is written or counted lost"
+        );
+        assert!(log.reported);
     }
 }
