@@ -2,6 +2,8 @@
 //! of `--console-log-max-bytes` holding its newest output; a log that cannot be written (ENOSPC)
 //! is reported once and the guest runs on; the cap is checked.
 
+use std::time::{Duration, Instant};
+
 use corral_tests::vmm::{STEP, Vm, VmArgs};
 
 #[test]
@@ -63,6 +65,11 @@ fn unwritable_log_is_reported_once_and_the_guest_runs_on() {
             .no_stdin(),
     );
     let code = vm.exit_code(STEP);
+    // `Vm` collects stderr asynchronously: wait for the report to arrive (it never does on main).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !vm.stderr().contains("console log: ") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let (out, err) = (vm.output(), vm.stderr());
     assert_eq!(code, 0, "stderr:\n{err}");
     assert!(out.contains("TESTGUEST READY") && out.contains("testguest: poweroff"));
@@ -82,13 +89,19 @@ fn console_log_cap_out_of_range_is_a_bad_argument() {
         ("2Gi", "outside 4Ki..1Gi"),
         ("lots", ""),
     ] {
-        let mut vm = Vm::spawn(
-            VmArgs::testguest("mode=poweroff")
-                .args(["--console-log-max-bytes", cap])
-                .no_stdin(),
-        );
-        assert_eq!(vm.exit_code(STEP), 2, "{cap}");
-        let err = vm.stderr();
+        // Run to the end here: `Vm` collects stderr asynchronously.
+        let out = std::process::Command::new(corral_tests::bin::corral())
+            .arg("vmm")
+            .args(
+                VmArgs::testguest("mode=poweroff")
+                    .args(["--console-log-max-bytes", cap])
+                    .args,
+            )
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{cap}");
+        let err = String::from_utf8_lossy(&out.stderr);
         assert!(
             err.contains("--console-log-max-bytes") && err.contains(why),
             "{cap}: {err}"
