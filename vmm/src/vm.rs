@@ -1,7 +1,6 @@
 //! The VM's life: set up the long-lived parts (KVM, console, control socket, event loop), then
 //! boot, run until something ends the boot, and boot again after a guest reset.
 
-use std::fs::{File, OpenOptions};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
@@ -13,7 +12,7 @@ use thiserror::Error;
 
 use crate::builder::{self, BuildError, HostDevices};
 use crate::config::VmConfig;
-use crate::console::ConsoleHub;
+use crate::console::{ConsoleHub, ConsoleLog};
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
 use crate::devices::virtio::block::{Block, BlockError};
@@ -78,7 +77,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     }
     vcpu::register_kick_handler().map_err(VmmError::Kick)?;
     let state = Arc::new(VmState::new(u32::from(config.vcpus), config.memory_bytes));
-    let log = open_console_log(config.console_log.as_deref())?;
+    let log = open_console_log(config.console_log.as_deref(), config.console_log_max_bytes)?;
     let hub = Arc::new(ConsoleHub::new(true, log, state.clone()).map_err(VmmError::Serial)?);
     let serial = Arc::new(Serial::new(hub).map_err(VmmError::Serial)?);
     let (virtio, handlers) = open_disks(config)?;
@@ -222,16 +221,12 @@ fn graceful_stop(
     }
 }
 
-fn open_console_log(path: Option<&Path>) -> Result<Option<File>, VmmError> {
+fn open_console_log(path: Option<&Path>, max_bytes: u64) -> Result<Option<ConsoleLog>, VmmError> {
     path.map(|p| {
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .map_err(|source| VmmError::ConsoleLog {
-                path: p.to_path_buf(),
-                source,
-            })
+        ConsoleLog::open(p, max_bytes).map_err(|source| VmmError::ConsoleLog {
+            path: p.to_path_buf(),
+            source,
+        })
     })
     .transpose()
 }

@@ -40,6 +40,10 @@ pub struct VmArgs {
     /// Also append guest console output to this file.
     #[arg(long, value_name = "FILE")]
     pub console_log: Option<PathBuf>,
+    /// Rename the console log to FILE.1 (replacing it) when it reaches this size (a Kubernetes
+    /// quantity, 4Ki..1Gi): the log takes at most twice this.
+    #[arg(long, value_name = "QUANTITY", default_value = "1Mi")]
+    pub console_log_max_bytes: String,
     /// Serve the JSON control protocol on this unix socket (created 0600, stale file replaced).
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
@@ -89,6 +93,8 @@ impl VmArgs {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Disk)?;
         disks.extend(self.seed_dir.map(DiskSpec::seed));
+        let console_log_max_bytes = vmm::quantity::parse_bytes(&self.console_log_max_bytes)
+            .map_err(ConfigError::ConsoleLogQuantity)?;
         Ok(VmConfig {
             kernel: self.kernel,
             initrd: self.initrd,
@@ -96,6 +102,7 @@ impl VmArgs {
             memory_bytes,
             vcpus: self.cpus,
             console_log: self.console_log,
+            console_log_max_bytes,
             control_socket: self.control_socket,
             stdin: !self.no_stdin,
             kvm_device: self.kvm_device,
