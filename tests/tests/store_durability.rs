@@ -134,11 +134,14 @@ fn a_watch_from_the_future_gets_too_large_resource_version() {
     assert_eq!(ev["type"], "ERROR", "{ev}");
     assert_eq!(ev["object"]["code"], 504, "{ev}");
     assert_eq!(
-        ev["object"]["details"]["causes"][0]["reason"],
-        "ResourceVersionTooLarge",
+        ev["object"]["details"]["causes"][0]["reason"], "ResourceVersionTooLarge",
         "{ev}"
     );
-    assert!(start.elapsed() < Duration::from_secs(9), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(9),
+        "{:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
