@@ -53,7 +53,9 @@ fn read_response(s: &mut UnixStream, within: Duration, whole_response: bool) -> 
         if whole_response && complete(&out) {
             break;
         }
-        let left = within.saturating_sub(start.elapsed()).max(Duration::from_millis(10));
+        let left = within
+            .saturating_sub(start.elapsed())
+            .max(Duration::from_millis(10));
         s.set_read_timeout(Some(left)).unwrap();
         match s.read(&mut buf) {
             Ok(0) => return (String::from_utf8_lossy(&out).into_owned(), true),
@@ -103,7 +105,8 @@ fn slowloris_and_idle_connections_are_closed() {
     let d = Daemon::start(&["--api-header-timeout", "1s"]);
     // Headers one byte at a time, slower than the timeout allows.
     let mut slow = raw(&d);
-    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
     let start = Instant::now();
     let mut closed = false;
     for _ in 0..40 {
@@ -182,8 +185,7 @@ fn exchange(d: &Daemon, head: &str, body: Vec<u8>) -> String {
 fn bodies_are_bounded_on_every_route() {
     let d = Daemon::start(&["--api-body-timeout", "1s"]);
     let over = (8 << 20) + 1;
-    let console =
-        "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/x/consoleinput";
+    let console = "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/x/consoleinput";
     let console_ws =
         "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/x/console";
     for (method, path) in [
@@ -202,8 +204,15 @@ fn bodies_are_bounded_on_every_route() {
             "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {over}\r\n\r\n"
         );
         let resp = exchange(&d, &head, Vec::new());
-        assert!(resp.starts_with("HTTP/1.1 413"), "{method} {path}: {resp:?}");
-        assert_eq!(body_json(&resp)["reason"], "RequestEntityTooLarge", "{method} {path}");
+        assert!(
+            resp.starts_with("HTTP/1.1 413"),
+            "{method} {path}: {resp:?}"
+        );
+        assert_eq!(
+            body_json(&resp)["reason"],
+            "RequestEntityTooLarge",
+            "{method} {path}"
+        );
         // Streamed (chunked, no length): cut at the limit.
         let head = format!(
             "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -216,8 +225,15 @@ fn bodies_are_bounded_on_every_route() {
         }
         body.extend_from_slice(b"0\r\n\r\n");
         let resp = exchange(&d, &head, body);
-        assert!(resp.starts_with("HTTP/1.1 413"), "{method} {path}: {resp:?}");
-        assert_eq!(body_json(&resp)["reason"], "RequestEntityTooLarge", "{method} {path}");
+        assert!(
+            resp.starts_with("HTTP/1.1 413"),
+            "{method} {path}: {resp:?}"
+        );
+        assert_eq!(
+            body_json(&resp)["reason"],
+            "RequestEntityTooLarge",
+            "{method} {path}"
+        );
     }
     // A body that never arrives: 408 once --api-body-timeout has passed.
     let mut s = raw(&d);
@@ -263,7 +279,8 @@ fn tls_handshakes_are_capped_and_timed_out() {
     );
     let tcp = || {
         let s = std::net::TcpStream::connect(&addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         s
     };
     let closed_within = |s: &mut std::net::TcpStream, within: Duration| {
@@ -397,7 +414,12 @@ fn out_of_range_input_is_a_status_naming_the_field() {
         assert_eq!(r.status, 422, "{q}: {}", r.text());
         assert_eq!(causes(&status(&r)), vec!["gracePeriodSeconds"]);
     }
-    let r = d.req("DELETE", &format!("{path}?gracePeriodSeconds=soon"), None, b"");
+    let r = d.req(
+        "DELETE",
+        &format!("{path}?gracePeriodSeconds=soon"),
+        None,
+        b"",
+    );
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(causes(&status(&r)), vec!["gracePeriodSeconds"]);
     let r = d.req(
