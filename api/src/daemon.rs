@@ -56,14 +56,13 @@ pub fn token_file_is_exposed(mode: u32) -> bool {
 fn warn_about_token_file(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     match std::fs::metadata(path) {
-        Ok(m) if token_file_is_exposed(m.permissions().mode()) => tracing::warn!(
-            path = %path.display(),
-            mode = format!("{:o}", m.permissions().mode() & 0o777),
-            "the API token file is readable by other users; chmod 600 it"
-        ),
+        Ok(m) if token_file_is_exposed(m.permissions().mode()) => {
+            let mode = format!("{:o}", m.permissions().mode() & 0o777);
+            tracing::warn!(path = %path.display(), mode, "the API token file is readable by other users; chmod 600 it");
+        }
         Ok(_) => {}
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "cannot check the API token file's mode")
+            tracing::warn!(path = %path.display(), error = %e, "cannot check the API token file's mode");
         }
     }
 }
