@@ -85,6 +85,8 @@ fn grace(spec: &VmiSpec, obj: &Value) -> Duration {
         .and_then(Value::as_i64)
         .or(spec.termination_grace_period_seconds)
         .unwrap_or(DEFAULT_GRACE_SECONDS);
+    // Objects stored before grace periods were bounded may hold anything: clamp, never trust.
+    let secs = secs.clamp(0, crate::kinds::vmi::MAX_GRACE_SECONDS);
     Duration::from_secs(u64::try_from(secs).unwrap_or(0))
 }
 
