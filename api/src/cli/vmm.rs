@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use vmm::config::ConfigError;
+use vmm::config::{ConfigError, JailSpec};
 use vmm::disk::DiskSpec;
 use vmm::lifecycle::{EXIT_BAD_ARGS, EXIT_VMM_ERROR, Outcome};
+use vmm::seccomp::ThreadKind;
 use vmm::{BootProtocol, VmConfig};
 
 /// Arguments of `corral vmm` (boxed: the command enum stays small).
@@ -63,6 +64,18 @@ pub struct VmArgs {
     /// Entry protocol for ELF kernels with a PVH note: auto (PVH), linux (64-bit), pvh.
     #[arg(long, hide = true, default_value = "auto", value_parser = parse_protocol)]
     pub boot_protocol: BootProtocol,
+    /// Run jailed as this uid (needs root): own mount namespace with only the directories of
+    /// the exit file, console log and control socket, no capabilities, no_new_privs and a
+    /// seccomp filter per thread. The daemon always asks for it (unless `--no-jail`).
+    #[arg(long, value_name = "UID")]
+    pub jail_uid: Option<u32>,
+    /// The jail's gid (default: the jail's uid).
+    #[arg(long, value_name = "GID", requires = "jail_uid")]
+    pub jail_gid: Option<u32>,
+    /// Test hook: once filtered, a thread of this kind (main, event-loop, vcpu, blk-read) makes a
+    /// forbidden system call, which must kill the VMM with SIGSYS.
+    #[arg(long, hide = true, value_name = "KIND", requires = "jail_uid", value_parser = parse_thread_kind)]
+    pub jail_selftest: Option<ThreadKind>,
     /// KVM device (tests point it elsewhere to simulate a host without KVM).
     #[arg(long, hide = true, env = vmm::kvm::KVM_DEVICE_ENV, default_value = vmm::kvm::DEFAULT_KVM_DEVICE)]
     pub kvm_device: PathBuf,
@@ -75,6 +88,11 @@ fn parse_protocol(s: &str) -> Result<BootProtocol, String> {
         "pvh" => Ok(BootProtocol::Pvh),
         other => Err(format!("{other:?} is not one of auto, linux, pvh")),
     }
+}
+
+fn parse_thread_kind(s: &str) -> Result<ThreadKind, String> {
+    ThreadKind::parse(s)
+        .ok_or_else(|| format!("{s:?} is not one of main, event-loop, vcpu, blk-read"))
 }
 
 impl VmArgs {
@@ -102,6 +120,12 @@ impl VmArgs {
             boot_protocol: self.boot_protocol,
             disks,
             scratch_dir: self.scratch_dir,
+            exit_file: self.exit_file,
+            jail: self.jail_uid.map(|uid| JailSpec {
+                uid,
+                gid: self.jail_gid.unwrap_or(uid),
+                selftest: self.jail_selftest,
+            }),
         })
     }
 }
