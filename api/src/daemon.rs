@@ -41,6 +41,8 @@ pub struct DaemonConfig {
     pub hpa_downscale_stabilization: Duration,
     pub metrics_resolution: Duration,
     pub cgroups: supervisor::cgroups::CgroupConfig,
+    /// Who the VMMs run as (`--vmm-user`, `--no-jail`).
+    pub vmm_jail: supervisor::runtime::args::VmmJail,
 }
 
 /// Why the daemon could not start.
@@ -97,6 +99,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
                 binary: cfg.vmm_binary.clone(),
                 extra_env: Vec::new(),
                 placement,
+                jail: cfg.vmm_jail,
             },
             vm_tx,
         )
