@@ -145,6 +145,12 @@ fn keep_list(dirs: &[PathBuf]) -> Result<Vec<PathBuf>, JailError> {
         })?;
         out.push(c);
     }
+    if let Some(root) = out.iter().find(|p| p.parent().is_none()) {
+        return Err(JailError::Dir {
+            path: root.clone(),
+            source: io::Error::other("the jail cannot keep the whole file system"),
+        });
+    }
     out.sort_by_key(|p| p.as_os_str().len());
     let mut kept: Vec<PathBuf> = Vec::new();
     for p in out {
@@ -422,5 +428,6 @@ mod tests {
         let kept = keep_list(&[sub.clone(), dir.path().to_path_buf(), sub]).unwrap();
         assert_eq!(kept, vec![dir.path().canonicalize().unwrap()]);
         assert!(keep_list(&[dir.path().join("missing")]).is_err());
+        assert!(keep_list(&[PathBuf::from("/")]).is_err());
     }
 }

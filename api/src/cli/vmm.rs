@@ -107,20 +107,27 @@ impl VmArgs {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Disk)?;
         disks.extend(self.seed_dir.map(DiskSpec::seed));
+        // Jailed, the working directory is the jail's empty root: paths used after the jail
+        // is entered (exit file, control socket removal, console log rotation) must be absolute.
+        let jailed = self.jail_uid.is_some();
+        let absolute = |p: Option<PathBuf>| match p {
+            Some(p) if jailed => Some(std::path::absolute(&p).unwrap_or(p)),
+            other => other,
+        };
         Ok(VmConfig {
             kernel: self.kernel,
             initrd: self.initrd,
             cmdline: self.cmdline,
             memory_bytes,
             vcpus: self.cpus,
-            console_log: self.console_log,
-            control_socket: self.control_socket,
+            console_log: absolute(self.console_log),
+            control_socket: absolute(self.control_socket),
             stdin: !self.no_stdin,
             kvm_device: self.kvm_device,
             boot_protocol: self.boot_protocol,
             disks,
             scratch_dir: self.scratch_dir,
-            exit_file: self.exit_file,
+            exit_file: absolute(self.exit_file),
             jail: self.jail_uid.map(|uid| JailSpec {
                 uid,
                 gid: self.jail_gid.unwrap_or(uid),
@@ -140,7 +147,10 @@ pub fn run(args: Args) -> ExitCode {
         )
         .try_init();
     let args = *args.vm;
-    let exit_file = args.exit_file.clone();
+    let exit_file = match (&args.exit_file, args.jail_uid) {
+        (Some(p), Some(_)) => Some(std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        (p, _) => p.clone(),
+    };
     let (code, reason) = run_vm(args);
     if let Some(path) = exit_file {
         if let Err(e) = vmm::exit_file::write(&path, code, &reason) {
