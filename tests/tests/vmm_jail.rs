@@ -213,3 +213,91 @@ fn the_jail_refuses_root_as_its_identity() {
     assert_eq!(vm.exit_code(STEP), 2, "{}", vm.stderr());
     assert!(vm.stderr().contains("must not be 0"), "{}", vm.stderr());
 }
+
+/// The daemon jails every VMM by default: a VMI of a replica set runs as a uid of the dynamic
+/// range, filtered, and cannot see the daemon's state directory.
+#[test]
+fn the_daemon_jails_its_vmms_by_default() {
+    use corral_tests::daemon::{Daemon, wait_for};
+    let reg = corral_tests::registry::Registry::start();
+    let oci = corral_tests::corral::fixtures().join("images/testguest/oci");
+    reg.push(
+        &format!("oci:{}:latest", oci.display()),
+        "corral/testguest:latest",
+    );
+    let d = Daemon::start(&["--insecure-registry", reg.addr.as_str()]);
+    let yaml = std::fs::read_to_string(
+        corral_tests::bin::workspace().join("tests/fixtures/seed/vmirs.yaml"),
+    )
+    .unwrap()
+    .replace(
+        "quay.io/kubevirt/cirros-container-disk-demo",
+        &format!("{}/corral/testguest:latest", reg.addr),
+    )
+    .replace("replicas: 2", "replicas: 1");
+    let r = d.req(
+        "POST",
+        "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstancereplicasets",
+        Some("application/yaml"),
+        yaml.as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let pid = wait_for(std::time::Duration::from_secs(60), "a ready VMI", || {
+        let items =
+            d.get_json("/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances")["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+        let ready = items.iter().any(|v| {
+            v["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        });
+        if ready {
+            d.vmm_pids().first().copied()
+        } else {
+            None
+        }
+    });
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    let status = std::fs::read_to_string(proc_dir.join("status")).unwrap();
+    let uid: u32 = field(&status, "Uid")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (vmm::jail::DYNAMIC_ID_BASE..vmm::jail::DYNAMIC_ID_BASE + vmm::jail::DYNAMIC_ID_RANGE)
+            .contains(&uid),
+        "{status}"
+    );
+    assert_eq!(field(&status, "CapEff"), "0000000000000000");
+    assert_eq!(field(&status, "NoNewPrivs"), "1");
+    assert_eq!(field(&status, "Seccomp"), "2");
+    // Its whole view is its run directory: the state directory (object database, CA key,
+    // images) is not there, and its run directory is.
+    let root = proc_dir.join("root");
+    let run_dirs = names_in(&d.vms_dir());
+    assert_eq!(run_dirs.len(), 1, "{run_dirs:?}");
+    let run = d.vms_dir().join(&run_dirs[0]);
+    assert!(
+        root.join(run.strip_prefix("/").unwrap())
+            .join("console.log")
+            .exists()
+    );
+    let mounts = std::fs::read_to_string(proc_dir.join("mountinfo")).unwrap();
+    assert_eq!(mounts.lines().count(), 2, "{mounts}");
+    assert!(
+        !mounts.contains(&d.state_dir.display().to_string()),
+        "{mounts}"
+    );
+    assert!(!root.join(d.state_dir.strip_prefix("/").unwrap()).exists());
+    let meta = std::fs::metadata(&run).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (0, uid, 0o1770)
+    );
+}

@@ -204,6 +204,8 @@ fn mount(
 
 /// Name of the old root while it is being detached (inside the new root, removed after).
 const OLD_ROOT: &str = ".corral-old-root";
+const OLD_ROOT_C: &std::ffi::CStr = c".corral-old-root";
+const OLD_ROOT_ABS: &std::ffi::CStr = c"/.corral-old-root";
 
 /// Enters the jail (see the module documentation). `keep` are the directories the VMM still
 /// writes to; the calling process must be single-threaded.
@@ -322,17 +324,16 @@ fn build_root(keep: &[PathBuf]) -> Result<(), JailError> {
         .mode(0o700)
         .create(OLD_ROOT)
         .map_err(step("creating the old root's mount point"))?;
-    let old = CString::new(OLD_ROOT).map_err(|_| JailError::RootIdentity)?;
     // SAFETY: two NUL-terminated paths.
     check(
-        unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), old.as_ptr()) } as libc::c_int,
+        unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), OLD_ROOT_C.as_ptr()) }
+            as libc::c_int,
         "pivot_root",
     )?;
     std::env::set_current_dir("/").map_err(step("chdir to /"))?;
-    let old_abs = CString::new(format!("/{OLD_ROOT}")).map_err(|_| JailError::RootIdentity)?;
     // SAFETY: a NUL-terminated path.
     check(
-        unsafe { libc::umount2(old_abs.as_ptr(), libc::MNT_DETACH) },
+        unsafe { libc::umount2(OLD_ROOT_ABS.as_ptr(), libc::MNT_DETACH) },
         "detaching the host's root",
     )?;
     std::fs::remove_dir(format!("/{OLD_ROOT}")).map_err(step("removing the old root"))?;
