@@ -111,6 +111,8 @@ pub enum JailError {
     },
     #[error("seccomp")]
     Seccomp(#[source] SeccompError),
+    #[error("the process already runs {0} threads; the jail must be entered by the only one")]
+    Threads(usize),
 }
 
 fn step(step: &'static str) -> impl FnOnce(io::Error) -> JailError {
@@ -216,12 +218,26 @@ pub fn enter(spec: &JailSpec, keep: &[PathBuf]) -> Result<(), JailError> {
     if euid != 0 {
         return Err(JailError::NotRoot(euid));
     }
+    // Mount namespace and root are per thread: a thread started earlier would stay outside.
+    let threads = thread_count();
+    if threads != Some(1) {
+        return Err(JailError::Threads(threads.unwrap_or(0)));
+    }
     let filters = Filters::compile(spec.selftest).map_err(JailError::Seccomp)?;
     let keep = keep_list(keep)?;
     limit_malloc_arenas();
     build_root(&keep)?;
     drop_privileges(spec)?;
     seccomp::prepare(filters).map_err(JailError::Seccomp)
+}
+
+/// The process' thread count (`Threads:` of /proc/self/status).
+fn thread_count() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
 }
 
 /// glibc sizes its per-thread malloc arenas by the CPU count, which a thread reads from
