@@ -254,10 +254,8 @@ fn limit_malloc_arenas() {
 /// Mount namespace, tmpfs root with the kept directories, pivot_root.
 fn build_root(keep: &[PathBuf]) -> Result<(), JailError> {
     // SAFETY: unshare takes flags only.
-    check(
-        unsafe { libc::unshare(libc::CLONE_NEWNS) },
-        "unshare(CLONE_NEWNS)",
-    )?;
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNS) };
+    check(rc, "unshare(CLONE_NEWNS)")?;
     // Opened in the new namespace: a bind mount's source must be one of its mounts.
     let fds = keep
         .iter()
@@ -341,17 +339,12 @@ fn build_root(keep: &[PathBuf]) -> Result<(), JailError> {
         .create(OLD_ROOT)
         .map_err(step("creating the old root's mount point"))?;
     // SAFETY: two NUL-terminated paths.
-    check(
-        unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), OLD_ROOT_C.as_ptr()) }
-            as libc::c_int,
-        "pivot_root",
-    )?;
+    let rc = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), OLD_ROOT_C.as_ptr()) };
+    check(rc as libc::c_int, "pivot_root")?;
     std::env::set_current_dir("/").map_err(step("chdir to /"))?;
     // SAFETY: a NUL-terminated path.
-    check(
-        unsafe { libc::umount2(OLD_ROOT_ABS.as_ptr(), libc::MNT_DETACH) },
-        "detaching the host's root",
-    )?;
+    let rc = unsafe { libc::umount2(OLD_ROOT_ABS.as_ptr(), libc::MNT_DETACH) };
+    check(rc, "detaching the host's root")?;
     std::fs::remove_dir(format!("/{OLD_ROOT}")).map_err(step("removing the old root"))?;
     mount(
         None,
@@ -386,29 +379,22 @@ fn drop_privileges(spec: &JailSpec) -> Result<(), JailError> {
         }
     }
     // SAFETY: no groups: a zero length and a null list.
-    check(unsafe { libc::setgroups(0, std::ptr::null()) }, "setgroups")?;
+    let rc = unsafe { libc::setgroups(0, std::ptr::null()) };
+    check(rc, "setgroups")?;
     // SAFETY: integer arguments.
-    check(
-        unsafe { libc::setresgid(spec.gid, spec.gid, spec.gid) },
-        "setresgid",
-    )?;
+    let rc = unsafe { libc::setresgid(spec.gid, spec.gid, spec.gid) };
+    check(rc, "setresgid")?;
     // Leaving uid 0 for good (real, effective and saved) clears the permitted, effective and
     // ambient capability sets.
     // SAFETY: integer arguments.
-    check(
-        unsafe { libc::setresuid(spec.uid, spec.uid, spec.uid) },
-        "setresuid",
-    )?;
+    let rc = unsafe { libc::setresuid(spec.uid, spec.uid, spec.uid) };
+    check(rc, "setresuid")?;
     // SAFETY: prctl with integer arguments.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) },
-        "PR_SET_DUMPABLE",
-    )?;
+    let rc = unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    check(rc, "PR_SET_DUMPABLE")?;
     // SAFETY: prctl with integer arguments.
-    check(
-        unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-        "PR_SET_NO_NEW_PRIVS",
-    )
+    let rc = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    check(rc, "PR_SET_NO_NEW_PRIVS")
 }
 
 #[cfg(test)]

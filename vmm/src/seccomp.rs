@@ -295,11 +295,8 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
         rules.insert(nr, Vec::new());
     }
     // Debug builds of std check that a closing fd is valid (fcntl F_GETFD).
-    if !rules.contains_key(&libc::SYS_fcntl) {
-        rules.insert(
-            libc::SYS_fcntl,
-            vec![rule(&[arg_eq(1, libc::F_GETFD as u64)?])?],
-        );
+    if let std::collections::btree_map::Entry::Vacant(e) = rules.entry(libc::SYS_fcntl) {
+        e.insert(vec![rule(&[arg_eq(1, libc::F_GETFD as u64)?])?]);
     }
     // Thread names (std names every thread it starts, with prctl(PR_SET_NAME) in the new thread).
     let mut prctl = vec![rule(&[arg_eq(0, libc::PR_SET_NAME as u64)?])?];
