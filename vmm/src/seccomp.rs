@@ -10,8 +10,9 @@
 //!
 //! Without a jail (`corral vmm` run by hand without `--jail-uid`) nothing is installed.
 //!
-//! Lists were taken from `strace -f` of the VMM booting Linux with disks, console connections,
-//! control requests, a reset and a stop, and are kept as small as that allows. ioctls are
+//! Lists were taken from `strace -f` of the VMM running the test guest with disks, console
+//! connections, control requests, a reset and a stop (and the start of a Linux guest), and are
+//! kept as small as that allows. ioctls are
 //! filtered by request: the main thread may issue KVM ioctls (type `0xAE`) and `FIONBIO`; a vCPU
 //! thread only `KVM_RUN` and the two register reads of a crash report; the others only `FIONBIO`.
 
