@@ -301,3 +301,36 @@ fn the_daemon_jails_its_vmms_by_default() {
         (0, uid, 0o1770)
     );
 }
+
+/// Every way a VM ends works under the filters as it does unjailed (the crash report's register
+/// reads on a vCPU thread, the signalfd on the event loop, the exit file from the main thread).
+#[test]
+fn jailed_outcomes_are_the_unjailed_ones() {
+    for (cmdline, code) in [
+        ("console=ttyS0 mode=poweroff", 0),
+        ("console=ttyS0 mode=crash", 3),
+        ("console=ttyS0 mode=internal-error", 4),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let run = run_dir(tmp.path());
+        let mut vm = Vm::spawn(jailed(cmdline, &run).no_stdin());
+        let status = vm.wait_exit(STEP);
+        assert_eq!(
+            status.code(),
+            Some(code),
+            "{cmdline}: {status:?}\n{}",
+            vm.stderr()
+        );
+        let exit: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("exit.json")).unwrap()).unwrap();
+        assert_eq!(exit["code"], code, "{cmdline}: {exit}");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(tmp.path());
+    let mut vm = Vm::spawn(jailed("console=ttyS0", &run).no_stdin());
+    vm.wait_for(READY, STEP);
+    vm.signal(libc::SIGTERM);
+    assert_eq!(vm.exit_code(STEP), 5, "{}", vm.stderr());
+    let exit = std::fs::read_to_string(run.join("exit.json")).unwrap();
+    assert!(exit.contains("SIGTERM"), "{exit}");
+}
