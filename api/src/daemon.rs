@@ -25,6 +25,8 @@ use crate::state::AppState;
 pub struct DaemonConfig {
     pub state_dir: PathBuf,
     pub run_dir: PathBuf,
+    /// VMs' overlays, emptyDisks and seeds (on disk).
+    pub scratch_dir: PathBuf,
     pub socket: PathBuf,
     pub listen: Option<String>,
     pub token: Option<String>,
@@ -108,6 +110,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         ProcessRuntime::start(
             ProcessConfig {
                 run_dir: cfg.run_dir.clone(),
+                scratch_dir: cfg.scratch_dir.clone(),
                 binary: cfg.vmm_binary.clone(),
                 extra_env: Vec::new(),
                 placement,

@@ -3,8 +3,16 @@
 //!
 //! `oci-client` does the distribution protocol: the `/v2/` challenge, the anonymous or
 //! credentialed bearer-token exchange, HTTP basic auth, and plain HTTP for configured hosts.
+//!
+//! The HTTP client is built on first use, never when the store opens: `oci-client` 0.18 builds a
+//! `reqwest` client whose TLS verifier loads the system's CA certificates and panics (an abort in
+//! release) when there are none, so a host without `/etc/ssl/certs` could not even import a local
+//! archive or start the daemon. Before building it, [`system_roots`] loads those certificates the
+//! same way the verifier will (`SSL_CERT_FILE`/`SSL_CERT_DIR`, else the distribution's bundle) and
+//! a pull on a host without any fails with [`RegistryError::NoRoots`] instead.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
 use futures_util::StreamExt as _;
 use oci_client::client::{ClientConfig, ClientProtocol};
@@ -58,6 +66,13 @@ pub enum RegistryError {
         #[source]
         source: OciDistributionError,
     },
+    #[error(
+        "no CA certificates on this host to verify registry {registry}{hint}: install the \
+         ca-certificates package or point SSL_CERT_FILE or SSL_CERT_DIR at a PEM bundle"
+    )]
+    NoRoots { registry: String, hint: String },
+    #[error("cannot set up the registry client")]
+    Client(#[source] OciDistributionError),
     #[error("cannot write {path}")]
     Write {
         path: std::path::PathBuf,
@@ -66,30 +81,62 @@ pub enum RegistryError {
     },
 }
 
+/// How many usable CA certificates the system offers, loaded as `reqwest`'s platform verifier
+/// loads them (unparsable ones skipped).
+pub fn system_roots() -> usize {
+    usable_roots(rustls_native_certs::load_native_certs().certs)
+}
+
+fn usable_roots(certs: Vec<rustls::pki_types::CertificateDer<'static>>) -> usize {
+    let mut store = rustls::RootCertStore::empty();
+    store.add_parsable_certificates(certs);
+    store.len()
+}
+
 /// A registry client with the store's credentials and insecure-registry list.
 pub struct RegistryClient {
-    client: oci_client::Client,
+    /// Built on first use (see the module documentation).
+    client: OnceLock<oci_client::Client>,
     creds: Credentials,
     insecure: Vec<String>,
 }
 
 impl RegistryClient {
     pub fn new(insecure: &[String], creds: Credentials) -> Self {
+        Self {
+            client: OnceLock::new(),
+            creds,
+            insecure: insecure.to_vec(),
+        }
+    }
+
+    /// The HTTP client, built on the first pull; fails without system CA certificates.
+    fn client(&self, r: &ImageRef) -> Result<&oci_client::Client, RegistryError> {
+        if let Some(c) = self.client.get() {
+            return Ok(c);
+        }
+        if system_roots() == 0 {
+            let registry = r.registry().to_string();
+            let hint = if self.insecure.contains(&registry) {
+                " (the registry client needs them even for a plain-HTTP registry)".to_string()
+            } else {
+                String::new()
+            };
+            return Err(RegistryError::NoRoots { registry, hint });
+        }
         // reqwest is built without a default rustls provider (no aws-lc build): install ring's.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(insecure.to_vec()),
+            protocol: ClientProtocol::HttpsExcept(self.insecure.clone()),
             platform_resolver: None,
             connect_timeout: Some(std::time::Duration::from_secs(15)),
             read_timeout: Some(std::time::Duration::from_secs(60)),
             user_agent: concat!("corral/", env!("CARGO_PKG_VERSION")),
             ..Default::default()
         };
-        Self {
-            client: oci_client::Client::new(config),
-            creds,
-            insecure: insecure.to_vec(),
-        }
+        // `try_from`, not `new`: `new` falls back to a default client on error, which panics.
+        let client = oci_client::Client::try_from(config).map_err(RegistryError::Client)?;
+        Ok(self.client.get_or_init(|| client))
     }
 
     async fn auth(&self, r: &ImageRef) -> Result<RegistryAuth, RegistryError> {
@@ -105,7 +152,7 @@ impl RegistryClient {
     /// The digest a tag currently points to (HEAD; no manifest body transferred).
     pub async fn head_digest(&self, r: &ImageRef) -> Result<Digest, RegistryError> {
         let d = self
-            .client
+            .client(r)?
             .fetch_manifest_digest(r.oci(), &self.auth(r).await?)
             .await
             .map_err(|e| self.map_err(r, format!("manifest {r}"), e))?;
@@ -119,7 +166,7 @@ impl RegistryClient {
     /// Fetches a manifest document and checks it against the digest the reference pins, if any.
     pub async fn manifest(&self, r: &ImageRef) -> Result<(Vec<u8>, Digest), RegistryError> {
         let (bytes, _) = self
-            .client
+            .client(r)?
             .pull_manifest_raw(r.oci(), &self.auth(r).await?, ACCEPTED)
             .await
             .map_err(|e| self.map_err(r, format!("manifest {r}"), e))?;
@@ -157,7 +204,7 @@ impl RegistryClient {
         let what = format!("blob {digest}");
         let digest_str = digest.to_string();
         let mut stream = self
-            .client
+            .client(r)?
             .pull_blob_stream(r.oci(), digest_str.as_str())
             .await
             .map_err(|e| self.map_err(r, what.clone(), e))?;
@@ -307,4 +354,32 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unusable_certificates_are_no_roots() {
+        assert_eq!(usable_roots(Vec::new()), 0);
+        let junk = rustls::pki_types::CertificateDer::from(b"not a certificate".to_vec());
+        assert_eq!(usable_roots(vec![junk]), 0);
+    }
+
+    #[test]
+    fn the_client_is_built_on_first_use() {
+        // Opening a store (a local import, the daemon) must not touch TLS.
+        let c = RegistryClient::new(&[], Credentials::anonymous());
+        assert!(c.client.get().is_none());
+        let r = ImageRef::parse("127.0.0.1:1/a/b:latest").unwrap();
+        match c.client(&r) {
+            Ok(_) => assert!(system_roots() > 0 && c.client.get().is_some()),
+            Err(RegistryError::NoRoots { registry, .. }) => {
+                assert_eq!(system_roots(), 0);
+                assert_eq!(registry, "127.0.0.1:1");
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
 }

@@ -18,6 +18,7 @@ pub mod names;
 pub mod quantity;
 pub mod runtime;
 pub mod selector;
+pub mod storage;
 pub mod store;
 
 /// An error and its sources, joined with `: ` (the one place a chain is flattened for humans).

@@ -90,8 +90,10 @@ fn debian_kernel_boots_the_extracted_artifacts_under_tcg() {
         })
         .and_then(|mhz| mhz.parse::<f64>().ok())
         .map_or(2_000_000, |mhz| (mhz * 1000.0) as u64);
+    // The image's command line says `quiet`; `loglevel=7` after it brings back the kernel's own
+    // lines checked below.
     let append = format!(
-        "{} panic=-1 tsc_early_khz={khz} earlyprintk=serial,ttyS0",
+        "{} loglevel=7 panic=-1 tsc_early_khz={khz} earlyprintk=serial,ttyS0",
         get("cmdline")
     );
 

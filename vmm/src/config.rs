@@ -7,6 +7,7 @@ use thiserror::Error;
 
 use crate::arch::x86_64::boot::BootProtocol;
 use crate::arch::x86_64::layout::{CMDLINE_MAX_SIZE, MAX_VIRTIO_DEVICES, virtio_mmio_slot};
+use crate::console::{DEFAULT_LOG_MAX_BYTES, MAX_LOG_MAX_BYTES, MIN_LOG_MAX_BYTES};
 use crate::disk::spec::{DiskSource, DiskSpec};
 pub use crate::jail::JailSpec;
 use crate::kvm::DEFAULT_KVM_DEVICE;
@@ -31,6 +32,8 @@ pub struct VmConfig {
     pub memory_bytes: u64,
     pub vcpus: u16,
     pub console_log: Option<PathBuf>,
+    /// Size at which the console log is renamed to `.1` (one older file is kept).
+    pub console_log_max_bytes: u64,
     pub control_socket: Option<PathBuf>,
     /// Feed the process' stdin to the guest serial input.
     pub stdin: bool,
@@ -57,6 +60,7 @@ impl VmConfig {
             memory_bytes: 256 << 20,
             vcpus: 1,
             console_log: None,
+            console_log_max_bytes: DEFAULT_LOG_MAX_BYTES,
             control_socket: None,
             stdin: true,
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
@@ -105,6 +109,9 @@ impl VmConfig {
         self.memory_bytes = self.memory_bytes.div_ceil(PAGE_SIZE) * PAGE_SIZE;
         if self.vcpus == 0 || self.vcpus > MAX_VCPUS {
             return Err(ConfigError::Vcpus(self.vcpus));
+        }
+        if !(MIN_LOG_MAX_BYTES..=MAX_LOG_MAX_BYTES).contains(&self.console_log_max_bytes) {
+            return Err(ConfigError::ConsoleLogMaxBytes(self.console_log_max_bytes));
         }
         if self.disks.len() > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDisks(self.disks.len()));
@@ -163,6 +170,10 @@ pub enum ConfigError {
     NotADirectory(PathBuf),
     #[error("--memory")]
     MemoryQuantity(#[source] crate::quantity::QuantityError),
+    #[error("--console-log-max-bytes {0} is outside 4Ki..1Gi")]
+    ConsoleLogMaxBytes(u64),
+    #[error("--console-log-max-bytes")]
+    ConsoleLogQuantity(#[source] crate::quantity::QuantityError),
     #[error("--disk")]
     Disk(#[source] crate::disk::spec::SpecError),
     #[error("command line contains a NUL byte")]
@@ -231,6 +242,17 @@ mod tests {
             .validate(),
             Err(ConfigError::Cmdline(_))
         ));
+        for bad in [0, MIN_LOG_MAX_BYTES - 1, MAX_LOG_MAX_BYTES + 1] {
+            assert_eq!(
+                VmConfig {
+                    console_log_max_bytes: bad,
+                    ..config()
+                }
+                .validate(),
+                Err(ConfigError::ConsoleLogMaxBytes(bad))
+            );
+        }
+        assert_eq!(config().console_log_max_bytes, 1 << 20);
         assert!(matches!(
             VmConfig::new("/nonexistent").validate(),
             Err(ConfigError::NotAFile(_))

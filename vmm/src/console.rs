@@ -6,11 +6,18 @@
 //! per-connection buffer of [`CLIENT_BUFFER`] bytes that the event loop flushes when the socket
 //! becomes writable (the hub signals [`ConsoleHub::flush_fd`]); bytes beyond that are dropped and
 //! counted (per connection and in `VmState::console_dropped`).
+//!
+//! The console log is capped: [`ConsoleLog`] keeps at most two files of `max_bytes` each, the
+//! current one and its predecessor (`PATH.1`), renaming the current one when it is full. A
+//! failing log write (a full file system) is reported once and the guest keeps running.
 
 use std::collections::VecDeque;
-use std::fs::File;
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +27,121 @@ use crate::lifecycle::VmState;
 
 /// Output bytes kept for a console connection whose socket is full.
 pub const CLIENT_BUFFER: usize = 64 * 1024;
+
+/// Default size of one console log file (the current one and `.1`: 2 MiB in all).
+pub const DEFAULT_LOG_MAX_BYTES: u64 = 1 << 20;
+/// Smallest console log file size accepted.
+pub const MIN_LOG_MAX_BYTES: u64 = 4096;
+/// Largest console log file size accepted.
+pub const MAX_LOG_MAX_BYTES: u64 = 1 << 30;
+
+/// The rotated console log's name: `PATH.1`.
+pub fn rotated_path(path: &Path) -> PathBuf {
+    let mut name = OsString::from(path.as_os_str());
+    name.push(".1");
+    PathBuf::from(name)
+}
+
+/// The console log file, capped at `max_bytes` and rotated to `PATH.1` when full.
+///
+/// Only regular files rotate; a log that is something else (a FIFO, `/dev/null`) is written as
+/// is, non-blocking: a FIFO nobody reads loses bytes instead of stalling the vCPU. The size is counted here (one `fstat` at open), so a write costs what it did before the
+/// cap: one `write(2)`, plus a `rename(2)` and an `open(2)` each `max_bytes`.
+#[derive(Debug)]
+pub struct ConsoleLog {
+    path: PathBuf,
+    file: Option<File>,
+    /// Bytes in the current file (attempted: failed writes count too, so a broken log still
+    /// retries a rotation, and reopening, every `max_bytes`).
+    size: u64,
+    max_bytes: u64,
+    rotates: bool,
+    /// Whether a failure has been reported (once per VMM).
+    reported: bool,
+    /// Bytes that could not be written.
+    lost: u64,
+}
+
+impl ConsoleLog {
+    /// Opens (appends to) `path`; a regular file already at or over `max_bytes` is rotated at
+    /// the first write.
+    pub fn open(path: &Path, max_bytes: u64) -> io::Result<Self> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            set_nonblocking(&file)?;
+        }
+        Ok(ConsoleLog {
+            path: path.to_path_buf(),
+            size: if meta.is_file() { meta.len() } else { 0 },
+            rotates: meta.is_file(),
+            file: Some(file),
+            max_bytes: max_bytes.max(1),
+            reported: false,
+            lost: 0,
+        })
+    }
+
+    /// Bytes that could not be written (full disk, failed rotation).
+    pub fn lost(&self) -> u64 {
+        self.lost
+    }
+
+    /// Appends `buf`; never fails (a failure is logged once and the bytes are counted lost).
+    pub fn write(&mut self, mut buf: &[u8]) {
+        while !buf.is_empty() {
+            if self.rotates && self.size >= self.max_bytes {
+                self.rotate();
+            }
+            let room = if self.rotates {
+                usize::try_from(self.max_bytes - self.size).unwrap_or(usize::MAX)
+            } else {
+                buf.len()
+            };
+            let (now, rest) = buf.split_at(room.min(buf.len()));
+            let (done, result) = match &mut self.file {
+                Some(f) => write_some(f, now),
+                None => (0, Err(io::Error::other("the console log is not open"))),
+            };
+            if let Err(e) = result {
+                self.lost += (now.len() - done) as u64;
+                self.report(&e);
+            }
+            self.size += now.len() as u64;
+            buf = rest;
+        }
+    }
+
+    /// Renames the current file to `PATH.1` (replacing it) and starts an empty one.
+    fn rotate(&mut self) {
+        self.size = 0;
+        self.file = None;
+        match std::fs::rename(&self.path, rotated_path(&self.path)) {
+            Ok(()) => {}
+            // Someone removed it: start a new one all the same.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => self.report(&e),
+        }
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            Ok(f) => self.file = Some(f),
+            Err(e) => self.report(&e),
+        }
+    }
+
+    fn report(&mut self, e: &io::Error) {
+        if !self.reported {
+            self.reported = true;
+            tracing::warn!(
+                path = %self.path.display(),
+                "console log: {e}; guest output that cannot be logged is dropped (reported once)"
+            );
+        }
+    }
+}
 
 /// One attached console connection.
 #[derive(Debug)]
@@ -34,14 +156,14 @@ struct Client {
 #[derive(Debug)]
 pub struct ConsoleHub {
     to_stdout: bool,
-    log: Option<Mutex<File>>,
+    log: Option<Mutex<ConsoleLog>>,
     clients: Mutex<Vec<Client>>,
     flush: EventFd,
     state: Arc<VmState>,
 }
 
 impl ConsoleHub {
-    pub fn new(to_stdout: bool, log: Option<File>, state: Arc<VmState>) -> io::Result<Self> {
+    pub fn new(to_stdout: bool, log: Option<ConsoleLog>, state: Arc<VmState>) -> io::Result<Self> {
         Ok(ConsoleHub {
             to_stdout,
             log: log.map(Mutex::new),
@@ -121,7 +243,7 @@ impl ConsoleHub {
             let _ = out.write_all(buf).and_then(|()| out.flush());
         }
         if let Some(log) = &self.log {
-            let _ = lock(log).write_all(buf);
+            lock(log).write(buf);
         }
         let mut clients = lock(&self.clients);
         let mut notify = false;
@@ -156,6 +278,33 @@ impl ConsoleHub {
     }
 }
 
+/// Writes as much of `buf` as `file` takes; returns how much, and the error that stopped it.
+fn write_some(file: &mut File, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut done = 0;
+    while done < buf.len() {
+        match file.write(&buf[done..]) {
+            Ok(0) => return (done, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (done, Err(e)),
+        }
+    }
+    (done, Ok(()))
+}
+
+fn set_nonblocking(file: &File) -> io::Result<()> {
+    // SAFETY: F_GETFL/F_SETFL on a descriptor we own; no pointers are passed.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
@@ -179,6 +328,7 @@ impl Write for ConsoleWriter {
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
 
     #[test]
     fn slow_reader_loses_bytes_but_never_blocks() {
@@ -227,7 +377,7 @@ mod tests {
     fn every_client_gets_output_and_log_is_appended() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("console.log");
-        let log = File::create(&path).unwrap();
+        let log = ConsoleLog::open(&path, DEFAULT_LOG_MAX_BYTES).unwrap();
         let hub = ConsoleHub::new(false, Some(log), Arc::new(VmState::new(1, 0))).unwrap();
         let (a, mut a_peer) = UnixStream::pair().unwrap();
         let (b, mut b_peer) = UnixStream::pair().unwrap();
@@ -248,5 +398,153 @@ mod tests {
         hub.output(b"x");
         hub.output(b"y");
         assert_eq!(hub.attached(), 1, "a closed peer is dropped");
+    }
+
+    /// A byte stream that shows where each byte came from (offset modulo a prime).
+    fn pattern(start: u64, len: usize) -> Vec<u8> {
+        (start..start + len as u64)
+            .map(|i| b'!' + (i % 89) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn log_rotates_at_the_cap_and_keeps_the_newest_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        let cap = 64 * 1024;
+        let mut log = ConsoleLog::open(&path, cap).unwrap();
+        // 6 MiB in writes of every shape: single bytes (the serial port), odd sizes, and writes
+        // larger than the cap itself.
+        let sizes = [
+            1usize, 1, 1, 7, 4096, 65_535, 1, 100_000, 3, 200_000, 65_536,
+        ];
+        let mut written = 0u64;
+        let mut i = 0;
+        while written < 6 << 20 {
+            let n = sizes[i % sizes.len()];
+            log.write(&pattern(written, n));
+            written += n as u64;
+            i += 1;
+            let current = std::fs::metadata(&path).unwrap().len();
+            assert!(current <= cap, "current file {current} > cap {cap}");
+        }
+        assert_eq!(log.lost(), 0);
+        let old = std::fs::read(rotated_path(&path)).unwrap();
+        let new = std::fs::read(&path).unwrap();
+        assert_eq!(old.len() as u64, cap, "the rotated file is exactly one cap");
+        assert!(new.len() as u64 <= cap);
+        let kept = [old, new].concat();
+        assert_eq!(
+            kept,
+            pattern(written - kept.len() as u64, kept.len()),
+            "the two files hold the stream's last bytes, in order"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(names.len(), 2, "only console.log and console.log.1");
+    }
+
+    #[test]
+    fn a_full_log_left_by_an_earlier_run_rotates_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.log");
+        std::fs::write(&path, vec![b'o'; 5000]).unwrap();
+        let mut log = ConsoleLog::open(&path, 4096).unwrap();
+        log.write(b"new");
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::read(rotated_path(&path)).unwrap().len(), 5000);
+        // Below the cap, an earlier run's log is appended to.
+        std::fs::write(&path, b"old ").unwrap();
+        let mut log = ConsoleLog::open(&path, 4096).unwrap();
+        log.write(b"new");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old new");
+    }
+
+    #[test]
+    fn a_failing_log_loses_bytes_but_never_the_guest_output() {
+        // ENOSPC on every write; a character device is never renamed.
+        let state = Arc::new(VmState::new(1, 0));
+        let log = ConsoleLog::open(Path::new("/dev/full"), MIN_LOG_MAX_BYTES).unwrap();
+        let hub = ConsoleHub::new(false, Some(log), state).unwrap();
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        hub.attach(1, ours).unwrap();
+        for _ in 0..3 {
+            hub.output(&[b'z'; 3000]);
+        }
+        let mut buf = vec![0u8; 9000];
+        theirs.read_exact(&mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == b'z'));
+        let log = lock(hub.log.as_ref().unwrap());
+        assert_eq!(log.lost(), 9000);
+        assert!(log.reported);
+        assert!(Path::new("/dev/full").exists());
+        assert!(!Path::new("/dev/full.1").exists());
+    }
+
+    #[test]
+    fn a_removed_log_directory_is_survived_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("run");
+        std::fs::create_dir(&sub).unwrap();
+        let path = sub.join("console.log");
+        let mut log = ConsoleLog::open(&path, 4096).unwrap();
+        log.write(&[b'a'; 100]);
+        std::fs::remove_dir_all(&sub).unwrap();
+        // The open file takes writes until the cap; rotation then cannot reopen.
+        log.write(&[b'b'; 10_000]);
+        assert_eq!(log.lost(), 10_100 - 4096);
+        assert!(log.reported);
+        // The directory is back: the next rotation reopens the log.
+        std::fs::create_dir(&sub).unwrap();
+        log.write(&[b'c'; 4096 * 2]);
+        // 1908 bytes still counted against the lost file, then one full file, then the rest.
+        assert_eq!(
+            std::fs::read(rotated_path(&path)).unwrap(),
+            vec![b'c'; 4096]
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), vec![b'c'; 1908]);
+    }
+
+    #[test]
+    fn a_fifo_log_is_never_renamed_and_never_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("console.fifo");
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path; mkfifo only creates the file.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let mut reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .unwrap();
+        let mut log = ConsoleLog::open(&path, MIN_LOG_MAX_BYTES).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 8192];
+        for _ in 0..4 {
+            log.write(&[b'f'; 3000]);
+            let n = reader.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(got, vec![b'f'; 12_000]);
+        assert_eq!(log.lost(), 0);
+        assert!(path.exists());
+        assert!(!rotated_path(&path).exists());
+        // Nobody reads any more: the writes lose bytes instead of blocking.
+        for _ in 0..64 {
+            log.write(&[b'g'; 4096]);
+        }
+        let mut kept = 0;
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            kept += n as u64;
+        }
+        assert!(kept > 0 && log.lost() > 0);
+        assert_eq!(
+            kept + log.lost(),
+            64 * 4096,
+            "every byte is written or counted lost"
+        );
+        assert!(log.reported);
     }
 }

@@ -276,8 +276,31 @@ const EVENT_LOOP: &[i64] = &[
 ];
 
 /// A vCPU thread: KVM_RUN, and the device emulation it runs on exits (console output to
-/// stdout, the log and console connections; interrupt EventFds; virtio queue setup).
-const VCPU: &[i64] = &[libc::SYS_sendto, libc::SYS_writev, libc::SYS_tgkill];
+/// stdout, the log and console connections; interrupt EventFds; virtio queue setup), including
+/// the console log's rotation (rename, then a create-append `openat`, see [`vcpu_openat`]).
+const VCPU: &[i64] = &[
+    libc::SYS_sendto,
+    libc::SYS_writev,
+    libc::SYS_tgkill,
+    libc::SYS_rename,
+    libc::SYS_renameat,
+    libc::SYS_renameat2,
+];
+
+/// The only `openat` a vCPU thread may make: create-or-append, write-only (the console log's
+/// next file); never a read, a truncation, an `O_PATH` or an `O_TMPFILE`.
+fn vcpu_openat() -> Result<Vec<SeccompRule>, seccompiler::BackendError> {
+    let mask = (libc::O_ACCMODE | libc::O_CREAT | libc::O_APPEND | libc::O_TRUNC | libc::O_PATH)
+        as u64
+        | libc::O_TMPFILE as u64;
+    let want = (libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND) as u64;
+    Ok(vec![rule(&[SeccompCondition::new(
+        2,
+        SeccompCmpArgLen::Dword,
+        SeccompCmpOp::MaskedEq(mask),
+        want,
+    )?])?])
+}
 
 /// A virtio-blk read worker: reads from the disk into guest memory.
 const BLK_READ: &[i64] = &[libc::SYS_preadv, libc::SYS_pread64, libc::SYS_read];
@@ -294,6 +317,9 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
     };
     for &nr in lists.iter().copied().flatten() {
         rules.insert(nr, Vec::new());
+    }
+    if kind == ThreadKind::Vcpu {
+        rules.insert(libc::SYS_openat, vcpu_openat()?);
     }
     // Debug builds of std check that a closing fd is valid (fcntl F_GETFD).
     if let std::collections::btree_map::Entry::Vacant(e) = rules.entry(libc::SYS_fcntl) {
@@ -429,6 +455,26 @@ mod tests {
             assert_eq!(run_filtered(kind, getpid), 0, "{kind:?}");
             assert_eq!(run_filtered(kind, other_ioctl), libc::SIGSYS, "{kind:?}");
         }
+        fn append_dev_null() {
+            // SAFETY: a NUL-terminated path; the fd is closed right away.
+            let fd = unsafe {
+                libc::open(
+                    c"/dev/null".as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC,
+                    0o644,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: our own fd.
+                unsafe { libc::close(fd) };
+            }
+        }
+        assert_eq!(run_filtered(ThreadKind::Vcpu, append_dev_null), 0);
+        assert_eq!(run_filtered(ThreadKind::Main, append_dev_null), 0);
+        assert_eq!(
+            run_filtered(ThreadKind::EventLoop, append_dev_null),
+            libc::SIGSYS
+        );
         assert_eq!(run_filtered(ThreadKind::Main, open_root), 0);
         for kind in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::BlkRead] {
             assert_eq!(run_filtered(kind, open_root), libc::SIGSYS, "{kind:?}");

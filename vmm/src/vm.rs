@@ -1,8 +1,7 @@
 //! The VM's life: set up the long-lived parts (KVM, console, control socket, event loop), then
 //! boot, run until something ends the boot, and boot again after a guest reset.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +12,7 @@ use thiserror::Error;
 
 use crate::builder::{self, BootFiles, BuildError, HostDevices};
 use crate::config::VmConfig;
-use crate::console::ConsoleHub;
+use crate::console::{ConsoleHub, ConsoleLog};
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
 use crate::devices::virtio::block::{Block, BlockError};
@@ -85,7 +84,11 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     }
     vcpu::register_kick_handler().map_err(VmmError::Kick)?;
     let state = Arc::new(VmState::new(u32::from(config.vcpus), config.memory_bytes));
-    let log = open_console_log(config.console_log.as_deref(), config.jail.as_ref())?;
+    let log = open_console_log(
+        config.console_log.as_deref(),
+        config.console_log_max_bytes,
+        config.jail.as_ref(),
+    )?;
     let hub = Arc::new(ConsoleHub::new(true, log, state.clone()).map_err(VmmError::Serial)?);
     let serial = Arc::new(Serial::new(hub).map_err(VmmError::Serial)?);
     let backends = open_disk_backends(config)?;
@@ -255,35 +258,26 @@ fn graceful_stop(
     }
 }
 
-/// Opens (appends to) the console log. A jailed VMM's log, when it creates it, belongs to the
-/// jail's user, so that the log can be rotated from inside the jail.
+/// Opens the console log. A jailed VMM's log, when it creates it, belongs to the jail's user, so
+/// that it can be rotated from inside the jail (the run directory is sticky).
 fn open_console_log(
     path: Option<&Path>,
+    max_bytes: u64,
     jail: Option<&JailSpec>,
-) -> Result<Option<File>, VmmError> {
+) -> Result<Option<ConsoleLog>, VmmError> {
     let Some(p) = path else { return Ok(None) };
     let err = |source| VmmError::ConsoleLog {
         path: p.to_path_buf(),
         source,
     };
-    let created = OpenOptions::new()
-        .create_new(true)
-        .append(true)
-        .mode(0o640)
-        .open(p);
-    let file = match created {
-        Ok(file) => {
-            if let Some(jail) = jail {
-                std::os::unix::fs::fchown(&file, Some(jail.uid), Some(jail.gid)).map_err(err)?;
-            }
-            file
+    let existed = p.symlink_metadata().is_ok();
+    let log = ConsoleLog::open(p, max_bytes).map_err(err)?;
+    if let Some(jail) = jail {
+        if !existed {
+            std::os::unix::fs::lchown(p, Some(jail.uid), Some(jail.gid)).map_err(err)?;
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            OpenOptions::new().append(true).open(p).map_err(err)?
-        }
-        Err(e) => return Err(err(e)),
-    };
-    Ok(Some(file))
+    }
+    Ok(Some(log))
 }
 
 /// The control socket file: bound at start, removed when the VMM ends.

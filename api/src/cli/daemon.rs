@@ -25,6 +25,10 @@ pub struct Args {
     /// The API's unix socket [default: <run-dir>/corral.sock].
     #[arg(long, env = "CORRAL_SOCKET")]
     pub socket: Option<PathBuf>,
+    /// VMs' ephemeral storage: overlays, emptyDisks and seeds, admitted against this
+    /// filesystem's size [default: <state-dir>/scratch].
+    #[arg(long, env = "CORRAL_SCRATCH_DIR")]
+    pub scratch_dir: Option<PathBuf>,
     /// Also serve the API on this TCP address (requires --token-file).
     #[arg(long)]
     pub listen: Option<String>,
@@ -90,6 +94,7 @@ struct FileConfig {
     state_dir: Option<PathBuf>,
     run_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
+    scratch_dir: Option<PathBuf>,
     listen: Option<String>,
     token_file: Option<PathBuf>,
     memory_reserve: Option<String>,
@@ -191,6 +196,9 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
         if !from_cli(m, "socket") && f.socket.is_some() {
             a.socket = f.socket.take();
         }
+        if !from_cli(m, "scratch_dir") && f.scratch_dir.is_some() {
+            a.scratch_dir = f.scratch_dir.take();
+        }
         if !from_cli(m, "listen") && f.listen.is_some() {
             a.listen = f.listen.take();
         }
@@ -287,7 +295,12 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
         .socket
         .clone()
         .unwrap_or_else(|| crate::server::default_socket(&a.run_dir));
+    let scratch_dir = a
+        .scratch_dir
+        .clone()
+        .unwrap_or_else(|| a.state_dir.join("scratch"));
     Ok(DaemonConfig {
+        scratch_dir,
         state_dir: a.state_dir,
         run_dir: a.run_dir,
         socket,

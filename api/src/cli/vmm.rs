@@ -41,6 +41,10 @@ pub struct VmArgs {
     /// Also append guest console output to this file.
     #[arg(long, value_name = "FILE")]
     pub console_log: Option<PathBuf>,
+    /// Rename the console log to FILE.1 (replacing it) when it reaches this size (a Kubernetes
+    /// quantity, 4Ki..1Gi): the log takes at most twice this.
+    #[arg(long, value_name = "QUANTITY", default_value = "1Mi")]
+    pub console_log_max_bytes: String,
     /// Serve the JSON control protocol on this unix socket (created 0600, stale file replaced).
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
@@ -107,6 +111,8 @@ impl VmArgs {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Disk)?;
         disks.extend(self.seed_dir.map(DiskSpec::seed));
+        let console_log_max_bytes = vmm::quantity::parse_bytes(&self.console_log_max_bytes)
+            .map_err(ConfigError::ConsoleLogQuantity)?;
         // Jailed, the working directory is the jail's empty root: paths used after the jail
         // is entered (exit file, control socket removal, console log rotation) must be absolute.
         let jailed = self.jail_uid.is_some();
@@ -121,6 +127,7 @@ impl VmArgs {
             memory_bytes,
             vcpus: self.cpus,
             console_log: absolute(self.console_log),
+            console_log_max_bytes,
             control_socket: absolute(self.control_socket),
             stdin: !self.no_stdin,
             kvm_device: self.kvm_device,

@@ -499,6 +499,19 @@ fn admit_and_launch(ctx: &Ctx, vmi: &Vmi) -> Result<Requeue, StoreError> {
             return Ok(None);
         }
     }
+    // Ephemeral storage, under the same lock, which is held until the launch is recorded by the
+    // runtime: two VMs never both take the last of the scratch filesystem.
+    match ctx.runtime.fits_storage(&plan) {
+        Fit::Yes => {}
+        Fit::NotNow(msg) => {
+            set_pending(ctx, vmi, "Unschedulable", &msg)?;
+            return Ok(Some(Duration::from_secs(5)));
+        }
+        Fit::Never(msg) => {
+            set_final(ctx, vmi, false, "Unschedulable", &msg)?;
+            return Ok(None);
+        }
+    }
     let now = now_rfc3339();
     let qos = qos_class(&needs, &vmi.spec);
     update_status(ctx, &vmi.key, |st| {
@@ -524,8 +537,8 @@ fn admit_and_launch(ctx: &Ctx, vmi: &Vmi) -> Result<Requeue, StoreError> {
             &now,
         );
     })?;
-    drop(_g);
     let launched = ctx.runtime.launch(&plan);
+    drop(_g);
     let c = &crate::metrics::counters::COUNTERS;
     crate::metrics::counters::add(
         if launched.is_ok() {

@@ -1,8 +1,8 @@
 //! The `corral vmm` command line for a [`LaunchPlan`] (pure; unit-tested).
 
-use std::path::Path;
+use std::path::PathBuf;
 
-use super::{LaunchDisk, LaunchPlan};
+use super::{LaunchDisk, LaunchPlan, RuntimeError};
 
 /// Files inside a VM's run directory.
 pub mod files {
@@ -14,7 +14,8 @@ pub mod files {
     pub const VMM_LOG: &str = "vmm.log";
     /// The launch record used for re-adoption (`vm.json`).
     pub const RECORD: &str = "vm.json";
-    /// Directory holding seed files, one subdirectory per seed disk.
+    /// Directory (in the VM's scratch directory) holding seed files, one subdirectory per seed
+    /// disk.
     pub const SEED: &str = "seed";
     /// The VMM's own record of how it ended (`{"code": N, ...}`), for re-adopted VMMs.
     pub const EXIT: &str = "exit.json";
@@ -49,8 +50,37 @@ pub fn jail_args(jail: &VmmJail, vm_uid: &str) -> Vec<String> {
     jail.spec(vm_uid).map(|s| s.args()).unwrap_or_default()
 }
 
+/// Where one VM's files go: its run directory (sockets, logs, record) and its scratch directory
+/// on disk (overlays, emptyDisks, seed images: unnamed files the VMM creates, plus seed files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmDirs {
+    pub run: PathBuf,
+    pub scratch: PathBuf,
+}
+
+/// `name` as one safe path component: user input (disk and volume names, seed file names) never
+/// leaves the directory it is joined to, whatever the API let through.
+pub fn component<'a>(what: &'static str, name: &'a str) -> Result<&'a str, RuntimeError> {
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(RuntimeError::UnsafeName {
+            what,
+            name: name.chars().take(80).collect(),
+        })
+    }
+}
+
 /// Arguments after the binary: `vmm --kernel ... --disk ...`.
-pub fn vmm_args(plan: &LaunchPlan, run_dir: &Path) -> Vec<String> {
+pub fn vmm_args(plan: &LaunchPlan, dirs: &VmDirs) -> Result<Vec<String>, RuntimeError> {
+    let run_dir = dirs.run.as_path();
     let mut a: Vec<String> = vec![
         "vmm".into(),
         "--kernel".into(),
@@ -73,7 +103,7 @@ pub fn vmm_args(plan: &LaunchPlan, run_dir: &Path) -> Vec<String> {
         "--console-log".into(),
         run_dir.join(files::CONSOLE).display().to_string(),
         "--scratch-dir".into(),
-        run_dir.display().to_string(),
+        dirs.scratch.display().to_string(),
         "--exit-file".into(),
         run_dir.join(files::EXIT).display().to_string(),
     ]);
@@ -89,17 +119,20 @@ pub fn vmm_args(plan: &LaunchPlan, run_dir: &Path) -> Vec<String> {
                 format!("{},{mode},serial={name}", path.display())
             }
             LaunchDisk::Seed { name, .. } => {
-                format!("seed={},serial={name}", seed_dir(run_dir, name).display())
+                format!("seed={},serial={name}", seed_dir(dirs, name)?.display())
             }
             LaunchDisk::Empty { name, capacity } => format!("empty={capacity},serial={name}"),
         });
     }
-    a
+    Ok(a)
 }
 
 /// Where the files of seed disk `name` are written.
-pub fn seed_dir(run_dir: &Path, name: &str) -> std::path::PathBuf {
-    run_dir.join(files::SEED).join(name)
+pub fn seed_dir(dirs: &VmDirs, name: &str) -> Result<PathBuf, RuntimeError> {
+    Ok(dirs
+        .scratch
+        .join(files::SEED)
+        .join(component("seed disk name", name)?))
 }
 
 #[cfg(test)]
@@ -152,7 +185,11 @@ mod tests {
             ],
             limits: Limits::default(),
         };
-        let a = vmm_args(&plan, Path::new("/run/corral/vms/u1"));
+        let dirs = VmDirs {
+            run: PathBuf::from("/run/corral/vms/u1"),
+            scratch: PathBuf::from("/var/lib/corral/scratch/u1"),
+        };
+        let a = vmm_args(&plan, &dirs).unwrap();
         let joined = a.join(" ");
         assert!(
             joined.starts_with("vmm --kernel /img/vmlinux --initrd /img/initrd --cmdline"),
@@ -166,6 +203,11 @@ mod tests {
             a.windows(2)
                 .any(|w| w[0] == "--control-socket" && w[1] == "/run/corral/vms/u1/control.sock")
         );
+        assert!(
+            a.windows(2)
+                .any(|w| w[0] == "--scratch-dir" && w[1] == "/var/lib/corral/scratch/u1"),
+            "disks live on the state disk, not in the run directory (tmpfs)"
+        );
         let disks: Vec<&String> = a
             .windows(2)
             .filter(|w| w[0] == "--disk")
@@ -175,9 +217,29 @@ mod tests {
             disks,
             vec![
                 "/img/disk.raw,overlay,serial=containerdisk",
-                "seed=/run/corral/vms/u1/seed/cloudinitdisk,serial=cloudinitdisk",
+                "seed=/var/lib/corral/scratch/u1/seed/cloudinitdisk,serial=cloudinitdisk",
                 "empty=1073741824,serial=scratch",
             ]
         );
+    }
+
+    #[test]
+    fn names_never_leave_their_directory() {
+        let dirs = VmDirs {
+            run: PathBuf::from("/run/corral/vms/u1"),
+            scratch: PathBuf::from("/var/lib/corral/scratch/u1"),
+        };
+        for bad in ["/tmp/x", "..", ".", "a/../../b", "", "a\0b", "x\ny", "a/b"] {
+            assert!(
+                matches!(seed_dir(&dirs, bad), Err(RuntimeError::UnsafeName { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            seed_dir(&dirs, "cloudinitdisk").unwrap(),
+            PathBuf::from("/var/lib/corral/scratch/u1/seed/cloudinitdisk")
+        );
+        assert!(component("seed file", "meta-data").is_ok());
+        assert!(component("seed file", "network-config").is_ok());
     }
 }

@@ -107,6 +107,10 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "{what} {name:?} cannot name a file: one path component of [A-Za-z0-9._-], not . or .., is required"
+    )]
+    UnsafeName { what: &'static str, name: String },
 }
 
 /// The side effects of running VMs.
@@ -127,6 +131,30 @@ pub trait VmRuntime: Send + Sync + 'static {
     fn control_socket(&self, uid: &str) -> Option<PathBuf>;
     /// Process ids of running VMs (for metrics and cgroups).
     fn pid(&self, uid: &str) -> Option<u32>;
+    /// Does the VM's ephemeral storage (overlays, emptyDisks, seed) fit on the scratch
+    /// filesystem? Called under the controller's launch lock, right before [`launch`](Self::launch).
+    fn fits_storage(&self, _plan: &LaunchPlan) -> crate::capacity::Fit {
+        crate::capacity::Fit::Yes
+    }
+}
+
+impl LaunchPlan {
+    /// Bytes of ephemeral storage the guest can make the host write, given the size of each
+    /// image file: the overlay of each writable image, each emptyDisk and the seed.
+    pub fn ephemeral_bytes(&self, image_size: impl Fn(&std::path::Path) -> u64) -> u64 {
+        self.disks
+            .iter()
+            .map(|d| match d {
+                LaunchDisk::Image { readonly: true, .. } => 0,
+                LaunchDisk::Image { path, .. } => image_size(path),
+                LaunchDisk::Empty { capacity, .. } => *capacity,
+                LaunchDisk::Seed { files, .. } => files
+                    .iter()
+                    .map(|(_, b)| b.len() as u64)
+                    .fold(crate::storage::SEED_OVERHEAD, u64::saturating_add),
+            })
+            .fold(0, u64::saturating_add)
+    }
 }
 
 /// Maps a `corral vmm` exit status to a VMI outcome (see the README's exit-code table).

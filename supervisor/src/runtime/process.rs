@@ -2,9 +2,12 @@
 //! daemon restart (or `kill -9` of the daemon) leaves it running.
 //!
 //! Each VM has a run directory `<run-dir>/vms/<uid>/` with its control socket, console log, the
-//! VMM's stderr, seed files and scratch disks, plus `vm.json` (pid + process start time) from
-//! which a restarted daemon re-adopts the VM. One task per VM waits for the process to end (the
-//! child handle, or a pidfd for adopted processes) and one polls its control socket until Ready.
+//! VMM's stderr and `vm.json` (pid + process start time) from which a restarted daemon re-adopts
+//! the VM, and a scratch directory `<scratch-dir>/<uid>/` on disk for its seed files and the
+//! unnamed overlay, emptyDisk and seed images the VMM creates. `vm.json` is written before the
+//! VMM is spawned, so a daemon killed at any point leaves no VMM it cannot find again. One task
+//! per VM waits for the process to end (the child handle, or a pidfd for adopted processes) and
+//! one polls its control socket until Ready.
 
 use std::collections::HashMap;
 use std::fs;
@@ -18,19 +21,23 @@ use rustix::process::{Pid, PidfdFlags, Signal, kill_process, pidfd_open};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::args::{VmmJail, files, jail_args, seed_dir, vmm_args};
+use super::args::{VmDirs, VmmJail, component, files, jail_args, seed_dir, vmm_args};
 use super::{
     ExitInfo, LaunchDisk, LaunchPlan, Observed, RuntimeError, VmRef, VmRuntime, control, exit_info,
     procfs,
 };
+use crate::capacity::Fit;
 
-/// What `vm.json` holds.
+/// What `vm.json` holds. Written with `pid` 0 before the VMM is spawned, then again with its pid.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Record {
     vm: VmRef,
     pid: u32,
     start_time: u64,
     args: Vec<String>,
+    /// Ephemeral storage promised to the VM (bytes).
+    #[serde(default)]
+    ephemeral: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +53,7 @@ struct Entry {
     dir: PathBuf,
     pid: u32,
     state: State,
+    ephemeral: u64,
 }
 
 /// Where VMM processes are placed (their cgroups): the runtime calls [`place`](Self::place) right
@@ -58,6 +66,7 @@ pub trait Placement: Send + Sync {
 
 struct Inner {
     vms_dir: PathBuf,
+    scratch_dir: PathBuf,
     binary: PathBuf,
     extra_env: Vec<(String, String)>,
     vms: Mutex<HashMap<String, Entry>>,
@@ -76,6 +85,8 @@ pub struct ProcessRuntime {
 pub struct ProcessConfig {
     /// The daemon's run directory; VMs live in `<run_dir>/vms/<uid>`.
     pub run_dir: PathBuf,
+    /// Where VMs' disks and seeds go, `<scratch_dir>/<uid>` (on disk: the state dir's volume).
+    pub scratch_dir: PathBuf,
     /// The `corral` binary to run as `corral vmm`.
     pub binary: PathBuf,
     /// Environment added to every VMM.
@@ -110,9 +121,11 @@ impl ProcessRuntime {
     ) -> std::io::Result<ProcessRuntime> {
         let vms_dir = cfg.run_dir.join("vms");
         fs::create_dir_all(&vms_dir)?;
+        fs::create_dir_all(&cfg.scratch_dir)?;
         let rt = ProcessRuntime {
             inner: Arc::new(Inner {
                 vms_dir,
+                scratch_dir: cfg.scratch_dir,
                 binary: cfg.binary,
                 extra_env: cfg.extra_env,
                 vms: Mutex::new(HashMap::new()),
@@ -122,7 +135,31 @@ impl ProcessRuntime {
             }),
         };
         rt.adopt_all();
+        rt.remove_orphan_scratch();
         Ok(rt)
+    }
+
+    fn dirs(&self, uid: &str) -> Result<VmDirs, RuntimeError> {
+        let uid = component("VM uid", uid)?;
+        Ok(VmDirs {
+            run: self.inner.vms_dir.join(uid),
+            scratch: self.inner.scratch_dir.join(uid),
+        })
+    }
+
+    /// Scratch directories of VMs the runtime does not know (their run directory is gone).
+    fn remove_orphan_scratch(&self) {
+        let Ok(rd) = fs::read_dir(&self.inner.scratch_dir) else {
+            return;
+        };
+        let known: Vec<String> = self.lock().keys().cloned().collect();
+        for ent in rd.flatten() {
+            let name = ent.file_name().to_string_lossy().to_string();
+            if !known.contains(&name) {
+                tracing::info!(dir = %ent.path().display(), "removing the scratch directory of a VM that no longer exists");
+                let _ = fs::remove_dir_all(ent.path());
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
@@ -143,11 +180,32 @@ impl ProcessRuntime {
                 let _ = fs::remove_dir_all(&dir);
                 continue;
             };
-            let Ok(rec) = serde_json::from_str::<Record>(&text) else {
+            let Ok(mut rec) = serde_json::from_str::<Record>(&text) else {
                 tracing::warn!(dir = %dir.display(), "unreadable VM record; removing the directory");
                 let _ = fs::remove_dir_all(&dir);
                 continue;
             };
+            if rec.pid == 0 {
+                // The daemon died between recording the VM and recording its pid: find the VMM
+                // by its exact command line (it names this VM's run directory).
+                match procfs::find_by_args(&rec.args) {
+                    Some(pid) => {
+                        rec.pid = pid;
+                        rec.start_time = procfs::start_time(pid).unwrap_or(0);
+                        tracing::warn!(pid, dir = %dir.display(), "found the VMM of a launch the daemon did not finish recording");
+                        let rec_path = dir.join(files::RECORD);
+                        if let Err(e) = write_atomic(
+                            &rec_path,
+                            &serde_json::to_vec_pretty(&rec).unwrap_or_default(),
+                        ) {
+                            tracing::warn!(path = %rec_path.display(), error = %e, "could not update the VM record");
+                        }
+                    }
+                    None => {
+                        tracing::warn!(dir = %dir.display(), "a launch the daemon did not finish recording has no VMM");
+                    }
+                }
+            }
             let same_process =
                 procfs::is_alive(rec.pid) && procfs::start_time(rec.pid) == Some(rec.start_time);
             if same_process {
@@ -159,6 +217,7 @@ impl ProcessRuntime {
                         dir: dir.clone(),
                         pid: rec.pid,
                         state: State::Running { ready: false },
+                        ephemeral: rec.ephemeral,
                     },
                 );
                 self.watch_pidfd(rec.vm.uid.clone(), rec.pid);
@@ -174,6 +233,7 @@ impl ProcessRuntime {
                         dir,
                         pid: rec.pid,
                         state: State::Exited(info),
+                        ephemeral: rec.ephemeral,
                     },
                 );
             }
@@ -289,16 +349,16 @@ impl ProcessRuntime {
         });
     }
 
-    fn write_seeds(plan: &LaunchPlan, dir: &Path) -> Result<(), RuntimeError> {
+    fn write_seeds(plan: &LaunchPlan, dirs: &VmDirs) -> Result<(), RuntimeError> {
         for d in &plan.disks {
             if let LaunchDisk::Seed { name, files } = d {
-                let sd = seed_dir(dir, name);
+                let sd = seed_dir(dirs, name)?;
                 fs::create_dir_all(&sd).map_err(|source| RuntimeError::Seed {
                     path: sd.display().to_string(),
                     source,
                 })?;
                 for (fname, bytes) in files {
-                    let p = sd.join(fname);
+                    let p = sd.join(component("seed file name", fname)?);
                     fs::write(&p, bytes).map_err(|source| RuntimeError::Seed {
                         path: p.display().to_string(),
                         source,
@@ -330,15 +390,18 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 impl VmRuntime for ProcessRuntime {
     fn launch(&self, plan: &LaunchPlan) -> Result<(), RuntimeError> {
         let uid = plan.vm.uid.clone();
-        let dir = self.inner.vms_dir.join(&uid);
-        if dir.exists() {
-            let _ = fs::remove_dir_all(&dir);
+        let dirs = self.dirs(&uid)?;
+        let dir = dirs.run.clone();
+        for d in [&dirs.run, &dirs.scratch] {
+            if d.exists() {
+                let _ = fs::remove_dir_all(d);
+            }
+            fs::create_dir_all(d).map_err(|source| RuntimeError::RunDir {
+                path: d.display().to_string(),
+                source,
+            })?;
         }
-        fs::create_dir_all(&dir).map_err(|source| RuntimeError::RunDir {
-            path: dir.display().to_string(),
-            source,
-        })?;
-        Self::write_seeds(plan, &dir)?;
+        Self::write_seeds(plan, &dirs)?;
         let jail = self.inner.jail.spec(&plan.vm.uid);
         if let Some(spec) = &jail {
             jail_run_dir(&dir, spec).map_err(|source| RuntimeError::RunDir {
@@ -346,15 +409,34 @@ impl VmRuntime for ProcessRuntime {
                 source,
             })?;
         }
-        let mut args = vmm_args(plan, &dir);
+        let mut args = vmm_args(plan, &dirs)?;
         args.extend(jail_args(&self.inner.jail, &plan.vm.uid));
         let log_path = dir.join(files::VMM_LOG);
         let log = fs::File::create(&log_path).map_err(|source| RuntimeError::RunDir {
             path: log_path.display().to_string(),
             source,
         })?;
+        // Recorded before it exists: a daemon killed right after the spawn finds the VMM again by
+        // these arguments (see `adopt_all`).
+        let mut record = Record {
+            vm: plan.vm.clone(),
+            pid: 0,
+            start_time: 0,
+            args,
+            ephemeral: plan.ephemeral_bytes(image_size),
+        };
+        let rec_path = dir.join(files::RECORD);
+        let write_record = |r: &Record| {
+            write_atomic(&rec_path, &serde_json::to_vec_pretty(r).unwrap_or_default()).map_err(
+                |source| RuntimeError::Record {
+                    path: rec_path.display().to_string(),
+                    source,
+                },
+            )
+        };
+        write_record(&record)?;
         let mut cmd = tokio::process::Command::new(&self.inner.binary);
-        cmd.args(&args)
+        cmd.args(&record.args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -368,25 +450,13 @@ impl VmRuntime for ProcessRuntime {
             source,
         })?;
         let pid = child.id().unwrap_or(0);
-        let record = Record {
-            vm: plan.vm.clone(),
-            pid,
-            start_time: procfs::start_time(pid).unwrap_or(0),
-            args,
-        };
-        let rec_path = dir.join(files::RECORD);
-        if let Err(source) = write_atomic(
-            &rec_path,
-            &serde_json::to_vec_pretty(&record).unwrap_or_default(),
-        ) {
-            let _ = kill_process(
-                Pid::from_raw(pid as i32).expect("spawned pid is positive"),
-                Signal::KILL,
-            );
-            return Err(RuntimeError::Record {
-                path: rec_path.display().to_string(),
-                source,
-            });
+        record.pid = pid;
+        record.start_time = procfs::start_time(pid).unwrap_or(0);
+        if let Err(e) = write_record(&record) {
+            if let Some(p) = Pid::from_raw(pid as i32) {
+                let _ = kill_process(p, Signal::KILL);
+            }
+            return Err(e);
         }
         if let Some(placement) = &self.inner.placement {
             if let Err(e) = placement.place(&plan.vm, pid, &plan.limits) {
@@ -400,6 +470,7 @@ impl VmRuntime for ProcessRuntime {
                 dir: dir.clone(),
                 pid,
                 state: State::Running { ready: false },
+                ephemeral: record.ephemeral,
             },
         );
         self.watch_child(uid.clone(), child);
@@ -440,7 +511,7 @@ impl VmRuntime for ProcessRuntime {
             if control::stop(&socket, grace).await.is_err() {
                 let _ = kill_process(p, Signal::TERM);
             }
-            let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(2);
+            let deadline = deadline_after(grace.saturating_add(Duration::from_secs(2)));
             loop {
                 if matches!(
                     rt.lock().get(&uid).map(|e| &e.state),
@@ -477,9 +548,12 @@ impl VmRuntime for ProcessRuntime {
                 }
             }
         }
-        if let Err(err) = fs::remove_dir_all(&dir) {
-            if err.kind() != std::io::ErrorKind::NotFound {
-                tracing::warn!(dir = %dir.display(), error = %err, "could not remove the VM's run directory");
+        let scratch = self.dirs(uid).ok().map(|d| d.scratch);
+        for d in std::iter::once(dir).chain(scratch) {
+            if let Err(err) = fs::remove_dir_all(&d) {
+                if err.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %d.display(), error = %err, "could not remove the VM's directory");
+                }
             }
         }
     }
@@ -502,5 +576,63 @@ impl VmRuntime for ProcessRuntime {
         let g = self.lock();
         let e = g.get(uid)?;
         (!matches!(e.state, State::Exited(_))).then_some(e.pid)
+    }
+
+    fn fits_storage(&self, plan: &LaunchPlan) -> Fit {
+        let need = plan.ephemeral_bytes(image_size);
+        let (committed, used) = self
+            .lock()
+            .values()
+            .filter(|e| e.vm.uid != plan.vm.uid && !matches!(e.state, State::Exited(_)))
+            .fold((0u64, 0u64), |(c, u), e| {
+                (
+                    c.saturating_add(e.ephemeral),
+                    u.saturating_add(procfs::unlinked_file_bytes(e.pid).min(e.ephemeral)),
+                )
+            });
+        let fs = match rustix::fs::statvfs(&self.inner.scratch_dir) {
+            Ok(fs) => fs,
+            Err(e) => {
+                return Fit::NotNow(format!(
+                    "cannot read the scratch filesystem {}: {e}",
+                    self.inner.scratch_dir.display()
+                ));
+            }
+        };
+        crate::storage::check(
+            need,
+            crate::storage::Scratch {
+                total: fs.f_blocks.saturating_mul(fs.f_frsize),
+                available: fs.f_bavail.saturating_mul(fs.f_frsize),
+                committed,
+                used,
+            },
+        )
+    }
+}
+
+/// Size of an image file (what its overlay can grow to); 0 if it cannot be read (the VMM then
+/// fails to open it and says so).
+fn image_size(path: &Path) -> u64 {
+    fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// `now + d`, or a day short of forever when that does not fit in an `Instant`.
+fn deadline_after(d: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_grace_period_of_any_length_has_a_deadline() {
+        let far = deadline_after(Duration::MAX);
+        assert!(far > tokio::time::Instant::now() + Duration::from_secs(365 * 86_400));
+        let g = Duration::from_secs(i64::MAX as u64);
+        let _ = deadline_after(g.saturating_add(Duration::from_secs(2)));
     }
 }

@@ -33,6 +33,35 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// The running process whose arguments after `argv[0]` are exactly `args`: a VMM spawned by a
+/// daemon that died before it could record the pid.
+pub fn find_by_args(args: &[String]) -> Option<u32> {
+    fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let raw = fs::read(e.path().join("cmdline")).ok()?;
+        let mut parts = raw.split(|b| *b == 0);
+        parts.next()?;
+        let rest: Vec<&[u8]> = parts.filter(|p| !p.is_empty()).collect();
+        let same =
+            rest.len() == args.len() && rest.iter().zip(args).all(|(a, b)| *a == b.as_bytes());
+        (same && is_alive(pid)).then_some(pid)
+    })
+}
+
+/// Bytes the process's unlinked regular files occupy (a VMM's overlays, emptyDisks and seed
+/// images are unnamed files): what it has written to the scratch filesystem so far.
+pub fn unlinked_file_bytes(pid: u32) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(rd) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter_map(|e| fs::metadata(e.path()).ok())
+        .filter(|m| m.is_file() && m.nlink() == 0)
+        .map(|m| m.blocks().saturating_mul(512))
+        .fold(0, u64::saturating_add)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +73,43 @@ mod tests {
         assert!(is_alive(me));
         assert!(rss_bytes(me).unwrap() > 0);
         assert_eq!(start_time(u32::MAX - 1), None);
+    }
+
+    #[test]
+    fn finds_a_process_by_its_arguments() {
+        let tag = format!("corral-procfs-test-{}", std::process::id());
+        let mut child = std::process::Command::new("sleep")
+            .args(["30", &tag])
+            .spawn()
+            .unwrap();
+        let args = ["30".to_string(), tag.clone()];
+        let mut found = None;
+        for _ in 0..100 {
+            found = find_by_args(&args);
+            if found.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(found, Some(child.id()));
+        assert_eq!(
+            find_by_args(&["30".to_string()]),
+            None,
+            "arguments match whole"
+        );
+    }
+
+    #[test]
+    fn counts_written_unlinked_files() {
+        use std::io::Write as _;
+        let before = unlinked_file_bytes(std::process::id());
+        let mut f = tempfile::tempfile_in(std::env::temp_dir()).unwrap();
+        f.write_all(&vec![1u8; 1 << 20]).unwrap();
+        f.sync_all().unwrap();
+        let after = unlinked_file_bytes(std::process::id());
+        drop(f);
+        assert!(after >= before + (1 << 20), "{before} -> {after}");
     }
 }

@@ -1,17 +1,30 @@
 //! The durable side of the store: one redb file holding every object as JSON plus the
-//! resourceVersion counter.
+//! resourceVersion counter and its reserved high-water mark.
+//!
+//! Status writes are committed without an fsync (`Durability::None`) and a `kill -9` loses the
+//! last of them, so the counter stored with the data can fall behind versions clients have
+//! already seen. resourceVersions are therefore reserved in blocks of [`RV_BLOCK`]: the commit
+//! that first uses a version above the reserved mark is made durable and raises the mark, so
+//! every version ever handed out is at most the durable mark, and a restart resumes above it.
 //!
 //! Why redb: pure Rust (no C toolchain), ACID with copy-on-write B-trees, and a commit with
 //! `Durability::Immediate` is fsynced before it returns, which is exactly "fsynced before the API
 //! answers". corral needs a key-value map of JSON documents, not SQL.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const RV_KEY: &str = "resourceVersion";
+/// Every resourceVersion handed out is at most this value (fsynced before it is exceeded).
+const RESERVED_KEY: &str = "resourceVersionReserved";
+
+/// How many resourceVersions one durable write of the reserved mark covers: one fsync per this
+/// many non-durable writes, and at most this many versions skipped by a restart.
+pub const RV_BLOCK: u64 = 1024;
 
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +66,32 @@ const CACHE_BYTES: usize = 4 << 20;
 /// The redb database.
 pub struct Db {
     db: Database,
+    /// The durable reserved mark (see the module documentation).
+    reserved: AtomicU64,
+}
+
+/// The counters found when the database opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    /// The version of the last durable commit.
+    pub last: u64,
+    /// The highest version that may have been handed out before (durable reserved mark).
+    pub reserved: u64,
+}
+
+impl Counters {
+    /// The resourceVersion to resume at. When versions above the last durable commit may have
+    /// been handed out (and their writes lost), it is one above all of them: a watch from any
+    /// version seen before the restart is then older than the new history and gets 410 Gone,
+    /// and is never answered with the silence of a version that no longer exists or, worse,
+    /// with a reused version.
+    pub fn resume_at(self) -> u64 {
+        if self.reserved > self.last {
+            self.reserved + 1
+        } else {
+            self.last
+        }
+    }
 }
 
 impl Db {
@@ -69,11 +108,19 @@ impl Db {
         txn.open_table(OBJECTS)?;
         txn.open_table(META)?;
         txn.commit()?;
-        Ok(Db { db })
+        let reserved = {
+            let txn = db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            meta.get(RESERVED_KEY)?.map(|g| g.value()).unwrap_or(0)
+        };
+        Ok(Db {
+            db,
+            reserved: AtomicU64::new(reserved),
+        })
     }
 
-    /// Loads every object and the last resourceVersion.
-    pub fn load(&self) -> Result<(Vec<(String, serde_json::Value)>, u64), DbError> {
+    /// Loads every object and the resourceVersion counters.
+    pub fn load(&self) -> Result<(Vec<(String, serde_json::Value)>, Counters), DbError> {
         let txn = self.db.begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
         let mut out = Vec::new();
@@ -87,15 +134,19 @@ impl Db {
             out.push((key, value));
         }
         let meta = txn.open_table(META)?;
-        let rv = meta.get(RV_KEY)?.map(|g| g.value()).unwrap_or(0);
-        Ok((out, rv))
+        let last = meta.get(RV_KEY)?.map(|g| g.value()).unwrap_or(0);
+        let reserved = self.reserved.load(Ordering::Acquire);
+        Ok((out, Counters { last, reserved }))
     }
 
     /// Applies `writes` and records `rv` in one transaction; with `durable` the commit is fsynced
-    /// before this returns.
+    /// before this returns. A commit whose `rv` is above the reserved mark reserves the next
+    /// block and is fsynced whatever `durable` says. Callers serialize commits.
     pub fn commit(&self, writes: &[Write<'_>], rv: u64, durable: bool) -> Result<(), DbError> {
+        let reserve =
+            (rv > self.reserved.load(Ordering::Acquire)).then(|| rv.saturating_add(RV_BLOCK - 1));
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(if durable {
+        txn.set_durability(if durable || reserve.is_some() {
             Durability::Immediate
         } else {
             Durability::None
@@ -114,8 +165,71 @@ impl Db {
             }
             let mut meta = txn.open_table(META)?;
             meta.insert(RV_KEY, rv)?;
+            if let Some(r) = reserve {
+                meta.insert(RESERVED_KEY, r)?;
+            }
         }
         txn.commit()?;
+        if let Some(r) = reserve {
+            self.reserved.store(r, Ordering::Release);
+        }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cost of a status write under each policy, on the file system of `$CORRAL_BENCH_DIR`
+    /// (default: the temp dir). `cargo test -p supervisor --release -- --ignored --nocapture
+    /// commit_cost`; the figures are in docs/hardening.md.
+    #[test]
+    #[ignore = "benchmark"]
+    fn commit_cost() {
+        let base = std::env::var_os("CORRAL_BENCH_DIR").map(std::path::PathBuf::from);
+        let dir = match &base {
+            Some(b) => tempfile::tempdir_in(b).unwrap(),
+            None => tempfile::tempdir().unwrap(),
+        };
+        let value = vec![b'x'; 2048];
+        let n = 2000u64;
+        for (name, durable) in [("non-durable + reserved blocks", false), ("durable", true)] {
+            let db = Db::open(&dir.path().join(format!("{durable}.redb"))).unwrap();
+            let start = std::time::Instant::now();
+            for rv in 1..=n {
+                let key = format!("k{}", rv % 50);
+                db.commit(&[Write::Put(&key, value.clone())], rv, durable)
+                    .unwrap();
+            }
+            let per = start.elapsed() / n as u32;
+            eprintln!("{name}: {per:?} per commit ({n} commits of 2 KiB)");
+        }
+    }
+
+    #[test]
+    fn the_reserved_mark_leads_every_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.redb");
+        let db = Db::open(&path).unwrap();
+        for rv in 1..=(RV_BLOCK + 2) {
+            db.commit(&[Write::Put("k", b"{}".to_vec())], rv, false)
+                .unwrap();
+            let reserved = db.reserved.load(Ordering::Acquire);
+            assert!(
+                reserved >= rv && reserved < rv + RV_BLOCK,
+                "{rv}: {reserved}"
+            );
+        }
+        drop(db);
+        let (_, c) = Db::open(&path).unwrap().load().unwrap();
+        assert_eq!(c.reserved, 2 * RV_BLOCK);
+        assert_eq!(c.resume_at(), 2 * RV_BLOCK + 1);
+        // A database of an older corral (no reserved mark) resumes where it was.
+        let old = Counters {
+            last: 7,
+            reserved: 0,
+        };
+        assert_eq!(old.resume_at(), 7);
     }
 }

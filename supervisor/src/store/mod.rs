@@ -3,7 +3,9 @@
 //!
 //! Writers are serialized by one lock and each write is committed to redb before it becomes
 //! visible; readers never wait for a commit. resourceVersion is one strictly increasing counter
-//! across all kinds, as in etcd.
+//! across all kinds, as in etcd, also across a `kill -9` of the daemon: versions are reserved
+//! durably in blocks ([`db`]) and a restart resumes above every version handed out before, with
+//! an empty history, so that a watch from an older version gets 410 Gone and lists again.
 
 mod db;
 
@@ -16,8 +18,8 @@ use tokio::sync::broadcast;
 
 use crate::kinds::Kind;
 use crate::meta::{self, now_rfc3339};
-pub use db::DbError;
 use db::{Db, Write};
+pub use db::{DbError, RV_BLOCK};
 
 mod history;
 use history::History;
@@ -140,7 +142,8 @@ impl Store {
     /// Opens the database at `path` and loads every object.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let db = Db::open(path)?;
-        let (rows, rv) = db.load()?;
+        let (rows, counters) = db.load()?;
+        let rv = counters.resume_at();
         let objects = rows
             .into_iter()
             .filter_map(|(k, v)| Some((ObjectKey::from_db_key(&k)?, Arc::new(v))))
@@ -502,7 +505,8 @@ mod tests {
         assert_eq!(meta::resource_version(&d), 3);
         drop(s);
         let s = Store::open(&dir.path().join("db.redb")).unwrap();
-        assert_eq!(s.resource_version(), 3);
+        // The first write reserved versions 1..=RV_BLOCK; a restart resumes above them.
+        assert_eq!(s.resource_version(), RV_BLOCK + 1);
         assert_eq!(s.get(&key).unwrap()["spec"]["replicas"], json!(3));
         assert!(matches!(
             s.delete(&key, None, None, true).unwrap(),
@@ -587,7 +591,84 @@ mod tests {
             .unwrap();
         drop(st);
         let st = Store::open(&dir.path().join("db")).unwrap();
-        assert!(matches!(st.watch(Some(0)), Err(StoreError::Gone { .. })));
-        assert!(st.watch(Some(1)).unwrap().0.is_empty());
+        for rv in [0, 1, RV_BLOCK] {
+            assert!(matches!(st.watch(Some(rv)), Err(StoreError::Gone { .. })));
+        }
+        assert!(st.watch(Some(st.resource_version())).unwrap().0.is_empty());
+    }
+
+    /// A copy of the database file taken while it is open is what a `kill -9` leaves behind:
+    /// non-durable commits are not in it.
+    fn crash_copy(dir: &Path) -> Store {
+        let copy = dir.join("crashed.redb");
+        std::fs::copy(dir.join("db.redb"), &copy).unwrap();
+        Store::open(&copy).unwrap()
+    }
+
+    #[test]
+    fn resource_version_never_goes_back_after_a_crash() {
+        let (dir, s) = open();
+        let key = ObjectKey::new(Kind::ReplicaSet, "default", "a");
+        s.create(
+            Kind::ReplicaSet,
+            "default",
+            json!({"metadata": {"name": "a"}}),
+            true,
+        )
+        .unwrap();
+        // Status writes are not durable: a crash loses them, but not the versions they used.
+        // The second round crosses a block boundary.
+        for rounds in [10, RV_BLOCK + 10] {
+            for i in 0..rounds {
+                s.update(&key, false, |cur| {
+                    let mut n = cur.clone();
+                    n["status"] = json!({"i": i});
+                    Ok(Some(n))
+                })
+                .unwrap();
+            }
+            let seen = s.resource_version();
+            let after = crash_copy(dir.path());
+            assert!(
+                after.resource_version() > seen,
+                "{} after a crash at {seen}",
+                after.resource_version()
+            );
+            // Every version seen before the crash is gone for watches, including the last.
+            for rv in [1, seen - 1, seen] {
+                assert!(
+                    matches!(after.watch(Some(rv)), Err(StoreError::Gone { .. })),
+                    "watch from {rv}"
+                );
+            }
+            // The object is there (its last durable state), and the next write goes up.
+            assert!(after.get(&key).is_some());
+            let o = after
+                .update(&key, false, |cur| {
+                    let mut n = cur.clone();
+                    n["status"] = json!({"after": true});
+                    Ok(Some(n))
+                })
+                .unwrap();
+            assert!(meta::resource_version(&o) > after.resource_version() - 1);
+            assert!(meta::resource_version(&o) > seen);
+        }
+    }
+
+    #[test]
+    fn a_crash_right_after_a_restart_resumes_at_the_same_version() {
+        // No write happened in between, so the state at that version is the same.
+        let (dir, s) = open();
+        s.create(Kind::Vmi, "ns", json!({"metadata": {"name": "v"}}), false)
+            .unwrap();
+        let first = crash_copy(dir.path());
+        let rv = first.resource_version();
+        drop(first);
+        let copy = dir.path().join("crashed.redb");
+        assert_eq!(Store::open(&copy).unwrap().resource_version(), rv);
+        // A new database starts at 0.
+        let (_d, fresh) = open();
+        assert_eq!(fresh.resource_version(), 0);
+        assert!(fresh.watch(Some(0)).unwrap().0.is_empty());
     }
 }
