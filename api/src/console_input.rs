@@ -39,10 +39,9 @@ async fn run(
             format!("VMI \"{name}\" is not running"),
         )
     })?;
-    let wait = q
-        .get("waitMillis")
-        .and_then(|w| w.parse().ok())
-        .unwrap_or(DEFAULT_WAIT)
+    // Longer waits are cut to MAX_WAIT (documented); garbage or negative values are a 400.
+    let wait = crate::objects::int_param(q, "waitMillis", 0, i64::MAX)?
+        .map_or(DEFAULT_WAIT, |w| u64::try_from(w).unwrap_or(MAX_WAIT))
         .min(MAX_WAIT);
     let until = q.get("until").cloned().filter(|u| !u.is_empty());
     let mut serial = supervisor::runtime::control::console(&sock)

@@ -46,6 +46,30 @@ pub struct DaemonConfig {
     pub cgroups: supervisor::cgroups::CgroupConfig,
     /// Who the VMMs run as (`--vmm-user`, `--no-jail`).
     pub vmm_jail: supervisor::runtime::args::VmmJail,
+    /// Where `token` was read from (its mode is checked at start).
+    pub token_file: Option<PathBuf>,
+    /// Connection, handshake, header and body limits of the API listeners.
+    pub api_limits: crate::server::Limits,
+}
+
+/// True when a token file's mode lets its group or others read (or write) it.
+pub fn token_file_is_exposed(mode: u32) -> bool {
+    mode & 0o077 != 0
+}
+
+/// Logs a warning when the token file is readable by its group or by others.
+fn warn_about_token_file(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::metadata(path) {
+        Ok(m) if token_file_is_exposed(m.permissions().mode()) => {
+            let mode = format!("{:o}", m.permissions().mode() & 0o777);
+            tracing::warn!(path = %path.display(), mode, "the API token file is readable by other users; chmod 600 it");
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot check the API token file's mode");
+        }
+    }
 }
 
 /// Why the daemon could not start.
@@ -97,6 +121,9 @@ fn mkdir(p: &Path) -> Result<(), DaemonError> {
 pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let t0 = std::time::Instant::now();
     crate::hostcheck::warn_about_kvm();
+    if let Some(p) = &cfg.token_file {
+        warn_about_token_file(p);
+    }
     mkdir(&cfg.state_dir)?;
     mkdir(&cfg.run_dir)?;
     let store =
@@ -173,23 +200,26 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     let mut servers = Vec::new();
     servers.push(tokio::spawn(crate::server::serve_unix(
         unix,
-        crate::router::router(state.clone(), None),
+        crate::router::router(state.clone(), None, &cfg.api_limits),
+        cfg.api_limits.clone(),
         shutdown(),
     )));
     if let Some(addr) = &cfg.listen {
         let sans = crate::tls::default_sans(addr, &cfg.tls_sans);
         let (tls, ca) = crate::tls::server_config(&cfg.state_dir.join("tls"), &sans)?;
         let tcp = crate::server::bind_tcp(addr).await?;
-        let listener = crate::tls::TlsListener::new(tcp, tls).map_err(|source| {
-            crate::server::ListenError::BindTcp {
-                addr: addr.clone(),
-                source,
-            }
-        })?;
+        let listener =
+            crate::tls::TlsListener::new(tcp, tls, &cfg.api_limits).map_err(|source| {
+                crate::server::ListenError::BindTcp {
+                    addr: addr.clone(),
+                    source,
+                }
+            })?;
         let token = cfg.token.clone();
         servers.push(tokio::spawn(crate::server::serve_tcp(
             listener,
-            crate::router::router(state.clone(), token),
+            crate::router::router(state.clone(), token, &cfg.api_limits),
+            cfg.api_limits.clone(),
             shutdown(),
         )));
         tracing::info!(%addr, ca = %ca.display(), "serving the API over HTTPS (bearer token required)");
@@ -219,6 +249,25 @@ fn stop_signals() -> impl std::future::Future<Output = ()> {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_modes() {
+        for (mode, exposed) in [
+            (0o100600, false),
+            (0o100400, false),
+            (0o100640, true),
+            (0o100644, true),
+            (0o100604, true),
+            (0o100660, true),
+        ] {
+            assert_eq!(token_file_is_exposed(mode), exposed, "{mode:o}");
         }
     }
 }

@@ -105,6 +105,146 @@ impl Filter {
     }
 }
 
+/// An integer query parameter: `None` when absent or empty, else parsed (400 naming the parameter
+/// when it is not an integer) and within `min..=max` (else 400 too: it never reaches a handler).
+pub fn int_param(q: &Query, name: &str, min: i64, max: i64) -> Result<Option<i64>, ApiError> {
+    let Some(raw) = q.get(name).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let v: i64 = raw
+        .trim()
+        .parse()
+        .map_err(|_| ApiError::bad_param(name, raw, "must be an integer"))?;
+    if v < min {
+        return Err(ApiError::bad_param(
+            name,
+            raw,
+            &format!("must be greater than or equal to {min}"),
+        ));
+    }
+    if v > max {
+        return Err(ApiError::bad_param(
+            name,
+            raw,
+            &format!("must be less than or equal to {max}"),
+        ));
+    }
+    Ok(Some(v))
+}
+
+/// What a delete asks for: from its `DeleteOptions` body, else its query parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteOptions {
+    pub propagation: Propagation,
+    /// `gracePeriodSeconds`, within `0..=MAX_GRACE_SECONDS`.
+    pub grace: Option<i64>,
+    /// `preconditions.uid`.
+    pub uid: Option<String>,
+}
+
+/// Parses and bounds a delete's options (the body, a `DeleteOptions`, wins over the query).
+pub fn delete_options(q: &Query, raw: &[u8]) -> Result<DeleteOptions, ApiError> {
+    use supervisor::kinds::validation::FieldError;
+    use supervisor::kinds::vmi::MAX_GRACE_SECONDS;
+    let opts: Value = if raw.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        body::decode(raw, body::BodyFormat::Sniff)?
+    };
+    if !opts.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body is not a DeleteOptions object",
+        ));
+    }
+    let policy = match opts.get("propagationPolicy") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => {
+            return Err(ApiError::invalid_options(
+                "DeleteOptions",
+                &[FieldError::invalid(
+                    "propagationPolicy",
+                    other,
+                    "must be a string",
+                )],
+            ));
+        }
+    };
+    let policy = policy
+        .or_else(|| q.get("propagationPolicy").cloned())
+        .or_else(|| {
+            let orphan = opts
+                .get("orphanDependents")
+                .and_then(Value::as_bool)
+                .or_else(|| q.get("orphanDependents").map(|v| v == "true"));
+            orphan.map(|o| {
+                if o {
+                    "Orphan".to_string()
+                } else {
+                    "Background".to_string()
+                }
+            })
+        });
+    let propagation = match policy.as_deref() {
+        None | Some("Background") => Propagation::Background,
+        Some("Foreground") => Propagation::Foreground,
+        Some("Orphan") => Propagation::Orphan,
+        Some(o) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid propagationPolicy {o:?}: must be Background, Foreground or Orphan"
+            )));
+        }
+    };
+    let grace = match opts.get("gracePeriodSeconds") {
+        None | Some(Value::Null) => int_param(q, "gracePeriodSeconds", i64::MIN, i64::MAX)?,
+        Some(v) => match v.as_i64() {
+            Some(g) => Some(g),
+            None => {
+                return Err(ApiError::invalid_options(
+                    "DeleteOptions",
+                    &[FieldError::invalid(
+                        "gracePeriodSeconds",
+                        v,
+                        &format!("must be an integer between 0 and {MAX_GRACE_SECONDS}"),
+                    )],
+                ));
+            }
+        },
+    };
+    if let Some(g) = grace {
+        if !(0..=MAX_GRACE_SECONDS).contains(&g) {
+            let detail = if g < 0 {
+                "must be greater than or equal to 0".to_string()
+            } else {
+                format!("must be less than or equal to {MAX_GRACE_SECONDS}")
+            };
+            return Err(ApiError::invalid_options(
+                "DeleteOptions",
+                &[FieldError::invalid("gracePeriodSeconds", g, &detail)],
+            ));
+        }
+    }
+    let uid = match opts.get("preconditions").and_then(|p| p.get("uid")) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(u)) => Some(u.clone()),
+        Some(other) => {
+            return Err(ApiError::invalid_options(
+                "DeleteOptions",
+                &[FieldError::invalid(
+                    "preconditions.uid",
+                    other,
+                    "must be a string",
+                )],
+            ));
+        }
+    };
+    Ok(DeleteOptions {
+        propagation,
+        grace,
+        uid,
+    })
+}
+
 fn field_validation(q: &Query) -> Result<FieldValidation, ApiError> {
     match q.get("fieldValidation").map(String::as_str) {
         None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
@@ -384,48 +524,11 @@ async fn delete(
     enc: Encoding,
 ) -> Handled {
     reject_dry_run(q)?;
-    let opts: Value = if raw.iter().all(u8::is_ascii_whitespace) {
-        json!({})
-    } else {
-        body::decode(raw, body::BodyFormat::Sniff)?
-    };
-    let policy = opts
-        .get("propagationPolicy")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| q.get("propagationPolicy").cloned())
-        .or_else(|| {
-            let orphan = opts
-                .get("orphanDependents")
-                .and_then(Value::as_bool)
-                .or_else(|| q.get("orphanDependents").map(|v| v == "true"));
-            orphan.map(|o| {
-                if o {
-                    "Orphan".to_string()
-                } else {
-                    "Background".to_string()
-                }
-            })
-        });
-    let propagation = match policy.as_deref() {
-        None | Some("Background") => Propagation::Background,
-        Some("Foreground") => Propagation::Foreground,
-        Some("Orphan") => Propagation::Orphan,
-        Some(o) => {
-            return Err(ApiError::bad_request(format!(
-                "invalid propagationPolicy {o:?}: must be Background, Foreground or Orphan"
-            )));
-        }
-    };
-    let grace = opts
-        .get("gracePeriodSeconds")
-        .and_then(Value::as_i64)
-        .or_else(|| q.get("gracePeriodSeconds").and_then(|g| g.parse().ok()));
-    let uid = opts
-        .get("preconditions")
-        .and_then(|p| p.get("uid"))
-        .and_then(Value::as_str)
-        .map(str::to_string);
+    let DeleteOptions {
+        propagation,
+        grace,
+        uid,
+    } = delete_options(q, raw)?;
     let (svc, ns_, name_) = (st.service.clone(), ns.to_string(), name.to_string());
     let out = blocking(move || svc.delete(kind, &ns_, &name_, propagation, grace, uid.as_deref()))
         .await?
@@ -456,5 +559,87 @@ mod tests {
         }
         assert!(FieldSelector::parse("spec.x=1").is_err());
         assert!(FieldSelector::parse("garbage").is_err());
+    }
+
+    fn query(pairs: &[(&str, &str)]) -> Query {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn int_params_are_bounded_and_named() {
+        let q = query(&[("n", "12"), ("bad", "1x"), ("big", "99999999999999999999")]);
+        assert_eq!(int_param(&q, "n", 0, 100).unwrap(), Some(12));
+        assert_eq!(int_param(&q, "absent", 0, 100).unwrap(), None);
+        for (name, min, max) in [
+            ("n", 0, 10),
+            ("n", 13, 100),
+            ("bad", 0, 100),
+            ("big", 0, i64::MAX),
+        ] {
+            let e = int_param(&q, name, min, max).unwrap_err();
+            assert_eq!(e.code, StatusCode::BAD_REQUEST);
+            assert_eq!(
+                e.body()["details"]["causes"][0]["field"],
+                name,
+                "{}",
+                e.message
+            );
+        }
+    }
+
+    #[test]
+    fn delete_grace_periods_are_bounded() {
+        use supervisor::kinds::vmi::MAX_GRACE_SECONDS;
+        // issue 12: `?gracePeriodSeconds=<i64 max>` overflowed an Instant and aborted the daemon.
+        for g in [
+            i64::MAX.to_string(),
+            (MAX_GRACE_SECONDS + 1).to_string(),
+            "-1".into(),
+        ] {
+            let e = delete_options(&query(&[("gracePeriodSeconds", &g)]), b"").unwrap_err();
+            assert_eq!(e.code, StatusCode::UNPROCESSABLE_ENTITY, "{g}");
+            assert_eq!(
+                e.body()["details"]["causes"][0]["field"],
+                "gracePeriodSeconds"
+            );
+            let body = format!("{{\"gracePeriodSeconds\": {g}}}");
+            let e = delete_options(&Query::new(), body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, StatusCode::UNPROCESSABLE_ENTITY, "{g}");
+        }
+        for body in [
+            &b"{\"gracePeriodSeconds\": 18446744073709551615}"[..],
+            b"{\"gracePeriodSeconds\": 1.5}",
+            b"{\"gracePeriodSeconds\": \"5\"}",
+            b"{\"preconditions\": {\"uid\": 5}}",
+            b"{\"propagationPolicy\": []}",
+        ] {
+            let e = delete_options(&Query::new(), body).unwrap_err();
+            assert_eq!(e.code, StatusCode::UNPROCESSABLE_ENTITY);
+        }
+        let e = delete_options(&query(&[("gracePeriodSeconds", "soon")]), b"").unwrap_err();
+        assert_eq!(e.code, StatusCode::BAD_REQUEST);
+        assert!(delete_options(&Query::new(), b"[1]").is_err());
+        let ok = delete_options(
+            &query(&[
+                ("gracePeriodSeconds", "30"),
+                ("propagationPolicy", "Foreground"),
+            ]),
+            b"",
+        )
+        .unwrap();
+        assert_eq!(ok.grace, Some(30));
+        assert_eq!(ok.propagation, Propagation::Foreground);
+        let ok = delete_options(
+            &query(&[("gracePeriodSeconds", "30")]),
+            br#"{"gracePeriodSeconds": 0, "preconditions": {"uid": "u"}}"#,
+        )
+        .unwrap();
+        assert_eq!((ok.grace, ok.uid.as_deref()), (Some(0), Some("u")));
+        let max = MAX_GRACE_SECONDS.to_string();
+        let ok = delete_options(&query(&[("gracePeriodSeconds", &max)]), b"").unwrap();
+        assert_eq!(ok.grace, Some(MAX_GRACE_SECONDS));
     }
 }

@@ -16,7 +16,7 @@ use crate::path::{self, Route};
 use crate::state::AppState;
 use crate::status::ApiError;
 
-/// Largest accepted request body.
+/// Largest accepted request body (also [`crate::server::Limits::max_body`]'s default).
 const MAX_BODY: usize = 8 << 20;
 
 fn parse_query(raw: Option<&str>) -> HashMap<String, String> {
@@ -128,6 +128,63 @@ async fn dispatch(
     res.unwrap_or_else(IntoResponse::into_response)
 }
 
+fn too_large(max: usize) -> Response {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestEntityTooLarge",
+        format!("the request body is too large: at most {max} bytes are accepted"),
+    )
+    .into_response()
+}
+
+/// Reads every request's body, within the size and time limits, before any handler runs: over
+/// the size a 413 `Status`, too slow a 408 `Status` (the connection is then closed).
+async fn limit_body(
+    State(limits): State<std::sync::Arc<crate::server::Limits>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits.max_body as u64) {
+        return too_large(limits.max_body);
+    }
+    let read = axum::body::to_bytes(body, limits.max_body);
+    let bytes = match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            if over {
+                return too_large(limits.max_body);
+            }
+            return ApiError::bad_request(format!("read the request body: {e}")).into_response();
+        }
+        Err(_) => {
+            let mut r = ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Timeout",
+                format!(
+                    "the request body was not received within {}s",
+                    limits.body_timeout.as_secs()
+                ),
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+            return r;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
 /// Rejects requests without the bearer token (TCP listener only).
 async fn require_token(
     State(token): State<std::sync::Arc<String>>,
@@ -151,8 +208,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// The router; with `token`, every request must carry `Authorization: Bearer <token>`.
-pub fn router(st: AppState, token: Option<String>) -> Router {
+/// The router; with `token`, every request must carry `Authorization: Bearer <token>` (checked
+/// before the body is read). Every route's body is bounded by `limits`.
+pub fn router(st: AppState, token: Option<String>, limits: &crate::server::Limits) -> Router {
     let r = Router::new()
         .route(
             "/apis/subresources.kubevirt.io/v1/namespaces/{ns}/virtualmachineinstances/{name}/console",
@@ -171,7 +229,13 @@ pub fn router(st: AppState, token: Option<String>) -> Router {
             axum::routing::get(crate::metrics_api::node_list),
         )
         .fallback(dispatch)
-        .with_state(st);
+        .with_state(st)
+        // limit_body has read the body within its limit: extractors need no other limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(middleware::from_fn_with_state(
+            std::sync::Arc::new(limits.clone()),
+            limit_body,
+        ));
     match token {
         Some(t) => r.layer(middleware::from_fn_with_state(
             std::sync::Arc::new(t),

@@ -32,6 +32,41 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "BadRequest", message)
     }
 
+    /// 400 BadRequest for a query parameter that does not parse, with a cause naming it.
+    pub fn bad_param(name: &str, value: &str, detail: &str) -> Self {
+        let shown: String = value.chars().take(64).collect();
+        let message = format!("Invalid value: {shown:?}: {detail}");
+        ApiError {
+            code: StatusCode::BAD_REQUEST,
+            reason: "BadRequest",
+            message: format!("invalid query parameter {name}: {message}"),
+            details: Some(json!({"causes": [
+                {"reason": "FieldValueInvalid", "message": message, "field": name}
+            ]})),
+        }
+    }
+
+    /// 422 Invalid for request options (`DeleteOptions`, ...) that parse but are out of bounds,
+    /// worded as the API server does (`DeleteOptions.meta.k8s.io "" is invalid: ...`).
+    pub fn invalid_options(
+        kind: &str,
+        causes: &[supervisor::kinds::validation::FieldError],
+    ) -> Self {
+        let inv = supervisor::kinds::validation::Invalid {
+            causes: causes.to_vec(),
+        };
+        let list: Vec<Value> = causes
+            .iter()
+            .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+            .collect();
+        ApiError {
+            code: StatusCode::UNPROCESSABLE_ENTITY,
+            reason: "Invalid",
+            message: format!("{kind}.meta.k8s.io \"\" is invalid: {inv}"),
+            details: Some(json!({"group": "meta.k8s.io", "kind": kind, "causes": list})),
+        }
+    }
+
     /// 404 NotFound for a path the server does not serve.
     pub fn no_route(path: &str) -> Self {
         Self::new(

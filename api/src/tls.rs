@@ -3,7 +3,9 @@
 //! 0600), and every start issues a fresh server certificate for localhost, the host's name, the
 //! listen address and any `--tls-san`. `corral kubeconfig` embeds `ca.crt`.
 //!
-//! Handshakes run on their own tasks, so a slow client never delays other connections.
+//! Handshakes run on their own tasks, so a slow client never delays other connections; at most
+//! `max_handshakes` run at once (more connections are closed at once) and each has
+//! `handshake_timeout` to finish ([`crate::server::Limits`]).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +19,7 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 
@@ -157,11 +159,19 @@ pub struct TlsListener {
 
 impl TlsListener {
     /// Accepts TCP connections on `tcp` and completes TLS handshakes in the background.
-    pub fn new(tcp: TcpListener, cfg: Arc<rustls::ServerConfig>) -> std::io::Result<Self> {
+    pub fn new(
+        tcp: TcpListener,
+        cfg: Arc<rustls::ServerConfig>,
+        limits: &crate::server::Limits,
+    ) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
         let acceptor = TlsAcceptor::from(cfg);
         let (tx, rx) = mpsc::channel(64);
+        let max = limits.max_handshakes.clamp(1, Semaphore::MAX_PERMITS);
+        let handshakes = Arc::new(Semaphore::new(max));
+        let timeout = limits.handshake_timeout;
         tokio::spawn(async move {
+            let mut logged_full = false;
             loop {
                 let (stream, peer) = match tcp.accept().await {
                     Ok(c) => c,
@@ -174,11 +184,20 @@ impl TlsListener {
                 if tx.is_closed() {
                     return;
                 }
+                let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+                    if !logged_full {
+                        tracing::warn!(max, "TLS handshake limit reached; closing new connections");
+                        logged_full = true;
+                    }
+                    drop(stream);
+                    continue;
+                };
+                logged_full = false;
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                        .await
-                    {
+                    let done = tokio::time::timeout(timeout, acceptor.accept(stream)).await;
+                    drop(permit);
+                    match done {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }

@@ -73,7 +73,7 @@ impl Quantity {
         };
         Ok(Quantity {
             digits,
-            exp10: exp10 - frac_len,
+            exp10: exp10.checked_sub(frac_len).ok_or(QuantityError)?,
             exp2,
         })
     }
@@ -81,15 +81,18 @@ impl Quantity {
     /// The value scaled by `10^scale`, rounded up; `None` on overflow.
     fn scaled_ceil(&self, scale: i32) -> Option<u128> {
         let mut n = self.digits.checked_mul(1u128.checked_shl(self.exp2)?)?;
-        let e = self.exp10 + scale;
+        let e = self.exp10.checked_add(scale)?;
         if e >= 0 {
             for _ in 0..e {
                 n = n.checked_mul(10)?;
             }
             Some(n)
         } else {
-            let div = 10u128.checked_pow(e.unsigned_abs())?;
-            Some(n.div_ceil(div))
+            // n < 10^39: a divisor too large for u128 leaves a fraction that rounds up to 1.
+            match 10u128.checked_pow(e.unsigned_abs()) {
+                Some(div) => Some(n.div_ceil(div)),
+                None => Some(u128::from(n > 0)),
+            }
         }
     }
 
@@ -191,6 +194,83 @@ mod tests {
     fn rejects_garbage() {
         for s in ["", "abc", "-1", "1.2.3", "10Xi", "Mi", "1e99", ".", "1 Gi"] {
             assert_eq!(parse_bytes(s), Err(QuantityError), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn long_fractions_do_not_overflow_the_exponent() {
+        let zeros = format!("0.{}1", "0".repeat(100_000));
+        assert_eq!(parse_bytes(&zeros), Ok(1));
+        assert_eq!(parse_bytes(&format!("{zeros}e-30")), Ok(1));
+    }
+
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const SUFFIXES: [&str; 18] = [
+            "", "n", "u", "m", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei",
+            "e3", "e-3",
+        ];
+
+        fn exact(digits: u64, suffix: &str, milli: bool) -> Option<u64> {
+            let (e10, e2): (i32, u32) = match suffix {
+                "" => (0, 0),
+                "n" => (-9, 0),
+                "u" => (-6, 0),
+                "m" => (-3, 0),
+                "k" | "e3" => (3, 0),
+                "e-3" => (-3, 0),
+                "M" => (6, 0),
+                "G" => (9, 0),
+                "T" => (12, 0),
+                "P" => (15, 0),
+                "E" => (18, 0),
+                "Ki" => (0, 10),
+                "Mi" => (0, 20),
+                "Gi" => (0, 30),
+                "Ti" => (0, 40),
+                "Pi" => (0, 50),
+                _ => (0, 60),
+            };
+            let e10 = e10 + if milli { 3 } else { 0 };
+            let n = u128::from(digits).checked_mul(1u128 << e2)?;
+            let v = if e10 >= 0 {
+                n.checked_mul(10u128.pow(e10.unsigned_abs()))?
+            } else {
+                n.div_ceil(10u128.pow(e10.unsigned_abs()))
+            };
+            u64::try_from(v).ok()
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2000))]
+
+            #[test]
+            fn any_text_parses_or_errs(s in "\\PC{0,40}") {
+                let _ = parse_bytes(&s);
+                let _ = parse_cpu_millis(&s);
+            }
+
+            #[test]
+            fn numeric_text_parses_or_errs(s in "[+-]?[0-9.]{0,45}([eEinumkKMGTP]{0,2}[-+]?[0-9]{0,12})") {
+                let _ = parse_bytes(&s);
+                let _ = parse_cpu_millis(&s);
+            }
+
+            #[test]
+            fn integer_quantities_are_exact_or_overflow(d in any::<u64>(), i in 0..SUFFIXES.len()) {
+                let s = format!("{d}{}", SUFFIXES[i]);
+                prop_assert_eq!(parse_bytes(&s).ok(), exact(d, SUFFIXES[i], false), "{}", s);
+                prop_assert_eq!(parse_cpu_millis(&s).ok(), exact(d, SUFFIXES[i], true), "{}", s);
+            }
+
+            #[test]
+            fn formatted_values_parse_back(b in 0..u64::MAX - 2048, m in any::<u64>()) {
+                let want = if b < 1024 || b % 1024 == 0 { b } else { b.div_ceil(1024) * 1024 };
+                prop_assert_eq!(parse_bytes(&format_bytes(b)), Ok(want));
+                prop_assert_eq!(parse_cpu_millis(&format_cpu_millis(m)), Ok(m));
+            }
         }
     }
 

@@ -448,6 +448,13 @@ impl Service {
                 "must be greater than or equal to 0",
             )));
         }
+        if replicas > crate::kinds::vmirs::MAX_REPLICAS {
+            return Err(OpError::invalid(FieldError::invalid(
+                "spec.replicas",
+                replicas,
+                "must be less than or equal to 10000",
+            )));
+        }
         let key = ObjectKey::new(Kind::ReplicaSet, ns, name);
         let updated = self.store.update(&key, true, |cur| {
             Self::check_rv(Kind::ReplicaSet, name, scale, cur)?;
@@ -591,6 +598,14 @@ mod tests {
                 "default",
                 "lab05-cirros-replicaset",
                 &json!({"spec": {"replicas": -1}}),
+            )
+            .unwrap_err();
+        assert!(matches!(err, OpError::Admit(AdmitError::Invalid(_))));
+        let err = s
+            .set_scale(
+                "default",
+                "lab05-cirros-replicaset",
+                &json!({"spec": {"replicas": i64::MAX}}),
             )
             .unwrap_err();
         assert!(matches!(err, OpError::Admit(AdmitError::Invalid(_))));

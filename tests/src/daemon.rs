@@ -35,6 +35,12 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 impl Daemon {
     /// Starts a daemon with extra arguments and waits until it serves.
     pub fn start(extra: &[&str]) -> Daemon {
+        Self::start_with(|_| {}, extra)
+    }
+
+    /// Like [`start`](Self::start), after `prepare` has run on the (created, empty) state dir:
+    /// e.g. to mount a small filesystem there.
+    pub fn start_with(prepare: impl FnOnce(&Path), extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("corral-e2e")
             .tempdir()
@@ -50,6 +56,8 @@ impl Daemon {
             child: None,
             dir,
         };
+        std::fs::create_dir_all(&d.state_dir).expect("state dir");
+        prepare(&d.state_dir);
         d.spawn();
         d
     }

@@ -86,6 +86,21 @@ pub struct Args {
     /// Do not jail the VMMs (they run as the daemon's user with its view; debugging only).
     #[arg(long, conflicts_with = "vmm_user")]
     pub no_jail: bool,
+    /// Most API connections served at once per listener (more wait to be accepted).
+    #[arg(long, default_value_t = 1024)]
+    pub api_max_connections: usize,
+    /// Most TLS handshakes in progress on the TCP listener (more are closed).
+    #[arg(long, default_value_t = 64)]
+    pub api_max_handshakes: usize,
+    /// Time a TCP client has to finish its TLS handshake.
+    #[arg(long, default_value = "10s")]
+    pub api_handshake_timeout: String,
+    /// Time a client has to send a request's headers; also how long an idle connection is kept.
+    #[arg(long, default_value = "30s")]
+    pub api_header_timeout: String,
+    /// Time a client has to send a request's body.
+    #[arg(long, default_value = "60s")]
+    pub api_body_timeout: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +127,11 @@ struct FileConfig {
     tls_sans: Option<Vec<String>>,
     vmm_user: Option<String>,
     no_jail: Option<bool>,
+    api_max_connections: Option<usize>,
+    api_max_handshakes: Option<usize>,
+    api_handshake_timeout: Option<String>,
+    api_header_timeout: Option<String>,
+    api_body_timeout: Option<String>,
 }
 
 /// Errors in the daemon's configuration.
@@ -191,7 +211,12 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             vmm_user,
             no_jail,
             cgroup_root,
-            tls_sans
+            tls_sans,
+            api_max_connections,
+            api_max_handshakes,
+            api_handshake_timeout,
+            api_header_timeout,
+            api_body_timeout
         );
         if !from_cli(m, "socket") && f.socket.is_some() {
             a.socket = f.socket.take();
@@ -238,6 +263,39 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
                 flag,
                 value: format!("{d:?}"),
                 message: "must be at least 100ms".into(),
+            });
+        }
+    }
+    let mut api_limits = crate::server::Limits {
+        max_connections: a.api_max_connections,
+        max_handshakes: a.api_max_handshakes,
+        handshake_timeout: duration("api-handshake-timeout", &a.api_handshake_timeout)?,
+        header_timeout: duration("api-header-timeout", &a.api_header_timeout)?,
+        body_timeout: duration("api-body-timeout", &a.api_body_timeout)?,
+        ..Default::default()
+    };
+    for (flag, n) in [
+        ("api-max-connections", &mut api_limits.max_connections),
+        ("api-max-handshakes", &mut api_limits.max_handshakes),
+    ] {
+        if *n == 0 {
+            return Err(ConfigError::Value {
+                flag,
+                value: "0".into(),
+                message: "must be at least 1".into(),
+            });
+        }
+    }
+    for (flag, d) in [
+        ("api-handshake-timeout", api_limits.handshake_timeout),
+        ("api-header-timeout", api_limits.header_timeout),
+        ("api-body-timeout", api_limits.body_timeout),
+    ] {
+        if d < Duration::from_millis(100) || d > Duration::from_secs(86_400) {
+            return Err(ConfigError::Value {
+                flag,
+                value: format!("{d:?}"),
+                message: "must be between 100ms and 24h".into(),
             });
         }
     }
@@ -306,6 +364,8 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
         socket,
         listen: a.listen,
         token,
+        token_file: a.token_file,
+        api_limits,
         memory_reserve,
         vmm_overhead,
         burst: a.burst.max(1),

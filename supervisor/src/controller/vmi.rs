@@ -339,12 +339,32 @@ fn meta_data(vmi: &Vmi) -> Vec<u8> {
         .spec
         .hostname
         .clone()
+        .filter(|h| !h.is_empty())
         .unwrap_or_else(|| vmi.key.name.clone());
-    format!(
-        "instance-id: {}.{}\nlocal-hostname: {hostname}\n",
-        vmi.key.name, vmi.key.namespace
-    )
-    .into_bytes()
+    let instance_id = format!("{}.{}", vmi.key.name, vmi.key.namespace);
+    let mut out = String::new();
+    for (key, value) in [("instance-id", &instance_id), ("local-hostname", &hostname)] {
+        out.push_str(key);
+        out.push_str(": ");
+        out.push_str(&yaml_scalar(value));
+        out.push('\n');
+    }
+    out.into_bytes()
+}
+
+/// `v` as one YAML scalar: plain when it is a DNS-style name (what validation admits; guests
+/// read these lines with `sed`), else a double-quoted JSON string, which YAML reads back as
+/// the same string and which never spans lines.
+fn yaml_scalar(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.' || c == b'_');
+    if plain {
+        v.to_string()
+    } else {
+        serde_json::Value::from(v).to_string()
+    }
 }
 
 fn build_plan(
@@ -582,6 +602,49 @@ fn finalize(ctx: &Ctx, vmi: &Vmi) -> Result<Requeue, StoreError> {
                 Ok(Some(n))
             })?;
             Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod meta_data_tests {
+    use super::*;
+    use crate::kinds::Kind;
+
+    fn vmi(hostname: Option<&str>) -> Vmi {
+        Vmi {
+            key: ObjectKey::new(Kind::Vmi, "default", "v-1"),
+            obj: Arc::new(serde_json::json!({})),
+            uid: "u".into(),
+            phase: Phase::parse(None),
+            spec: VmiSpec {
+                hostname: hostname.map(str::to_string),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn meta_data_is_two_lines_whatever_the_hostname() {
+        assert_eq!(
+            meta_data(&vmi(None)),
+            b"instance-id: v-1.default\nlocal-hostname: v-1\n"
+        );
+        assert_eq!(
+            meta_data(&vmi(Some("web-0"))),
+            b"instance-id: v-1.default\nlocal-hostname: web-0\n"
+        );
+        // A hostname that skipped validation (stored before it existed) cannot add keys.
+        let evil = "x\ninstance-id: evil\n#";
+        let text = String::from_utf8(meta_data(&vmi(Some(evil)))).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert_eq!(
+            text.lines().nth(1).unwrap(),
+            "local-hostname: \"x\\ninstance-id: evil\\n#\""
+        );
+        for odd in ["", "a: b", "- x", "'q'", "{x}", "a\rb"] {
+            let text = String::from_utf8(meta_data(&vmi(Some(odd)))).unwrap();
+            assert_eq!(text.lines().count(), 2, "{odd:?}: {text}");
         }
     }
 }

@@ -198,6 +198,18 @@ fn check_meta(meta: &ObjectMeta, kind: Kind, inv: &mut Invalid) {
 fn decode_envelope<S: serde::de::DeserializeOwned>(
     obj: &Value,
 ) -> Result<(Envelope<S>, Vec<String>), AdmitError> {
+    // serde decodes a struct from an array too (by position): an object is required here, as
+    // callers then write fields of `obj` by key.
+    if !obj.is_object() {
+        return Err(AdmitError::Invalid(
+            FieldError {
+                reason: "FieldValueTypeInvalid",
+                field: "<root>".into(),
+                message: "Invalid value: the object must be a JSON/YAML mapping".into(),
+            }
+            .into(),
+        ));
+    }
     let d = decode::<Envelope<S>>(obj, "").map_err(|e| AdmitError::Invalid(e.into()))?;
     Ok((d.value, d.unknown))
 }
@@ -294,6 +306,25 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn positional_objects_are_refused_not_panicked_on() {
+        // serde reads `[apiVersion, kind, metadata, spec]` as the envelope; HPA admission then
+        // wrote `out["spec"]` into the array: a panic (an abort in release) from one request.
+        let arr = serde_json::json!([null, null, {"name": "h"},
+            {"scaleTargetRef": {"kind": "VirtualMachineInstanceReplicaSet", "name": "s"},
+             "maxReplicas": 2, "targetCPUUtilizationPercentage": 50}]);
+        for kind in Kind::ALL {
+            assert!(matches!(
+                admit(kind, &arr, FieldValidation::Warn),
+                Err(AdmitError::Invalid(_))
+            ));
+        }
+        for v in ["v1", "v2"] {
+            assert!(hpa::admit_versioned(&arr, v, FieldValidation::Warn).is_err());
+            assert!(hpa::admit_versioned(&Value::from("x"), v, FieldValidation::Warn).is_err());
+        }
     }
 
     #[test]

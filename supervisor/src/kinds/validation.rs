@@ -100,6 +100,73 @@ impl From<FieldError> for Invalid {
     }
 }
 
+/// The most characters in a DNS-1123 label.
+pub const DNS1123_LABEL_MAX: usize = 63;
+
+const DNS1123_LABEL_FMT: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+/// `value` quoted for a message: escaped, and cut after 64 characters.
+pub fn shown(value: &str) -> String {
+    let cut: String = value.chars().take(64).collect();
+    let more = if cut.len() < value.len() { "..." } else { "" };
+    format!("\"{}{more}\"", cut.escape_debug())
+}
+
+/// True when `s` matches `[a-z0-9]([-a-z0-9]*[a-z0-9])?` (any length).
+fn label_chars_ok(s: &str) -> bool {
+    let b = s.as_bytes();
+    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    b.first().is_some_and(alnum)
+        && b.last().is_some_and(alnum)
+        && b.iter().all(|c| alnum(c) || *c == b'-')
+}
+
+/// True for a DNS-1123 label: `[a-z0-9]([-a-z0-9]*[a-z0-9])?`, at most 63 characters.
+pub fn is_dns1123_label(s: &str) -> bool {
+    s.len() <= DNS1123_LABEL_MAX && label_chars_ok(s)
+}
+
+/// Records why `value` (at `field`) is not a DNS-1123 label, as Kubernetes words it
+/// (`ValidateDNS1123Label`). Returns whether it is one.
+pub fn check_dns1123_label(inv: &mut Invalid, field: &str, value: &str) -> bool {
+    let shown = shown(value);
+    let mut ok = true;
+    if value.len() > DNS1123_LABEL_MAX {
+        inv.push(FieldError::invalid(
+            field,
+            &shown,
+            "must be no more than 63 characters",
+        ));
+        ok = false;
+    }
+    if !label_chars_ok(value) {
+        inv.push(FieldError::invalid(field, &shown, DNS1123_LABEL_FMT));
+        ok = false;
+    }
+    ok
+}
+
+/// Records an error unless `min <= v <= max`. Returns whether `v` is in range.
+pub fn check_range(inv: &mut Invalid, field: &str, v: i64, min: i64, max: i64) -> bool {
+    if v < min {
+        inv.push(FieldError::invalid(
+            field,
+            v,
+            &format!("must be greater than or equal to {min}"),
+        ));
+        false
+    } else if v > max {
+        inv.push(FieldError::invalid(
+            field,
+            v,
+            &format!("must be less than or equal to {max}"),
+        ));
+        false
+    } else {
+        true
+    }
+}
+
 /// A typed decode: the struct, plus the paths of fields the schema does not know.
 pub struct Decoded<T> {
     pub value: T,

@@ -11,10 +11,28 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::validation::{FieldError, Invalid};
+use super::validation::{FieldError, Invalid, check_dns1123_label, check_range, shown};
 use crate::quantity::{parse_bytes, parse_cpu_millis};
 
 type Opaque = Option<Value>;
+
+/// Corral's bounds on what a VMI may ask for (Kubernetes has none for most of these; these keep
+/// every later computation — deadlines, cgroup quotas, capacity sums, file sizes — far from
+/// overflow). Documented in docs/hardening.md.
+///
+/// Longest `terminationGracePeriodSeconds` (and `gracePeriodSeconds` of a delete): one week.
+pub const MAX_GRACE_SECONDS: i64 = 7 * 24 * 3600;
+/// Largest memory quantity (`memory.guest`, `requests`/`limits.memory`): 1 PiB (the most
+/// replicas of it still sum within a u64).
+pub const MAX_MEMORY_BYTES: u64 = 1 << 50;
+/// Largest CPU quantity (`requests`/`limits.cpu`): 1024 cores.
+pub const MAX_CPU_MILLIS: u64 = 1024 * 1000;
+/// Largest `emptyDisk.capacity`: 16 TiB (ext4's largest file).
+pub const MAX_EMPTY_DISK_BYTES: u64 = 16 << 40;
+/// Longest `kernelBoot.kernelArgs`: the x86 boot protocol's command line.
+pub const MAX_KERNEL_ARGS: usize = 2048;
+/// Longest path inside an image (`containerDisk.path`, `kernelPath`, `initrdPath`).
+pub const MAX_IMAGE_PATH: usize = 4096;
 
 /// `spec` of a VirtualMachineInstance.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -451,20 +469,33 @@ impl VmiSpec {
         let needs = self.resource_needs(domain, path, &mut inv);
         let disks = self.resolve_disks(domain, path, &mut inv);
         if let Some(g) = self.termination_grace_period_seconds {
-            if g < 0 {
-                inv.push(FieldError::invalid(
-                    format!("{path}.terminationGracePeriodSeconds"),
-                    g,
-                    "must be greater than or equal to 0",
-                ));
-            }
+            check_range(
+                &mut inv,
+                &format!("{path}.terminationGracePeriodSeconds"),
+                g,
+                0,
+                MAX_GRACE_SECONDS,
+            );
         }
+        // Kubernetes' pod validation: both are DNS-1123 labels.
+        if let Some(h) = self.hostname.as_deref().filter(|h| !h.is_empty()) {
+            check_dns1123_label(&mut inv, &format!("{path}.hostname"), h);
+        }
+        if let Some(s) = self.subdomain.as_deref().filter(|s| !s.is_empty()) {
+            check_dns1123_label(&mut inv, &format!("{path}.subdomain"), s);
+        }
+        check_kernel_boot(domain, path, &mut inv);
         self.check_networks(domain, path, &mut inv);
-        inv.into_result()?;
-        Ok((
-            needs.expect("needs are set when no error was recorded"),
-            disks,
-        ))
+        match (inv.into_result(), needs) {
+            (Ok(()), Some(needs)) => Ok((needs, disks)),
+            (Err(inv), _) => Err(inv),
+            // resource_needs records a cause whenever it returns None.
+            (Ok(()), None) => Err(FieldError::required(
+                format!("{path}.domain.resources.requests.memory"),
+                "no memory requested",
+            )
+            .into()),
+        }
     }
 
     fn resource_needs(
@@ -485,19 +516,23 @@ impl VmiSpec {
                 inv.push(FieldError::invalid(field, v, "must be a quantity"));
                 return None;
             };
-            let parsed = if cpu {
-                parse_cpu_millis(&s)
+            let (parsed, max, what) = if cpu {
+                (parse_cpu_millis(&s), MAX_CPU_MILLIS, "1024")
             } else {
-                parse_bytes(&s)
+                (parse_bytes(&s), MAX_MEMORY_BYTES, "1Pi")
             };
             match parsed {
-                Ok(n) => Some(n),
-                Err(e) => {
+                Ok(n) if n > max => {
                     inv.push(FieldError::invalid(
                         field,
-                        format!("\"{s}\""),
-                        &e.to_string(),
+                        shown(&s),
+                        &format!("must be less than or equal to {what}"),
                     ));
+                    None
+                }
+                Ok(n) => Some(n),
+                Err(e) => {
+                    inv.push(FieldError::invalid(field, shown(&s), &e.to_string()));
                     None
                 }
             }
@@ -510,6 +545,14 @@ impl VmiSpec {
             Some(v) => {
                 let field = format!("{path}.domain.memory.guest");
                 match quantity_str(v).map(|s| parse_bytes(&s)) {
+                    Some(Ok(n)) if n > MAX_MEMORY_BYTES => {
+                        inv.push(FieldError::invalid(
+                            field,
+                            v,
+                            "must be less than or equal to 1Pi",
+                        ));
+                        None
+                    }
                     Some(Ok(n)) => Some(n),
                     _ => {
                         inv.push(FieldError::invalid(field, v, "must be a memory quantity"));
@@ -612,6 +655,8 @@ impl VmiSpec {
                     format!("{path}.volumes[{i}].name"),
                     "volume name is required",
                 ));
+            } else if !check_dns1123_label(inv, &format!("{path}.volumes[{i}].name"), &v.name) {
+                // The runtime names files after volumes: never let an invalid one through.
             } else if !seen.insert(v.name.clone()) {
                 inv.push(FieldError {
                     reason: "FieldValueDuplicate",
@@ -624,6 +669,16 @@ impl VmiSpec {
         let mut disk_names = std::collections::BTreeSet::new();
         for (i, d) in disks.iter().enumerate() {
             let field = format!("{path}.domain.devices.disks[{i}]");
+            if d.name.is_empty() {
+                inv.push(FieldError::required(
+                    format!("{field}.name"),
+                    "disk name is required",
+                ));
+                continue;
+            }
+            if !check_dns1123_label(inv, &format!("{field}.name"), &d.name) {
+                continue;
+            }
             if !disk_names.insert(d.name.clone()) {
                 inv.push(FieldError {
                     reason: "FieldValueDuplicate",
@@ -666,7 +721,7 @@ impl VmiSpec {
         }
         // Volumes without a disk entry get a virtio disk, like KubeVirt's defaulting does.
         for (vi, vol) in volumes.iter().enumerate() {
-            if vol.name.is_empty() || disk_names.contains(&vol.name) {
+            if !super::validation::is_dns1123_label(&vol.name) || disk_names.contains(&vol.name) {
                 continue;
             }
             if let Some(src) = vol_source(vol, &format!("{path}.volumes[{vi}]"), inv) {
@@ -702,11 +757,18 @@ impl VmiSpec {
             .flatten()
             .map(|n| n.name.clone())
             .collect();
+        check_names(inv, &format!("{path}.networks"), &nets);
         let ifaces = domain
             .devices
             .as_ref()
             .and_then(|d| d.interfaces.clone())
             .unwrap_or_default();
+        let iface_names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
+        check_names(
+            inv,
+            &format!("{path}.domain.devices.interfaces"),
+            &iface_names,
+        );
         for (i, iface) in ifaces.iter().enumerate() {
             if !nets.contains(&iface.name) {
                 inv.push(FieldError::invalid(
@@ -714,6 +776,70 @@ impl VmiSpec {
                     format!("\"{}\"", iface.name),
                     "interface must reference a network with the same name",
                 ));
+            }
+        }
+    }
+}
+
+/// Names of a list (`networks`, `interfaces`): required, DNS-1123 labels, unique.
+fn check_names(inv: &mut Invalid, list: &str, names: &[String]) {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, n) in names.iter().enumerate() {
+        let field = format!("{list}[{i}].name");
+        if n.is_empty() {
+            inv.push(FieldError::required(field, "name is required"));
+        } else if check_dns1123_label(inv, &field, n) && !seen.insert(n.as_str()) {
+            inv.push(FieldError {
+                reason: "FieldValueDuplicate",
+                field,
+                message: format!("Duplicate value: \"{n}\""),
+            });
+        }
+    }
+}
+
+/// A path inside an image: absolute, no `..`, no NUL, bounded.
+fn check_image_path(inv: &mut Invalid, field: &str, p: &str) {
+    if p.len() > MAX_IMAGE_PATH {
+        inv.push(FieldError::invalid(
+            field,
+            shown(p),
+            "must be no more than 4096 characters",
+        ));
+    } else if !p.starts_with('/') || p.contains('\0') || p.split('/').any(|c| c == "..") {
+        inv.push(FieldError::invalid(
+            field,
+            shown(p),
+            "must be an absolute path without '..' components",
+        ));
+    }
+}
+
+fn check_kernel_boot(domain: &DomainSpec, path: &str, inv: &mut Invalid) {
+    let Some(kb) = domain
+        .firmware
+        .as_ref()
+        .and_then(|f| f.kernel_boot.as_ref())
+    else {
+        return;
+    };
+    let field = format!("{path}.domain.firmware.kernelBoot");
+    if let Some(a) = &kb.kernel_args {
+        if a.len() > MAX_KERNEL_ARGS || a.contains(['\0', '\n']) {
+            inv.push(FieldError::invalid(
+                format!("{field}.kernelArgs"),
+                shown(a),
+                "must be one line of at most 2048 characters",
+            ));
+        }
+    }
+    if let Some(c) = &kb.container {
+        for (name, p) in [
+            ("kernelPath", &c.kernel_path),
+            ("initrdPath", &c.initrd_path),
+        ] {
+            if let Some(p) = p {
+                check_image_path(inv, &format!("{field}.container.{name}"), p);
             }
         }
     }
@@ -763,6 +889,9 @@ fn vol_source(vol: &Volume, field: &str, inv: &mut Invalid) -> Option<DiskSource
         return None;
     }
     if let Some(cd) = &vol.container_disk {
+        if let Some(p) = &cd.path {
+            check_image_path(inv, &format!("{field}.containerDisk.path"), p);
+        }
         if cd.image.trim().is_empty() {
             inv.push(FieldError::required(
                 format!("{field}.containerDisk.image"),
@@ -849,6 +978,14 @@ fn vol_source(vol: &Volume, field: &str, inv: &mut Invalid) -> Option<DiskSource
         .and_then(quantity_str)
         .map(|s| parse_bytes(&s));
     match cap {
+        Some(Ok(n)) if n > MAX_EMPTY_DISK_BYTES => {
+            inv.push(FieldError::invalid(
+                format!("{field}.emptyDisk.capacity"),
+                n,
+                "must be less than or equal to 16Ti",
+            ));
+            None
+        }
         Some(Ok(n)) if n > 0 => Some(DiskSource::Empty { capacity: n }),
         _ => {
             inv.push(FieldError::required(
@@ -949,6 +1086,217 @@ mod tests {
                 fields.iter().any(|f| f == field),
                 "want {field}, got {fields:?}"
             );
+        }
+    }
+
+    #[test]
+    fn names_must_be_dns_labels() {
+        // issue 12: volume names became paths under the run directory (a root file write).
+        for bad in [
+            "/tmp/x",
+            "..",
+            "../../etc",
+            "a/b",
+            "UPPER",
+            "-a",
+            "a-",
+            "a.b",
+            "x\ny",
+        ] {
+            let mut vol = lab_spec();
+            vol["volumes"][1]["name"] = json!(bad);
+            vol["domain"]["devices"]["disks"][1]["name"] = json!(bad);
+            let fields = invalid_fields(vol);
+            assert!(
+                fields.iter().any(|f| f == "spec.volumes[1].name"),
+                "{bad:?}: {fields:?}"
+            );
+            assert!(
+                fields
+                    .iter()
+                    .any(|f| f == "spec.domain.devices.disks[1].name"),
+                "{bad:?}: {fields:?}"
+            );
+            let mut net = lab_spec();
+            net["networks"][0]["name"] = json!(bad);
+            net["domain"]["devices"]["interfaces"][0]["name"] = json!(bad);
+            let fields = invalid_fields(net);
+            assert!(
+                fields.iter().any(|f| f == "spec.networks[0].name"),
+                "{bad:?}: {fields:?}"
+            );
+            assert!(
+                fields
+                    .iter()
+                    .any(|f| f == "spec.domain.devices.interfaces[0].name"),
+                "{bad:?}: {fields:?}"
+            );
+        }
+        let mut long = lab_spec();
+        long["volumes"][1]["name"] = json!("a".repeat(64));
+        let d = decode::<VmiSpec>(&long, "spec").unwrap();
+        let e = d.value.validate("spec").unwrap_err();
+        assert!(
+            e.causes
+                .iter()
+                .any(|c| c.message.contains("must be no more than 63 characters")),
+            "{e}"
+        );
+        let mut ok = lab_spec();
+        ok["volumes"][1]["name"] = json!("a".repeat(63));
+        ok["domain"]["devices"]["disks"][1]["name"] = json!("a".repeat(63));
+        assert!(invalid_fields(ok).is_empty());
+    }
+
+    #[test]
+    fn hostname_and_subdomain_are_dns_labels() {
+        for (field, bad) in [
+            ("hostname", "x\nlocal-hostname: evil"),
+            ("hostname", "My_Host"),
+            ("hostname", "a.b"),
+            ("subdomain", "Sub"),
+            ("subdomain", "s p"),
+        ] {
+            let mut s = lab_spec();
+            s[field] = json!(bad);
+            let fields = invalid_fields(s);
+            assert_eq!(fields, vec![format!("spec.{field}")], "{bad:?}");
+        }
+        let mut s = lab_spec();
+        s["hostname"] = json!("my-host-1");
+        s["subdomain"] = json!("lab");
+        assert!(invalid_fields(s).is_empty());
+    }
+
+    #[test]
+    fn durations_and_quantities_are_bounded() {
+        let set = |pointer: &str, v: Value| {
+            let mut s = lab_spec();
+            let (parent, key) = pointer.rsplit_once('/').unwrap();
+            match s.pointer_mut(parent).unwrap() {
+                Value::Array(a) => a[key.parse::<usize>().unwrap()] = v,
+                o => o[key] = v,
+            }
+            invalid_fields(s)
+        };
+        let cases: Vec<(&str, Value, &str)> = vec![
+            (
+                "/terminationGracePeriodSeconds",
+                json!(i64::MAX),
+                "spec.terminationGracePeriodSeconds",
+            ),
+            (
+                "/terminationGracePeriodSeconds",
+                json!(MAX_GRACE_SECONDS + 1),
+                "spec.terminationGracePeriodSeconds",
+            ),
+            (
+                "/terminationGracePeriodSeconds",
+                json!(-1),
+                "spec.terminationGracePeriodSeconds",
+            ),
+            (
+                "/domain/resources/requests/memory",
+                json!("2Pi"),
+                "spec.domain.resources.requests.memory",
+            ),
+            (
+                "/domain/resources/limits/cpu",
+                json!("1025"),
+                "spec.domain.resources.limits.cpu",
+            ),
+            (
+                "/domain/memory",
+                json!({"guest": "16Ei"}),
+                "spec.domain.memory.guest",
+            ),
+            (
+                "/volumes/1",
+                json!({"name": "cloudinitdisk", "emptyDisk": {"capacity": "17Ti"}}),
+                "spec.volumes[1].emptyDisk.capacity",
+            ),
+            (
+                "/volumes/1",
+                json!({"name": "cloudinitdisk", "emptyDisk": {"capacity": "99999999999999999999999"}}),
+                "spec.volumes[1].emptyDisk.capacity",
+            ),
+            (
+                "/domain/firmware",
+                json!({"kernelBoot": {"kernelArgs": "x".repeat(MAX_KERNEL_ARGS + 1)}}),
+                "spec.domain.firmware.kernelBoot.kernelArgs",
+            ),
+            (
+                "/domain/firmware",
+                json!({"kernelBoot": {"container": {"image": "k", "kernelPath": "../../etc/shadow"}}}),
+                "spec.domain.firmware.kernelBoot.container.kernelPath",
+            ),
+            (
+                "/volumes/0/containerDisk/path",
+                json!("disk/../../x"),
+                "spec.volumes[0].containerDisk.path",
+            ),
+        ];
+        for (path, v, field) in cases {
+            let fields = set(path, v.clone());
+            assert!(
+                fields.iter().any(|f| f == field),
+                "{v}: want {field}, got {fields:?}"
+            );
+        }
+        assert!(set("/terminationGracePeriodSeconds", json!(MAX_GRACE_SECONDS)).is_empty());
+        assert!(set("/domain/resources/requests/memory", json!("1Pi")).is_empty());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::time::{Duration, Instant};
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Whatever grace period a client sends, an admitted one gives a deadline the
+            /// runtime can compute (`now + grace + slack`) without overflow.
+            #[test]
+            fn admitted_grace_periods_make_deadlines(g in prop_oneof![
+                any::<i64>(),
+                -10i64..MAX_GRACE_SECONDS + 10,
+                Just(i64::MAX),
+                Just(i64::MIN),
+            ]) {
+                let mut s = lab_spec();
+                s["terminationGracePeriodSeconds"] = json!(g);
+                let d = decode::<VmiSpec>(&s, "spec").unwrap();
+                match d.value.validate("spec") {
+                    Ok(_) => {
+                        prop_assert!((0..=MAX_GRACE_SECONDS).contains(&g));
+                        let secs = u64::try_from(g).unwrap();
+                        let deadline = Instant::now()
+                            .checked_add(Duration::from_secs(secs) + Duration::from_secs(3600));
+                        prop_assert!(deadline.is_some());
+                    }
+                    Err(e) => {
+                        prop_assert!(!(0..=MAX_GRACE_SECONDS).contains(&g));
+                        prop_assert_eq!(&e.causes[0].field, "spec.terminationGracePeriodSeconds");
+                    }
+                }
+            }
+
+            /// An admitted memory quantity, summed over the most replicas, fits a u64.
+            #[test]
+            fn admitted_memory_sums_fit(
+                digits in 0u64..u64::MAX,
+                suffix in prop::sample::select(vec!["", "k", "M", "G", "T", "P", "E", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei"]),
+            ) {
+                let mut s = lab_spec();
+                s["domain"]["resources"]["requests"]["memory"] = json!(format!("{digits}{suffix}"));
+                let d = decode::<VmiSpec>(&s, "spec").unwrap();
+                if let Ok((needs, _)) = d.value.validate("spec") {
+                    prop_assert!(needs.guest_memory <= MAX_MEMORY_BYTES);
+                    let max = u64::try_from(crate::kinds::vmirs::MAX_REPLICAS).unwrap();
+                    prop_assert!(needs.guest_memory.checked_mul(max).is_some());
+                }
+            }
         }
     }
 

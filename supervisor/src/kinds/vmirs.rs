@@ -9,6 +9,9 @@ use super::vmi::VmiSpec;
 use crate::meta::ObjectMeta;
 use crate::selector::{LabelSelector, Selector};
 
+/// Most replicas a set (or an HPA's bounds) may ask for.
+pub const MAX_REPLICAS: i64 = 10_000;
+
 /// `spec` of a VMIRS.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,7 +58,7 @@ impl ReplicaSetSpec {
                 replicas,
                 "must be greater than or equal to 0",
             ));
-        } else if replicas > 10_000 {
+        } else if replicas > MAX_REPLICAS {
             inv.push(FieldError::invalid(
                 "spec.replicas",
                 replicas,
@@ -128,7 +131,7 @@ impl ReplicaSetSpec {
         inv.into_result()?;
         Ok(ValidReplicaSet {
             replicas: u32::try_from(replicas).unwrap_or(0),
-            selector: selector.expect("validated"),
+            selector: selector.unwrap_or_default(),
             paused: self.paused.unwrap_or(false),
             template_meta,
             template_spec: spec_value,
@@ -176,6 +179,8 @@ mod tests {
         mismatch["selector"]["matchLabels"]["kubevirt.io/domain"] = json!("other");
         let mut negative = seed_spec();
         negative["replicas"] = json!(-1);
+        let mut huge = seed_spec();
+        huge["replicas"] = json!(MAX_REPLICAS + 1);
         let mut no_template = seed_spec();
         no_template.as_object_mut().unwrap().remove("template");
         let mut no_selector = seed_spec();
@@ -189,6 +194,7 @@ mod tests {
                 "spec.replicas",
                 "must be greater than or equal to 0",
             ),
+            (huge, "spec.replicas", "must be less than or equal to 10000"),
             (
                 no_template,
                 "spec.template",

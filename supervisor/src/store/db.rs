@@ -11,8 +11,9 @@
 //! `Durability::Immediate` is fsynced before it returns, which is exactly "fsynced before the API
 //! answers". corral needs a key-value map of JSON documents, not SQL.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
@@ -45,6 +46,8 @@ pub enum DbError {
     Commit(#[from] redb::CommitError),
     #[error("database durability")]
     Durability(#[from] redb::SetDurabilityError),
+    #[error("the database is closed (reopening it failed)")]
+    Closed,
     #[error("decode stored object {key}")]
     Decode {
         key: String,
@@ -64,10 +67,27 @@ pub enum Write<'a> {
 const CACHE_BYTES: usize = 4 << 20;
 
 /// The redb database.
+///
+/// After a failed write (ENOSPC, EIO) redb refuses every later transaction ("previous I/O
+/// error"); the next commit therefore closes and reopens the file, which recovers the last
+/// durable state, so a full disk fails writes only while it is full.
 pub struct Db {
-    db: Database,
+    path: PathBuf,
+    db: Mutex<Option<Database>>,
+    /// A commit failed: reopen before the next one.
+    broken: AtomicBool,
     /// The durable reserved mark (see the module documentation).
     reserved: AtomicU64,
+}
+
+fn create(path: &Path) -> Result<Database, DbError> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|source| DbError::Open {
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 /// The counters found when the database opens.
@@ -97,13 +117,7 @@ impl Counters {
 impl Db {
     /// Opens (or creates) the database file.
     pub fn open(path: &Path) -> Result<Db, DbError> {
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(path)
-            .map_err(|source| DbError::Open {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let db = create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(OBJECTS)?;
         txn.open_table(META)?;
@@ -114,14 +128,24 @@ impl Db {
             meta.get(RESERVED_KEY)?.map(|g| g.value()).unwrap_or(0)
         };
         Ok(Db {
-            db,
+            path: path.to_path_buf(),
+            db: Mutex::new(Some(db)),
+            broken: AtomicBool::new(false),
             reserved: AtomicU64::new(reserved),
         })
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Database>> {
+        self.db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Loads every object and the resourceVersion counters.
     pub fn load(&self) -> Result<(Vec<(String, serde_json::Value)>, Counters), DbError> {
-        let txn = self.db.begin_read()?;
+        let g = self.lock();
+        let db = g.as_ref().ok_or(DbError::Closed)?;
+        let txn = db.begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
         let mut out = Vec::new();
         for row in objects.iter()? {
@@ -143,9 +167,36 @@ impl Db {
     /// before this returns. A commit whose `rv` is above the reserved mark reserves the next
     /// block and is fsynced whatever `durable` says. Callers serialize commits.
     pub fn commit(&self, writes: &[Write<'_>], rv: u64, durable: bool) -> Result<(), DbError> {
+        let mut g = self.lock();
+        if self.broken.load(Ordering::Acquire) || g.is_none() {
+            if let Some(old) = g.take() {
+                // Closing a database after an I/O error may itself fail; the file is reopened
+                // from its last durable commit either way.
+                let _ = old.close();
+            }
+            let db = create(&self.path)?;
+            tracing::warn!(path = %self.path.display(), "reopened the database after a failed write");
+            *g = Some(db);
+            self.broken.store(false, Ordering::Release);
+        }
+        let db = g.as_ref().ok_or(DbError::Closed)?;
+        let result = self.commit_in(db, writes, rv, durable);
+        if result.is_err() {
+            self.broken.store(true, Ordering::Release);
+        }
+        result
+    }
+
+    fn commit_in(
+        &self,
+        db: &Database,
+        writes: &[Write<'_>],
+        rv: u64,
+        durable: bool,
+    ) -> Result<(), DbError> {
         let reserve =
             (rv > self.reserved.load(Ordering::Acquire)).then(|| rv.saturating_add(RV_BLOCK - 1));
-        let mut txn = self.db.begin_write()?;
+        let mut txn = db.begin_write()?;
         txn.set_durability(if durable || reserve.is_some() {
             Durability::Immediate
         } else {

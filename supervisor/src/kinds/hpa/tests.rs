@@ -202,3 +202,31 @@ fn v1_status_writes_become_v2_status() {
             .is_none()
     );
 }
+
+#[test]
+fn replica_bounds_are_corrals() {
+    for (spec, field) in [
+        (
+            json!({"scaleTargetRef": target(), "maxReplicas": 10_001}),
+            "spec.maxReplicas",
+        ),
+        (
+            json!({"scaleTargetRef": target(), "minReplicas": i64::MAX, "maxReplicas": 3}),
+            "spec.minReplicas",
+        ),
+        (
+            json!({"scaleTargetRef": target(), "maxReplicas": i64::MAX}),
+            "spec.maxReplicas",
+        ),
+    ] {
+        let e = admit_versioned(&v2(spec), "v2", FieldValidation::Strict).unwrap_err();
+        let f = fields(e);
+        assert!(
+            f.iter()
+                .any(|c| c.starts_with(field) && c.contains("10000")),
+            "{f:?}"
+        );
+    }
+    let ok = v2(json!({"scaleTargetRef": target(), "maxReplicas": 10_000}));
+    assert!(admit_versioned(&ok, "v2", FieldValidation::Strict).is_ok());
+}

@@ -5,6 +5,7 @@
 use super::types::{Behavior, MetricSpec, ScalingRules, SpecV1, SpecV2, TargetRef};
 use crate::kinds::Kind;
 use crate::kinds::validation::{FieldError, Invalid};
+use crate::kinds::vmirs::MAX_REPLICAS;
 
 const MAX_STABILIZATION_SECONDS: i64 = 3600;
 const MAX_PERIOD_SECONDS: i64 = 1800;
@@ -60,6 +61,19 @@ fn validate_target(t: Option<&TargetRef>, inv: &mut Invalid) {
     }
 }
 
+/// corral's bound on replicas (a set's `spec.replicas` has the same).
+fn check_replicas(inv: &mut Invalid, field: &str, v: i64) -> bool {
+    if v > MAX_REPLICAS {
+        inv.push(FieldError::invalid(
+            field,
+            v,
+            "must be less than or equal to 10000",
+        ));
+        return false;
+    }
+    true
+}
+
 fn validate_bounds(min: Option<i64>, max: Option<i64>, inv: &mut Invalid) {
     if let Some(m) = min {
         if m < 1 {
@@ -69,7 +83,7 @@ fn validate_bounds(min: Option<i64>, max: Option<i64>, inv: &mut Invalid) {
                 "must be greater than or equal to 1",
             ));
         } else {
-            check_int32(inv, "spec.minReplicas", m);
+            check_replicas(inv, "spec.minReplicas", m);
         }
     }
     let max = max.unwrap_or(0);
@@ -79,7 +93,7 @@ fn validate_bounds(min: Option<i64>, max: Option<i64>, inv: &mut Invalid) {
             max,
             "must be greater than 0",
         ));
-    } else if check_int32(inv, "spec.maxReplicas", max) && max < min.unwrap_or(1) {
+    } else if check_replicas(inv, "spec.maxReplicas", max) && max < min.unwrap_or(1) {
         inv.push(FieldError::invalid(
             "spec.maxReplicas",
             max,
