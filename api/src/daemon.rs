@@ -13,6 +13,7 @@ use supervisor::capacity::Capacity;
 use supervisor::controller::{self, ControllerConfig, Ctx};
 use supervisor::events::Recorder;
 use supervisor::runtime::VmRuntime;
+use supervisor::runtime::args::VmmJail;
 use supervisor::runtime::process::{ProcessConfig, ProcessRuntime};
 use supervisor::service::Service;
 use supervisor::store::Store;
@@ -43,6 +44,8 @@ pub struct DaemonConfig {
     pub hpa_downscale_stabilization: Duration,
     pub metrics_resolution: Duration,
     pub cgroups: supervisor::cgroups::CgroupConfig,
+    /// Who the VMMs run as (`--vmm-user`, `--no-jail`).
+    pub vmm_jail: supervisor::runtime::args::VmmJail,
     /// Where `token` was read from (its mode is checked at start).
     pub token_file: Option<PathBuf>,
     /// Connection, handshake, header and body limits of the API listeners.
@@ -96,6 +99,17 @@ pub enum DaemonError {
     Tls(#[from] crate::tls::TlsError),
 }
 
+/// The VMM jail needs root: a non-root (development) daemon runs its VMMs unjailed, and says so.
+fn vmm_jail(jail: VmmJail) -> VmmJail {
+    if jail != VmmJail::Off && !rustix::process::geteuid().is_root() {
+        tracing::warn!(
+            "not running as root: VMMs run unjailed (as this user, with its view of the host)"
+        );
+        return VmmJail::Off;
+    }
+    jail
+}
+
 fn mkdir(p: &Path) -> Result<(), DaemonError> {
     std::fs::create_dir_all(p).map_err(|source| DaemonError::Dir {
         path: p.display().to_string(),
@@ -127,6 +141,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
                 binary: cfg.vmm_binary.clone(),
                 extra_env: Vec::new(),
                 placement,
+                jail: vmm_jail(cfg.vmm_jail),
             },
             vm_tx,
         )

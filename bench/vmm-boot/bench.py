@@ -21,7 +21,11 @@ def commands(args, cmdline):
     qemu = ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-kernel", args.guest,
             "-append", cmdline, "-m", f"{MEM_MIB}M", "-smp", str(CPUS), "-nodefaults",
             "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot"]
-    return {"corral": ours, "qemu": qemu}
+    cmds = {"corral": ours, "qemu": qemu}
+    if os.geteuid() == 0 and not args.no_jailed:
+        # As the daemon runs it: jailed (own mount namespace, unprivileged uid, seccomp).
+        cmds["jailed"] = ours + ["--jail-uid", str(0x7C000000 + 0xBE7)]
+    return cmds
 
 
 def timed_poweroff(cmd):
@@ -101,13 +105,15 @@ def main():
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--corral", required=True)
     ap.add_argument("--guest", required=True)
+    ap.add_argument("--no-jailed", action="store_true",
+                    help="skip the jailed corral runs (added by default when run as root)")
     args = ap.parse_args()
     poweroff = commands(args, "mode=poweroff")
     idle = commands(args, "console=ttyS0")
     results = {name: {"first": [], "exit": [], "peak": [], "rss": [], "overhead": []}
                for name in poweroff}
     for i in range(args.runs):
-        for name in poweroff:  # interleaved: corral, qemu, corral, qemu, ...
+        for name in poweroff:  # interleaved: corral, qemu, (jailed,) corral, qemu, ...
             first, end = timed_poweroff(poweroff[name])
             total, peak, guest = rss_at_ready(idle[name])
             r = results[name]
@@ -119,16 +125,25 @@ def main():
         print(f"run {i + 1}/{args.runs} done", flush=True)
     med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
     c, q = med["corral"], med["qemu"]
+    j = med.get("jailed")
     print()
     print(f"Test guest, {MEM_MIB} MiB, {CPUS} vCPU, {args.runs} interleaved runs each, medians:")
     print()
-    print("| metric | corral vmm | QEMU microvm | corral / QEMU |")
-    print("|---|---|---|---|")
-    print(f"| spawn → first serial byte | {c['first']*1000:.1f} ms | {q['first']*1000:.1f} ms | {c['first']/q['first']:.3f} |")
-    print(f"| spawn → exit after ACPI poweroff | {c['exit']*1000:.1f} ms | {q['exit']*1000:.1f} ms | {c['exit']/q['exit']:.3f} |")
-    print(f"| peak RSS (VmHWM at READY) | {c['peak']/1024:.1f} MiB | {q['peak']/1024:.1f} MiB | {c['peak']/q['peak']:.3f} |")
-    print(f"| RSS at READY | {c['rss']/1024:.1f} MiB | {q['rss']/1024:.1f} MiB | {c['rss']/q['rss']:.3f} |")
-    print(f"| RSS minus guest-touched RAM (VMM overhead) | {c['overhead']/1024:.1f} MiB | {q['overhead']/1024:.1f} MiB | {c['overhead']/q['overhead']:.3f} |")
+    head = "| metric | corral vmm |" + (" corral vmm, jailed |" if j else "") + " QEMU microvm | corral / QEMU |"
+    print(head)
+    print("|---|---|" + ("---|" if j else "") + "---|---|")
+
+    def row(name, key, fmt):
+        jailed = f" {fmt(j[key])} |" if j else ""
+        print(f"| {name} | {fmt(c[key])} |{jailed} {fmt(q[key])} | {c[key]/q[key]:.3f} |")
+
+    ms = lambda v: f"{v*1000:.1f} ms"
+    mib = lambda v: f"{v/1024:.1f} MiB"
+    row("spawn → first serial byte", "first", ms)
+    row("spawn → exit after ACPI poweroff", "exit", ms)
+    row("peak RSS (VmHWM at READY)", "peak", mib)
+    row("RSS at READY", "rss", mib)
+    row("RSS minus guest-touched RAM (VMM overhead)", "overhead", mib)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Boot benchmark: `corral vmm` vs `qemu-system-x86_64 -M microvm` booting the test guest, same
-# memory and vCPUs, runs interleaved. Not a test: prints a Markdown table for the README.
+# Boot benchmark: `corral vmm` (as root also jailed, as the daemon runs it) vs
+# `qemu-system-x86_64 -M microvm` booting the test guest, same memory and vCPUs, runs
+# interleaved. Not a test: prints a Markdown table for the README.
 #   bash bench/vmm-boot/run.sh [RUNS]      (default 20)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

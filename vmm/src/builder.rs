@@ -1,6 +1,7 @@
 //! Builds one boot of the VM. [`build`] reads top to bottom as the boot sequence; each step has
 //! its own error variant.
 
+use std::fs::File;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 
@@ -100,10 +101,40 @@ pub struct HostDevices {
     pub virtio: Vec<Arc<MmioTransport>>,
 }
 
+/// The kernel and initrd, opened once for every boot (a jailed VMM cannot open them again).
+#[derive(Debug)]
+pub struct BootFiles {
+    pub kernel: File,
+    pub initrd: Option<File>,
+}
+
+impl BootFiles {
+    /// Opens the kernel and initrd of `config`.
+    pub fn open(config: &VmConfig) -> Result<BootFiles, BuildError> {
+        let open = |path: &std::path::Path, err: fn(BootError) -> BuildError| {
+            File::open(path).map_err(|source| {
+                err(BootError::Open {
+                    path: path.display().to_string(),
+                    source,
+                })
+            })
+        };
+        Ok(BootFiles {
+            kernel: open(&config.kernel, BuildError::Kernel)?,
+            initrd: config
+                .initrd
+                .as_deref()
+                .map(|p| open(p, BuildError::Initrd))
+                .transpose()?,
+        })
+    }
+}
+
 /// Builds the VM for `config` (one boot), attaching the long-lived `devices`.
 pub fn build(
     kvm: &Kvm,
     config: &VmConfig,
+    files: &BootFiles,
     devices: &HostDevices,
     events: EventSender,
 ) -> Result<Vm, BuildError> {
@@ -111,8 +142,8 @@ pub fn build(
     let vm_fd = create_vm(kvm)?;
     let mem = setup_memory(&vm_fd, config)?;
     setup_irqchip(&vm_fd)?;
-    let kernel = load_kernel(&mem, config)?;
-    let initrd = load_initrd(&mem, config, kernel.end)?;
+    let kernel = load_kernel(&mem, config, &files.kernel)?;
+    let initrd = load_initrd(&mem, config, files.initrd.as_ref(), kernel.end)?;
     let acpi = setup_acpi(&mem, config, &devices.virtio)?;
     let entry = setup_boot_info(&mem, config, kernel, initrd, acpi.rsdp_addr())?;
     attach_serial(&vm_fd, serial)?;
@@ -152,22 +183,35 @@ fn setup_irqchip(vm_fd: &VmFd) -> Result<(), BuildError> {
     vm_fd.create_pit2(pit).map_err(BuildError::Pit)
 }
 
-fn load_kernel(mem: &GuestMemoryMmap, config: &VmConfig) -> Result<boot::LoadedKernel, BuildError> {
-    boot::load_kernel(mem, &config.kernel, config.boot_protocol).map_err(BuildError::Kernel)
+fn load_kernel(
+    mem: &GuestMemoryMmap,
+    config: &VmConfig,
+    file: &File,
+) -> Result<boot::LoadedKernel, BuildError> {
+    let name = config.kernel.display().to_string();
+    boot::load_kernel_file(mem, file, &name, config.boot_protocol).map_err(BuildError::Kernel)
 }
 
 fn load_initrd(
     mem: &GuestMemoryMmap,
     config: &VmConfig,
+    file: Option<&File>,
     kernel_end: u64,
 ) -> Result<Option<Initrd>, BuildError> {
-    let Some(path) = &config.initrd else {
+    let (Some(path), Some(file)) = (&config.initrd, file) else {
         return Ok(None);
     };
+    let name = path.display().to_string();
     // The initrd goes at the top of low RAM, above everything the kernel loader wrote.
-    boot::load_initrd(mem, path, low_ram_end(config.memory_bytes), kernel_end)
-        .map(Some)
-        .map_err(BuildError::Initrd)
+    boot::load_initrd_file(
+        mem,
+        file,
+        &name,
+        low_ram_end(config.memory_bytes),
+        kernel_end,
+    )
+    .map(Some)
+    .map_err(BuildError::Initrd)
 }
 
 fn setup_acpi(

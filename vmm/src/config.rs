@@ -9,6 +9,7 @@ use crate::arch::x86_64::boot::BootProtocol;
 use crate::arch::x86_64::layout::{CMDLINE_MAX_SIZE, MAX_VIRTIO_DEVICES, virtio_mmio_slot};
 use crate::console::{DEFAULT_LOG_MAX_BYTES, MAX_LOG_MAX_BYTES, MIN_LOG_MAX_BYTES};
 use crate::disk::spec::{DiskSource, DiskSpec};
+pub use crate::jail::JailSpec;
 use crate::kvm::DEFAULT_KVM_DEVICE;
 
 /// Smallest guest we start (the ACPI area and boot structures alone need the first MiB).
@@ -43,6 +44,10 @@ pub struct VmConfig {
     /// Where overlays, scratch disks and seed images are created (unnamed); `None`: the
     /// system's temporary directory.
     pub scratch_dir: Option<PathBuf>,
+    /// Where the CLI writes how the VMM ended (its directory stays reachable in the jail).
+    pub exit_file: Option<PathBuf>,
+    /// Run jailed (see [`crate::jail`]); `None`: with the caller's privileges and view.
+    pub jail: Option<JailSpec>,
 }
 
 impl VmConfig {
@@ -62,7 +67,22 @@ impl VmConfig {
             boot_protocol: BootProtocol::Auto,
             disks: Vec::new(),
             scratch_dir: None,
+            exit_file: None,
+            jail: None,
         }
+    }
+
+    /// The directories the VMM still writes to once jailed: those of its exit file, console
+    /// log and control socket.
+    pub fn jail_dirs(&self) -> Vec<PathBuf> {
+        [&self.exit_file, &self.console_log, &self.control_socket]
+            .into_iter()
+            .flatten()
+            .map(|p| match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            })
+            .collect()
     }
 
     /// The command line the guest gets: ours plus one `virtio_mmio.device=4K@0xADDR:GSI` per disk
@@ -123,6 +143,9 @@ impl VmConfig {
                 _ => {}
             }
         }
+        if let Some(jail) = &self.jail {
+            jail.validate().map_err(|_| ConfigError::JailIdentity)?;
+        }
         if let Some(dir) = &self.scratch_dir {
             if !dir.is_dir() {
                 return Err(ConfigError::NotADirectory(dir.clone()));
@@ -157,6 +180,8 @@ pub enum ConfigError {
     CmdlineNul,
     #[error("{0}: no such file")]
     NotAFile(PathBuf),
+    #[error("--jail-uid and --jail-gid must not be 0")]
+    JailIdentity,
 }
 
 #[cfg(test)]

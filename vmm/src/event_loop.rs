@@ -361,6 +361,7 @@ pub fn spawn(devices: DeviceEvents, others: Vec<Subscriber>) -> Result<EventLoop
     let thread = std::thread::Builder::new()
         .name("devices".into())
         .spawn(move || {
+            crate::seccomp::enter_thread_or_abort(crate::seccomp::ThreadKind::EventLoop);
             loop {
                 if let Err(e) = manager.run() {
                     tracing::error!("event loop: {e}");

@@ -15,6 +15,9 @@
 //! * **two read threads per disk** ([`devices::virtio::block::pool`]) copy reads from the disk
 //!   into guest memory in parallel; everything else a disk does runs on the event loop.
 //!
+//! Jailed (`--jail-uid`, what the daemon always asks for), the process runs as an unprivileged
+//! user in its own mount namespace with a seccomp filter per thread kind ([`jail`], [`seccomp`]).
+//!
 //! Guest layout and boot structures are x86-64 only ([`arch::x86_64`]).
 
 pub mod arch;
@@ -26,10 +29,12 @@ pub mod devices;
 pub mod disk;
 pub mod event_loop;
 pub mod exit_file;
+pub mod jail;
 pub mod kvm;
 pub mod lifecycle;
 pub mod memory;
 pub mod quantity;
+pub mod seccomp;
 pub mod seed;
 pub mod signals;
 pub mod vcpu;

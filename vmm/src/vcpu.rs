@@ -129,6 +129,14 @@ pub fn stop_all(threads: Vec<VcpuThread>) {
 }
 
 fn run_loop(index: u8, mut vcpu: VcpuFd, ctx: VcpuContext) {
+    if let Err(e) = crate::seccomp::enter_thread(crate::seccomp::ThreadKind::Vcpu) {
+        let cause = std::error::Error::source(&e).map(|c| format!(": {c}"));
+        ctx.events.send(VmEvent::Failed(format!(
+            "vCPU {index}: {e}{}",
+            cause.unwrap_or_default()
+        )));
+        return;
+    }
     KVM_RUN.with(|run| run.set(vcpu.get_kvm_run() as *mut kvm_run));
     ctx.state.vcpu_entered();
     while !ctx.stop.load(Ordering::Acquire) {

@@ -10,15 +10,16 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
-use crate::builder::{self, BuildError, HostDevices};
+use crate::builder::{self, BootFiles, BuildError, HostDevices};
 use crate::config::VmConfig;
 use crate::console::{ConsoleHub, ConsoleLog};
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
 use crate::devices::virtio::block::{Block, BlockError};
 use crate::devices::virtio::mmio::MmioTransport;
-use crate::disk::{self, DiskError};
+use crate::disk::{self, DiskBackend, DiskError};
 use crate::event_loop::{self, DeviceEvents, EventLoopError, Subscriber};
+use crate::jail::{self, JailError, JailSpec};
 use crate::kvm::{self, HostKvm, KvmError};
 use crate::lifecycle::{ANY_BOOT, EventSender, Outcome, VmEvent, VmState};
 use crate::signals::TerminationSignals;
@@ -64,11 +65,17 @@ pub enum VmmError {
     },
     #[error("building the VM")]
     Build(#[source] BuildError),
+    #[error("entering the jail")]
+    Jail(#[source] JailError),
     #[error("{0}")]
     Vcpu(String),
 }
 
 /// Runs the VM described by `config` (already validated) until it ends.
+///
+/// Everything that needs a path is opened first (KVM, console log, disks, control socket,
+/// kernel and initrd); then, with a jail, the process enters it while still single-threaded
+/// (see [`crate::jail`]); only then do threads start.
 pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let signals = TerminationSignals::block().map_err(VmmError::Signals)?;
     let kvm = kvm::open(&config.kvm_device).map_err(VmmError::Kvm)?;
@@ -77,16 +84,27 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     }
     vcpu::register_kick_handler().map_err(VmmError::Kick)?;
     let state = Arc::new(VmState::new(u32::from(config.vcpus), config.memory_bytes));
-    let log = open_console_log(config.console_log.as_deref(), config.console_log_max_bytes)?;
+    let log = open_console_log(
+        config.console_log.as_deref(),
+        config.console_log_max_bytes,
+        config.jail.as_ref(),
+    )?;
     let hub = Arc::new(ConsoleHub::new(true, log, state.clone()).map_err(VmmError::Serial)?);
     let serial = Arc::new(Serial::new(hub).map_err(VmmError::Serial)?);
-    let (virtio, handlers) = open_disks(config)?;
+    let backends = open_disk_backends(config)?;
+    let power_button = Arc::new(PowerButton::new().map_err(VmmError::Serial)?);
+    let control = ControlSocket::bind(config.control_socket.as_deref(), config.jail.as_ref())?;
+    let listener = control.listener()?;
+    let files = BootFiles::open(config).map_err(VmmError::Build)?;
+    if let Some(spec) = &config.jail {
+        jail::enter(spec, &config.jail_dirs()).map_err(VmmError::Jail)?;
+    }
+    let (virtio, handlers) = create_block_devices(backends)?;
     let host_devices = HostDevices {
         serial: serial.clone(),
-        power_button: Arc::new(PowerButton::new().map_err(VmmError::Serial)?),
+        power_button,
         virtio,
     };
-    let control = ControlSocket::bind(config.control_socket.as_deref())?;
     let (tx, rx) = channel();
     let devices = DeviceEvents::new(
         serial.clone(),
@@ -94,7 +112,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         EventSender::new(tx.clone(), ANY_BOOT),
         signals,
         config.stdin,
-        control.listener()?,
+        listener,
     );
     let _event_loop = event_loop::spawn(devices, handlers).map_err(VmmError::EventLoop)?;
     let devices = host_devices;
@@ -105,7 +123,8 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
         state.begin_boot();
         serial.reset().map_err(VmmError::Serial)?;
         let events = EventSender::new(tx.clone(), boot);
-        let vm = builder::build(&kvm, config, &devices, events.clone()).map_err(VmmError::Build)?;
+        let vm = builder::build(&kvm, config, &files, &devices, events.clone())
+            .map_err(VmmError::Build)?;
         let running = vm.start(events, state.clone()).map_err(VmmError::Build)?;
         let event = match next_event(&rx, boot, None) {
             Some(VmEvent::Stop { reason, grace_ms }) if grace_ms > 0 => {
@@ -138,21 +157,39 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     }
 }
 
+/// A disk's backend and its serial.
+type OpenDisk = (Box<dyn DiskBackend>, String);
+
 /// Opens every disk (creating overlays, scratch and seed images, all unnamed, in the scratch
-/// directory) and makes a virtio-blk device of each; returns the transports (in guest order) and
-/// their event-loop handlers.
-fn open_disks(config: &VmConfig) -> Result<(Vec<Arc<MmioTransport>>, Vec<Subscriber>), VmmError> {
+/// directory), in guest order.
+fn open_disk_backends(config: &VmConfig) -> Result<Vec<OpenDisk>, VmmError> {
     let scratch = config.scratch_dir();
-    let mut transports = Vec::with_capacity(config.disks.len());
-    let mut handlers: Vec<Subscriber> = Vec::with_capacity(config.disks.len());
-    for (index, spec) in config.disks.iter().enumerate() {
-        let backend = disk::open(spec, &scratch).map_err(|source| VmmError::Disk {
-            index,
-            spec: spec.source.to_string(),
-            source,
-        })?;
-        let parts = Block::create(backend, &spec.serial)
-            .map_err(|source| VmmError::Block { index, source })?;
+    config
+        .disks
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            disk::open(spec, &scratch)
+                .map(|backend| (backend, spec.serial.clone()))
+                .map_err(|source| VmmError::Disk {
+                    index,
+                    spec: spec.source.to_string(),
+                    source,
+                })
+        })
+        .collect()
+}
+
+/// Makes a virtio-blk device of each disk (this starts its read threads); returns the
+/// transports (in guest order) and their event-loop handlers.
+fn create_block_devices(
+    backends: Vec<OpenDisk>,
+) -> Result<(Vec<Arc<MmioTransport>>, Vec<Subscriber>), VmmError> {
+    let mut transports = Vec::with_capacity(backends.len());
+    let mut handlers: Vec<Subscriber> = Vec::with_capacity(backends.len());
+    for (index, (backend, serial)) in backends.into_iter().enumerate() {
+        let parts =
+            Block::create(backend, &serial).map_err(|source| VmmError::Block { index, source })?;
         transports.push(parts.transport);
         handlers.push(Arc::new(std::sync::Mutex::new(parts.handler)));
     }
@@ -221,14 +258,26 @@ fn graceful_stop(
     }
 }
 
-fn open_console_log(path: Option<&Path>, max_bytes: u64) -> Result<Option<ConsoleLog>, VmmError> {
-    path.map(|p| {
-        ConsoleLog::open(p, max_bytes).map_err(|source| VmmError::ConsoleLog {
-            path: p.to_path_buf(),
-            source,
-        })
-    })
-    .transpose()
+/// Opens the console log. A jailed VMM's log, when it creates it, belongs to the jail's user, so
+/// that it can be rotated from inside the jail (the run directory is sticky).
+fn open_console_log(
+    path: Option<&Path>,
+    max_bytes: u64,
+    jail: Option<&JailSpec>,
+) -> Result<Option<ConsoleLog>, VmmError> {
+    let Some(p) = path else { return Ok(None) };
+    let err = |source| VmmError::ConsoleLog {
+        path: p.to_path_buf(),
+        source,
+    };
+    let existed = p.symlink_metadata().is_ok();
+    let log = ConsoleLog::open(p, max_bytes).map_err(err)?;
+    if let Some(jail) = jail {
+        if !existed {
+            std::os::unix::fs::lchown(p, Some(jail.uid), Some(jail.gid)).map_err(err)?;
+        }
+    }
+    Ok(Some(log))
 }
 
 /// The control socket file: bound at start, removed when the VMM ends.
@@ -238,7 +287,7 @@ struct ControlSocket {
 }
 
 impl ControlSocket {
-    fn bind(path: Option<&Path>) -> Result<Self, VmmError> {
+    fn bind(path: Option<&Path>, jail: Option<&JailSpec>) -> Result<Self, VmmError> {
         let Some(path) = path else {
             return Ok(ControlSocket {
                 path: None,
@@ -257,6 +306,10 @@ impl ControlSocket {
         }
         let listener = UnixListener::bind(path).map_err(err)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+        if let Some(jail) = jail {
+            // The jailed VMM removes its socket when it ends.
+            std::os::unix::fs::lchown(path, Some(jail.uid), Some(jail.gid)).map_err(err)?;
+        }
         listener.set_nonblocking(true).map_err(err)?;
         Ok(ControlSocket {
             path: Some(path.to_path_buf()),

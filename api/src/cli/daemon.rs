@@ -8,6 +8,7 @@ use clap::ArgMatches;
 use clap::parser::ValueSource;
 use serde::Deserialize;
 use supervisor::quantity::parse_bytes;
+use supervisor::runtime::args::VmmJail;
 
 use crate::daemon::DaemonConfig;
 
@@ -78,6 +79,13 @@ pub struct Args {
     /// Extra DNS name or IP for the TCP listener's certificate (repeatable).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
+    /// Run every VMM jailed as this user (a name from /etc/passwd, UID or UID:GID) instead of
+    /// a per-VM uid/gid from the reserved range 0x7c000000-0x7c0fffff (the default).
+    #[arg(long, value_name = "USER")]
+    pub vmm_user: Option<String>,
+    /// Do not jail the VMMs (they run as the daemon's user with its view; debugging only).
+    #[arg(long, conflicts_with = "vmm_user")]
+    pub no_jail: bool,
     /// Most API connections served at once per listener (more wait to be accepted).
     #[arg(long, default_value_t = 1024)]
     pub api_max_connections: usize,
@@ -117,6 +125,8 @@ struct FileConfig {
     cgroups: Option<String>,
     cgroup_root: Option<String>,
     tls_sans: Option<Vec<String>>,
+    vmm_user: Option<String>,
+    no_jail: Option<bool>,
     api_max_connections: Option<usize>,
     api_max_handshakes: Option<usize>,
     api_handshake_timeout: Option<String>,
@@ -198,6 +208,8 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             hpa_downscale_stabilization,
             metrics_resolution,
             cgroups,
+            vmm_user,
+            no_jail,
             cgroup_root,
             tls_sans,
             api_max_connections,
@@ -323,6 +335,20 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             message: "must be at least 1".into(),
         });
     }
+    let vmm_jail = match (&a.vmm_user, a.no_jail) {
+        (_, true) => VmmJail::Off,
+        (None, false) => VmmJail::Dynamic,
+        (Some(user), false) => {
+            let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+            let (uid, gid) =
+                parse_vmm_user(user, &passwd).map_err(|message| ConfigError::Value {
+                    flag: "vmm-user",
+                    value: user.clone(),
+                    message,
+                })?;
+            VmmJail::User { uid, gid }
+        }
+    };
     let socket = a
         .socket
         .clone()
@@ -356,7 +382,28 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             mode: cgroup_mode,
             root: Some(a.cgroup_root),
         },
+        vmm_jail,
     })
+}
+
+/// `--vmm-user`: a user name (looked up in `passwd`), `UID` (gid = uid) or `UID:GID`; never root.
+fn parse_vmm_user(user: &str, passwd: &str) -> Result<(u32, u32), String> {
+    let numeric = |s: &str| s.parse::<u32>().ok();
+    let ids = if let Some((u, g)) = user.split_once(':') {
+        numeric(u).zip(numeric(g))
+    } else if let Some(u) = numeric(user) {
+        Some((u, u))
+    } else {
+        passwd.lines().find_map(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            (f.len() >= 4 && f[0] == user).then(|| numeric(f[2]).zip(numeric(f[3])))?
+        })
+    };
+    match ids {
+        Some((0, _)) | Some((_, 0)) => Err("the VMM user must not be root".into()),
+        Some(ids) => Ok(ids),
+        None => Err("no such user (a name from /etc/passwd, UID or UID:GID)".into()),
+    }
 }
 
 /// Parses `15s`, `500ms`, `5m`, `1h` or plain seconds.
@@ -407,5 +454,22 @@ pub fn run(args: Args, m: &ArgMatches) -> ExitCode {
             crate::cli::print_error_chain(&e);
             ExitCode::from(1)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmm_user_forms() {
+        let passwd =
+            "root:x:0:0::/root:/bin/sh\ncorral-vmm:x:990:985::/nonexistent:/usr/sbin/nologin\n";
+        assert_eq!(parse_vmm_user("corral-vmm", passwd), Ok((990, 985)));
+        assert_eq!(parse_vmm_user("1234", passwd), Ok((1234, 1234)));
+        assert_eq!(parse_vmm_user("1234:77", passwd), Ok((1234, 77)));
+        assert!(parse_vmm_user("root", passwd).is_err());
+        assert!(parse_vmm_user("0:5", passwd).is_err());
+        assert!(parse_vmm_user("nobody-here", passwd).is_err());
     }
 }

@@ -7,9 +7,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use vmm::config::ConfigError;
+use vmm::config::{ConfigError, JailSpec};
 use vmm::disk::DiskSpec;
 use vmm::lifecycle::{EXIT_BAD_ARGS, EXIT_VMM_ERROR, Outcome};
+use vmm::seccomp::ThreadKind;
 use vmm::{BootProtocol, VmConfig};
 
 /// Arguments of `corral vmm` (boxed: the command enum stays small).
@@ -67,6 +68,18 @@ pub struct VmArgs {
     /// Entry protocol for ELF kernels with a PVH note: auto (PVH), linux (64-bit), pvh.
     #[arg(long, hide = true, default_value = "auto", value_parser = parse_protocol)]
     pub boot_protocol: BootProtocol,
+    /// Run jailed as this uid (needs root): own mount namespace with only the directories of
+    /// the exit file, console log and control socket, no capabilities, no_new_privs and a
+    /// seccomp filter per thread. The daemon always asks for it (unless `--no-jail`).
+    #[arg(long, value_name = "UID")]
+    pub jail_uid: Option<u32>,
+    /// The jail's gid (default: the jail's uid).
+    #[arg(long, value_name = "GID", requires = "jail_uid")]
+    pub jail_gid: Option<u32>,
+    /// Test hook: once filtered, a thread of this kind (main, event-loop, vcpu, blk-read) makes a
+    /// forbidden system call, which must kill the VMM with SIGSYS.
+    #[arg(long, hide = true, value_name = "KIND", requires = "jail_uid", value_parser = parse_thread_kind)]
+    pub jail_selftest: Option<ThreadKind>,
     /// KVM device (tests point it elsewhere to simulate a host without KVM).
     #[arg(long, hide = true, env = vmm::kvm::KVM_DEVICE_ENV, default_value = vmm::kvm::DEFAULT_KVM_DEVICE)]
     pub kvm_device: PathBuf,
@@ -79,6 +92,11 @@ fn parse_protocol(s: &str) -> Result<BootProtocol, String> {
         "pvh" => Ok(BootProtocol::Pvh),
         other => Err(format!("{other:?} is not one of auto, linux, pvh")),
     }
+}
+
+fn parse_thread_kind(s: &str) -> Result<ThreadKind, String> {
+    ThreadKind::parse(s)
+        .ok_or_else(|| format!("{s:?} is not one of main, event-loop, vcpu, blk-read"))
 }
 
 impl VmArgs {
@@ -95,20 +113,33 @@ impl VmArgs {
         disks.extend(self.seed_dir.map(DiskSpec::seed));
         let console_log_max_bytes = vmm::quantity::parse_bytes(&self.console_log_max_bytes)
             .map_err(ConfigError::ConsoleLogQuantity)?;
+        // Jailed, the working directory is the jail's empty root: paths used after the jail
+        // is entered (exit file, control socket removal, console log rotation) must be absolute.
+        let jailed = self.jail_uid.is_some();
+        let absolute = |p: Option<PathBuf>| match p {
+            Some(p) if jailed => Some(std::path::absolute(&p).unwrap_or(p)),
+            other => other,
+        };
         Ok(VmConfig {
             kernel: self.kernel,
             initrd: self.initrd,
             cmdline: self.cmdline,
             memory_bytes,
             vcpus: self.cpus,
-            console_log: self.console_log,
+            console_log: absolute(self.console_log),
             console_log_max_bytes,
-            control_socket: self.control_socket,
+            control_socket: absolute(self.control_socket),
             stdin: !self.no_stdin,
             kvm_device: self.kvm_device,
             boot_protocol: self.boot_protocol,
             disks,
             scratch_dir: self.scratch_dir,
+            exit_file: absolute(self.exit_file),
+            jail: self.jail_uid.map(|uid| JailSpec {
+                uid,
+                gid: self.jail_gid.unwrap_or(uid),
+                selftest: self.jail_selftest,
+            }),
         })
     }
 }
@@ -123,7 +154,10 @@ pub fn run(args: Args) -> ExitCode {
         )
         .try_init();
     let args = *args.vm;
-    let exit_file = args.exit_file.clone();
+    let exit_file = match (&args.exit_file, args.jail_uid) {
+        (Some(p), Some(_)) => Some(std::path::absolute(p).unwrap_or_else(|_| p.clone())),
+        (p, _) => p.clone(),
+    };
     let (code, reason) = run_vm(args);
     if let Some(path) = exit_file {
         if let Err(e) = vmm::exit_file::write(&path, code, &reason) {

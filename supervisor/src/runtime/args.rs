@@ -21,6 +21,35 @@ pub mod files {
     pub const EXIT: &str = "exit.json";
 }
 
+/// Who each VMM runs as (the daemon's `--vmm-user` / `--no-jail`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VmmJail {
+    /// Jailed as a per-VM uid/gid from the reserved range (`vmm::jail::DYNAMIC_ID_BASE`),
+    /// derived from the VMI's uid.
+    #[default]
+    Dynamic,
+    /// Jailed, every VMM as this one user.
+    User { uid: u32, gid: u32 },
+    /// Not jailed: the VMM runs as the daemon's user with its view (debugging only).
+    Off,
+}
+
+impl VmmJail {
+    /// The jail of the VM `vm_uid`, if any.
+    pub fn spec(&self, vm_uid: &str) -> Option<vmm::jail::JailSpec> {
+        match *self {
+            VmmJail::Dynamic => Some(vmm::jail::JailSpec::dynamic(vm_uid)),
+            VmmJail::User { uid, gid } => Some(vmm::jail::JailSpec::new(uid, gid)),
+            VmmJail::Off => None,
+        }
+    }
+}
+
+/// The `--jail-*` arguments for the VM `vm_uid` (appended to [`vmm_args`]).
+pub fn jail_args(jail: &VmmJail, vm_uid: &str) -> Vec<String> {
+    jail.spec(vm_uid).map(|s| s.args()).unwrap_or_default()
+}
+
 /// Where one VM's files go: its run directory (sockets, logs, record) and its scratch directory
 /// on disk (overlays, emptyDisks, seed images: unnamed files the VMM creates, plus seed files).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +140,20 @@ mod tests {
     use super::*;
     use crate::runtime::{Limits, VmRef};
     use std::path::PathBuf;
+
+    #[test]
+    fn jail_arguments() {
+        let dynamic = jail_args(&VmmJail::Dynamic, "u1");
+        assert_eq!(dynamic[0], "--jail-uid");
+        let uid: u32 = dynamic[1].parse().unwrap();
+        assert!(uid >= vmm::jail::DYNAMIC_ID_BASE);
+        assert_eq!(dynamic, jail_args(&VmmJail::Dynamic, "u1"));
+        assert_eq!(
+            jail_args(&VmmJail::User { uid: 990, gid: 991 }, "u1"),
+            vec!["--jail-uid", "990", "--jail-gid", "991"]
+        );
+        assert!(jail_args(&VmmJail::Off, "u1").is_empty());
+    }
 
     #[test]
     fn lab_vmi_command_line() {

@@ -21,7 +21,7 @@ use rustix::process::{Pid, PidfdFlags, Signal, kill_process, pidfd_open};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::args::{VmDirs, component, files, seed_dir, vmm_args};
+use super::args::{VmDirs, VmmJail, component, files, jail_args, seed_dir, vmm_args};
 use super::{
     ExitInfo, LaunchDisk, LaunchPlan, Observed, RuntimeError, VmRef, VmRuntime, control, exit_info,
     procfs,
@@ -72,6 +72,7 @@ struct Inner {
     vms: Mutex<HashMap<String, Entry>>,
     notify: UnboundedSender<VmRef>,
     placement: Option<Arc<dyn Placement>>,
+    jail: VmmJail,
 }
 
 /// One process per VM.
@@ -92,6 +93,8 @@ pub struct ProcessConfig {
     pub extra_env: Vec<(String, String)>,
     /// Places each new VMM (cgroups) and releases it when it ends.
     pub placement: Option<Arc<dyn Placement>>,
+    /// Who the VMMs run as (jailed by default).
+    pub jail: VmmJail,
 }
 
 fn last_error_line(dir: &Path) -> Option<String> {
@@ -128,6 +131,7 @@ impl ProcessRuntime {
                 vms: Mutex::new(HashMap::new()),
                 notify,
                 placement: cfg.placement,
+                jail: cfg.jail,
             }),
         };
         rt.adopt_all();
@@ -366,6 +370,15 @@ impl ProcessRuntime {
     }
 }
 
+/// A jailed VMM keeps its run directory (bind-mounted in its jail) to write its exit file and
+/// rotate its console log: root-owned, group = the VM's gid, `rwxrwx--T`. The sticky bit keeps
+/// the daemon's own files there (`vm.json`, `vmm.log`, seeds) out of the VMM's reach.
+fn jail_run_dir(dir: &Path, spec: &vmm::jail::JailSpec) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::os::unix::fs::chown(dir, Some(0), Some(spec.gid))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o1770))
+}
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = fs::File::create(&tmp)?;
@@ -389,7 +402,15 @@ impl VmRuntime for ProcessRuntime {
             })?;
         }
         Self::write_seeds(plan, &dirs)?;
-        let args = vmm_args(plan, &dirs)?;
+        let jail = self.inner.jail.spec(&plan.vm.uid);
+        if let Some(spec) = &jail {
+            jail_run_dir(&dir, spec).map_err(|source| RuntimeError::RunDir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let mut args = vmm_args(plan, &dirs)?;
+        args.extend(jail_args(&self.inner.jail, &plan.vm.uid));
         let log_path = dir.join(files::VMM_LOG);
         let log = fs::File::create(&log_path).map_err(|source| RuntimeError::RunDir {
             path: log_path.display().to_string(),

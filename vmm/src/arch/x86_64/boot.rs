@@ -120,8 +120,27 @@ pub fn load_kernel(
     path: &Path,
     protocol: BootProtocol,
 ) -> Result<LoadedKernel, BootError> {
-    let name = path.display().to_string();
-    let mut file = open(path)?;
+    load_kernel_file(mem, &open(path)?, &path.display().to_string(), protocol)
+}
+
+/// [`load_kernel`] from an open file (read from its start; `name` is for errors). The VMM keeps
+/// the kernel open across boots: a jailed VMM cannot open it again after a guest reset.
+pub fn load_kernel_file(
+    mem: &GuestMemoryMmap,
+    kernel: &File,
+    name: &str,
+    protocol: BootProtocol,
+) -> Result<LoadedKernel, BootError> {
+    let name = name.to_string();
+    let mut file = kernel.try_clone().map_err(|source| BootError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|source| BootError::Read {
+            path: name.clone(),
+            source,
+        })?;
     let mut magic = [0u8; 4];
     let read_err = |source| BootError::Read {
         path: name.clone(),
@@ -181,8 +200,33 @@ pub fn load_initrd(
     low_ram_end: u64,
     kernel_end: u64,
 ) -> Result<Initrd, BootError> {
-    let name = path.display().to_string();
-    let mut file = open(path)?;
+    load_initrd_file(
+        mem,
+        &open(path)?,
+        &path.display().to_string(),
+        low_ram_end,
+        kernel_end,
+    )
+}
+
+/// [`load_initrd`] from an open file (read from its start; `name` is for errors).
+pub fn load_initrd_file(
+    mem: &GuestMemoryMmap,
+    initrd: &File,
+    name: &str,
+    low_ram_end: u64,
+    kernel_end: u64,
+) -> Result<Initrd, BootError> {
+    let name = name.to_string();
+    let mut file = initrd.try_clone().map_err(|source| BootError::Read {
+        path: name.clone(),
+        source,
+    })?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|source| BootError::Read {
+            path: name.clone(),
+            source,
+        })?;
     let size = file
         .metadata()
         .map_err(|source| BootError::Read {

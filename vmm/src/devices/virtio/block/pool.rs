@@ -63,7 +63,10 @@ impl ReadPool {
             let (jobs, done, fd) = (jobs_rx.clone(), done_tx.clone(), done_fd.clone());
             let thread = std::thread::Builder::new()
                 .name(format!("blk-read{i}"))
-                .spawn(move || work(&jobs, &done, &fd))?;
+                .spawn(move || {
+                    crate::seccomp::enter_thread_or_abort(crate::seccomp::ThreadKind::BlkRead);
+                    work(&jobs, &done, &fd);
+                })?;
             pool.threads.push(thread);
         }
         Ok(pool)
