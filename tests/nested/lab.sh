@@ -34,6 +34,15 @@ vmm_count_is 3 || fail "want 3 VMM processes, have: $(vmm_procs | tr '\n' ' ')"
 
 victim=$(vmis | head -1)
 pid=$(vmm_pid "$victim")
+# Real Linux guests run under the jail: an unprivileged uid, seccomp on every thread.
+st=/proc/$pid/status
+uid=$(awk '/^Uid:/ {print $2}' "$st")
+[ "$uid" -ge 2080374784 ] || fail "the VMM runs as uid $uid, not a jail uid"
+grep -q '^NoNewPrivs:[[:space:]]*1' "$st" || fail "the VMM lacks no_new_privs"
+for t in /proc/$pid/task/*; do
+  grep -q '^Seccomp:[[:space:]]*2' "$t/status" || fail "thread $t of the VMM has no seccomp filter"
+done
+value jailed_threads "$(ls /proc/$pid/task | wc -l)"
 say "kill -9 of $victim's VMM (pid $pid)"
 t=$(now_ms)
 kill -9 "$pid"

@@ -66,6 +66,10 @@ fn lab() {
     // Scale-down stops a guest through its power button: far less than the 30 s grace period.
     let down: u64 = out.value("scale_down_ms");
     assert!(down < 15_000, "scale 2 -> 1 took {down} ms");
+    // The script checked the VMM of a real Linux guest: a jail uid, no_new_privs, seccomp on
+    // each of its threads (main, event loop, vCPU, disk workers).
+    let threads: u64 = out.value("jailed_threads");
+    assert!(threads >= 3, "{threads} threads");
 }
 
 /// Deleting a VMI shuts real Linux down through ACPI (VMM exit 0, long before the grace

@@ -341,8 +341,21 @@ fn main() {
     scale(&d, 0);
     wait("no VM", CONVERGE, || converged(&d, 0));
 
-    // 3. Scale cycles: everything back to where it started.
-    let before = counts(&d);
+    // 3. Scale cycles: everything back to where it started (measured once the cgroups of the
+    // killed VMMs are swept: two equal readings 3 s apart, within a minute).
+    let settled = |d: &Daemon| {
+        let t = Instant::now();
+        let mut last = counts(d);
+        loop {
+            std::thread::sleep(Duration::from_secs(3));
+            let now = counts(d);
+            if now == last || t.elapsed() > Duration::from_secs(60) {
+                return now;
+            }
+            last = now;
+        }
+    };
+    let before = settled(&d);
     let t = Instant::now();
     let (mut up, mut down) = (Duration::ZERO, Duration::ZERO);
     for i in 0..o.cycles {

@@ -340,11 +340,43 @@ fn build_root(keep: &[PathBuf]) -> Result<(), JailError> {
         .map_err(step("creating the old root's mount point"))?;
     // SAFETY: two NUL-terminated paths.
     let rc = unsafe { libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), OLD_ROOT_C.as_ptr()) };
-    check(rc as libc::c_int, "pivot_root")?;
-    std::env::set_current_dir("/").map_err(step("chdir to /"))?;
-    // SAFETY: a NUL-terminated path.
-    let rc = unsafe { libc::umount2(OLD_ROOT_ABS.as_ptr(), libc::MNT_DETACH) };
-    check(rc, "detaching the host's root")?;
+    let pivot = if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    };
+    match pivot {
+        Ok(()) => {
+            std::env::set_current_dir("/").map_err(step("chdir to /"))?;
+            // SAFETY: a NUL-terminated path.
+            let rc = unsafe { libc::umount2(OLD_ROOT_ABS.as_ptr(), libc::MNT_DETACH) };
+            check(rc, "detaching the host's root")?;
+        }
+        // A host running from its initramfs (rootfs) cannot pivot_root; do what switch_root
+        // does: move the jail's tmpfs over / and chroot into it. The host's root stays mounted
+        // underneath in this namespace only, unreachable once the capabilities (CAP_SYS_CHROOT
+        // among them) are dropped below.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            mount(
+                Some(&c".".to_owned()),
+                &root,
+                None,
+                libc::MS_MOVE,
+                None,
+                "moving the jail's root over / (no pivot_root from rootfs)",
+            )?;
+            // SAFETY: a NUL-terminated path.
+            let rc = unsafe { libc::chroot(c".".as_ptr()) };
+            check(rc, "chroot into the jail's root")?;
+            std::env::set_current_dir("/").map_err(step("chdir to /"))?;
+        }
+        Err(source) => {
+            return Err(JailError::Step {
+                step: "pivot_root",
+                source,
+            });
+        }
+    }
     std::fs::remove_dir(format!("/{OLD_ROOT}")).map_err(step("removing the old root"))?;
     mount(
         None,

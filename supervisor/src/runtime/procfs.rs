@@ -84,7 +84,8 @@ mod tests {
             .unwrap();
         let args = ["30".to_string(), tag.clone()];
         let mut found = None;
-        for _ in 0..100 {
+        // Until the child has exec'd, its command line is this test's: allow a loaded machine 10 s.
+        for _ in 0..1000 {
             found = find_by_args(&args);
             if found.is_some() {
                 break;
