@@ -10,8 +10,12 @@
 use crate::capacity::Fit;
 
 /// Part of the scratch filesystem kept free for the host (kubelet's default hard eviction
-/// threshold is `nodefs.available<10%`).
+/// threshold is `nodefs.available<10%`), at most [`RESERVE_MAX`].
 pub const RESERVE_PERCENT: u64 = 10;
+
+/// The reserve's cap: on a large filesystem 10% is far more than the host needs to keep working
+/// (a 250 GiB disk 91% full would refuse every VM).
+pub const RESERVE_MAX: u64 = 2 << 30;
 
 /// Room a seed image takes beyond its files (FAT metadata, rounding).
 pub const SEED_OVERHEAD: u64 = 1 << 20;
@@ -35,14 +39,15 @@ fn mib(b: u64) -> u64 {
 
 /// Can a VM needing `need` bytes of ephemeral storage start?
 pub fn check(need: u64, s: Scratch) -> Fit {
-    let reserve = s.total / 100 * RESERVE_PERCENT;
+    let reserve = (s.total / 100 * RESERVE_PERCENT).min(RESERVE_MAX);
     let usable = s.total.saturating_sub(reserve);
     if need > usable {
         return Fit::Never(format!(
             "needs {} MiB of ephemeral storage (overlays, emptyDisks, seed) but the scratch \
-             filesystem has {} MiB minus a {RESERVE_PERCENT}% reserve",
+             filesystem has {} MiB minus a {} MiB reserve",
             mib(need),
-            mib(s.total)
+            mib(s.total),
+            mib(reserve)
         ));
     }
     // What running VMs may still write comes out of today's free space.
@@ -65,6 +70,7 @@ pub fn check(need: u64, s: Scratch) -> Fit {
 mod tests {
     use super::*;
 
+    const M: u64 = 1 << 20;
     const G: u64 = 1 << 30;
 
     fn fs(total: u64, available: u64, committed: u64, used: u64) -> Scratch {
@@ -78,50 +84,64 @@ mod tests {
 
     #[test]
     fn table() {
-        let cases: [(&str, u64, Scratch, &str); 7] = [
+        // A 1000 MiB filesystem keeps 100 MiB (10%) in reserve.
+        let cases = [
             (
                 "fits an empty filesystem",
-                G,
-                fs(100 * G, 100 * G, 0, 0),
+                10 * M,
+                fs(1000 * M, 1000 * M, 0, 0),
                 "yes",
             ),
             (
                 "larger than the filesystem",
-                95 * G,
-                fs(100 * G, 100 * G, 0, 0),
+                1200 * M,
+                fs(1000 * M, 1000 * M, 0, 0),
                 "never",
             ),
             (
                 "the reserve is never given",
-                91 * G,
-                fs(100 * G, 100 * G, 0, 0),
+                901 * M,
+                fs(1000 * M, 1000 * M, 0, 0),
                 "never",
             ),
             (
                 "exactly the usable part",
-                90 * G,
-                fs(100 * G, 100 * G, 0, 0),
+                900 * M,
+                fs(1000 * M, 1000 * M, 0, 0),
                 "yes",
             ),
-            // 40 promised, nothing written yet: 100 - 10 - 40 = 50 free.
+            // 400 promised, nothing written yet: 1000 - 100 - 400 = 500 free.
             (
                 "promised space is taken",
-                51 * G,
-                fs(100 * G, 100 * G, 40 * G, 0),
+                501 * M,
+                fs(1000 * M, 1000 * M, 400 * M, 0),
                 "not now",
             ),
-            // 40 promised, 30 written (free space shows it): 70 - 10 - 10 = 50 free.
+            // 400 promised, 300 written (free space shows it): 700 - 100 - 100 = 500 free.
             (
                 "written space is not counted twice",
-                50 * G,
-                fs(100 * G, 70 * G, 40 * G, 30 * G),
+                500 * M,
+                fs(1000 * M, 700 * M, 400 * M, 300 * M),
                 "yes",
             ),
-            // Images and other files fill the filesystem: 20 available - 10 reserve.
+            // Images and other files fill the filesystem: 200 available - 100 reserve.
             (
                 "other files count",
-                11 * G,
-                fs(100 * G, 20 * G, 0, 0),
+                101 * M,
+                fs(1000 * M, 200 * M, 0, 0),
+                "not now",
+            ),
+            // 10% of 250 GiB would be 25 GiB, more than is free: the reserve stops at 2 GiB.
+            (
+                "the reserve is capped",
+                20 * G,
+                fs(250 * G, 23 * G, 0, 0),
+                "yes",
+            ),
+            (
+                "the capped reserve still holds",
+                22 * G,
+                fs(250 * G, 23 * G, 0, 0),
                 "not now",
             ),
         ];
@@ -137,11 +157,12 @@ mod tests {
 
     #[test]
     fn messages_name_the_numbers() {
-        let Fit::NotNow(m) = check(60 * G, fs(100 * G, 100 * G, 40 * G, 0)) else {
+        let Fit::NotNow(m) = check(600 * M, fs(1000 * M, 1000 * M, 400 * M, 0)) else {
             panic!("expected not now");
         };
-        assert!(m.contains("needs 61440 MiB"), "{m}");
-        assert!(m.contains("40960 MiB are promised"), "{m}");
+        assert!(m.contains("needs 600 MiB"), "{m}");
+        assert!(m.contains("400 MiB are promised"), "{m}");
+        assert!(m.contains("keeps 100 MiB in reserve"), "{m}");
     }
 
     #[test]
