@@ -77,7 +77,8 @@ mod tests {
 
     #[test]
     fn finds_a_process_by_its_arguments() {
-        let tag = format!("corral-procfs-test-{}", std::process::id());
+        // sleep sums its arguments: a tiny second interval makes the command line unique.
+        let tag = format!("0.000{}", std::process::id());
         let mut child = std::process::Command::new("sleep")
             .args(["30", &tag])
             .spawn()
