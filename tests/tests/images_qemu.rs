@@ -168,10 +168,10 @@ fn debian_kernel_boots_the_extracted_artifacts_under_tcg() {
     // The machine is `pc`, not `microvm`: under TCG, QEMU 10.0.2 (bookworm-backports) with the
     // Debian 6.1.192 kernel, microvm (HW-reduced ACPI, no HPET) died with a "divide error" in
     // start_kernel before the console came up in about three boots of four (40 tried), pc in
-    // none of 10; this test is about corral's artifacts, not the machine. On a loaded host the TSC calibration against
-    // the PIT can also fail (6 boots in 10 hung after "tsc: Unable to calibrate against PIT"
-    // beside two busy-looping processes); `tsc_early_khz` above skips it. A boot that dies
-    // before the initrd is booted once more, and that is said and counted
+    // none of 10; this test is about corral's artifacts, not the machine. On a loaded host the
+    // TSC calibration against the PIT can also fail (6 boots in 10 hung after "tsc: Unable to
+    // calibrate against PIT" beside two busy-looping processes); `tsc_early_khz` above skips
+    // it. A boot that dies before the initrd is booted once more, and that is said and counted
     // (target/nested/retries.log).
     let mut log = String::new();
     for attempt in 1..=2 {
