@@ -7,30 +7,17 @@ use std::process::Command;
 use std::time::Duration;
 
 use corral_tests::daemon::{Daemon, alive, wait_for};
+use corral_tests::lab::{seed_set, testguest_registry};
 use corral_tests::registry::Registry;
 use serde_json::{Value, json};
 
 const VMI: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances";
 const BOOT: Duration = Duration::from_secs(60);
 
-fn registry_with_testguest() -> Registry {
-    let reg = Registry::start();
-    let oci = corral_tests::corral::fixtures().join("images/testguest/oci");
-    reg.push(
-        &format!("oci:{}:latest", oci.display()),
-        "corral/testguest:latest",
-    );
-    reg
-}
-
-/// The seed lab's VMI template (image swapped), named `name`, with an emptyDisk of `empty`.
-fn vmi(image: &str, name: &str, empty: Option<&str>) -> Value {
-    let text = std::fs::read_to_string(
-        corral_tests::bin::workspace().join("tests/fixtures/seed/vmirs.yaml"),
-    )
-    .unwrap()
-    .replace("quay.io/kubevirt/cirros-container-disk-demo", image);
-    let set: Value = serde_norway::from_str(&text).unwrap();
+/// The seed lab's VMI template (the test guest from `reg`), named `name`, with an emptyDisk of
+/// `empty`.
+fn vmi(reg: &Registry, name: &str, empty: Option<&str>) -> Value {
+    let set: Value = serde_norway::from_str(&seed_set(reg)).unwrap();
     let mut spec = set["spec"]["template"]["spec"].clone();
     if let Some(capacity) = empty {
         spec["domain"]["devices"]["disks"]
@@ -124,17 +111,16 @@ fn disks_live_on_the_scratch_filesystem_and_are_admitted_against_it() {
     // 64 MiB, of which 10% is reserve: 57.6 MiB for VMs. Each test-guest VM needs its 8 MiB
     // overlay, a 1 MiB seed allowance and its emptyDisk.
     let scratch = Tmpfs::mount("64m");
-    let reg = registry_with_testguest();
+    let reg = testguest_registry();
     let d = Daemon::start(&[
         "--insecure-registry",
         reg.addr.as_str(),
         "--scratch-dir",
         scratch.path().to_str().unwrap(),
     ]);
-    let image = reg.reference("corral/testguest:latest");
 
     // Larger than the filesystem can ever hold: Failed, with the numbers.
-    create(&d, &vmi(&image, "huge", Some("1Gi")));
+    create(&d, &vmi(&reg, "huge", Some("1Gi")));
     let v = wait_for(Duration::from_secs(30), "huge to fail", || {
         let v = get(&d, "huge");
         (v["status"]["phase"] == "Failed").then_some(v)
@@ -149,11 +135,11 @@ fn disks_live_on_the_scratch_filesystem_and_are_admitted_against_it() {
     );
 
     // 39 MiB fits; a second one does not fit next to it (Pending), and runs once the first goes.
-    create(&d, &vmi(&image, "first", Some("30Mi")));
+    create(&d, &vmi(&reg, "first", Some("30Mi")));
     wait_for(BOOT, "first to be ready", || {
         ready(&get(&d, "first")).then_some(())
     });
-    create(&d, &vmi(&image, "second", Some("30Mi")));
+    create(&d, &vmi(&reg, "second", Some("30Mi")));
     let v = wait_for(
         Duration::from_secs(30),
         "second to be unschedulable",
@@ -213,10 +199,9 @@ fn disks_live_on_the_scratch_filesystem_and_are_admitted_against_it() {
 
 #[test]
 fn a_vmm_whose_pid_was_never_recorded_is_found_again() {
-    let reg = registry_with_testguest();
+    let reg = testguest_registry();
     let mut d = Daemon::start(&["--insecure-registry", reg.addr.as_str()]);
-    let image = reg.reference("corral/testguest:latest");
-    create(&d, &vmi(&image, "orphan", None));
+    create(&d, &vmi(&reg, "orphan", None));
     wait_for(BOOT, "orphan to be ready", || {
         ready(&get(&d, "orphan")).then_some(())
     });

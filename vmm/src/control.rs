@@ -6,14 +6,15 @@
 //! * anything else → `{"error":"..."}`
 //!
 //! The socket itself is served by the event loop (`event_loop.rs`); this module only parses
-//! requests and renders replies, so it is tested without sockets.
+//! requests and renders replies, so it is tested without sockets. Clients (the daemon) build
+//! their lines from the same types: [`Request::line`], [`Reply`], [`Status`].
 
 use serde::{Deserialize, Serialize};
 
-use crate::lifecycle::VmState;
+use crate::lifecycle::{RunState, VmState};
 
 /// A request line.
-#[derive(Debug, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 pub enum Request {
     Status,
@@ -24,17 +25,39 @@ pub enum Request {
     Console,
 }
 
-/// The `status` reply.
-#[derive(Debug, Serialize, PartialEq, Eq)]
+impl Request {
+    /// The request as one line, newline included.
+    pub fn line(&self) -> String {
+        to_line(self)
+    }
+}
+
+/// The `status` reply. Fields a VMM of an older release may not send default to zero.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Status {
     pub pid: u32,
-    pub state: &'static str,
+    pub state: RunState,
+    #[serde(default)]
     pub vcpus: u32,
+    #[serde(default)]
     pub memory_bytes: u64,
+    #[serde(default)]
     pub boots: u64,
+    #[serde(default)]
     pub vcpus_entered: bool,
+    #[serde(default)]
     pub started_unix_ms: u64,
+    #[serde(default)]
     pub console_dropped_bytes: u64,
+}
+
+/// The reply to `stop` and `console` (`{"ok":true}`), or to a request that failed
+/// (`{"error":"..."}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum Reply {
+    Ok { ok: bool },
+    Error { error: String },
 }
 
 /// What the event loop must do after replying.
@@ -50,6 +73,12 @@ pub enum Action {
 
 const OK: &str = "{\"ok\":true}\n";
 
+fn error_line(e: impl std::fmt::Display) -> String {
+    to_line(&Reply::Error {
+        error: e.to_string(),
+    })
+}
+
 /// Parses one request line and decides the reply.
 pub fn handle(line: &str, state: &VmState) -> Action {
     match serde_json::from_str::<Request>(line.trim()) {
@@ -59,7 +88,7 @@ pub fn handle(line: &str, state: &VmState) -> Action {
             grace_ms,
         },
         Ok(Request::Console) => Action::Console(OK.to_string()),
-        Err(e) => Action::Reply(to_line(&serde_json::json!({ "error": e.to_string() }))),
+        Err(e) => Action::Reply(error_line(e)),
     }
 }
 
@@ -67,7 +96,7 @@ pub fn handle(line: &str, state: &VmState) -> Action {
 pub fn status(state: &VmState) -> Status {
     Status {
         pid: std::process::id(),
-        state: state.run_state().as_str(),
+        state: state.run_state(),
         vcpus: state.vcpus,
         memory_bytes: state.memory_bytes,
         boots: state.boots(),
@@ -121,6 +150,21 @@ mod tests {
         assert_eq!(
             handle(r#"{"op":"console"}"#, &state),
             Action::Console(OK.to_string())
+        );
+        for req in [
+            Request::Status,
+            Request::Stop { grace_ms: 7 },
+            Request::Console,
+        ] {
+            let line = req.line();
+            assert!(line.ends_with('\n'));
+            assert_eq!(serde_json::from_str::<Request>(line.trim()).unwrap(), req);
+        }
+        let st: Status = serde_json::from_str(&reply).unwrap();
+        assert_eq!((st.state, st.vcpus, st.boots), (RunState::Booting, 2, 1));
+        assert_eq!(
+            serde_json::from_str::<Reply>(OK).unwrap(),
+            Reply::Ok { ok: true }
         );
         for bad in [r#"{"op":"reboot"}"#, "nonsense", "{}"] {
             let Action::Reply(r) = handle(bad, &state) else {

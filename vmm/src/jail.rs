@@ -55,30 +55,28 @@ impl JailSpec {
     }
 
     /// A per-VM identity from the dynamic range, derived from `key` (the VMI's uid): the same
-    /// VMI always gets the same uid and gid, different VMIs almost always different ones.
+    /// VMI always gets the same uid and gid, different VMIs almost always different ones (see
+    /// [`dynamic_free`](Self::dynamic_free) for never).
     pub fn dynamic(key: &str) -> Self {
+        Self::dynamic_free(key, |_| false)
+    }
+
+    /// The dynamic identity of `key`, or if `taken` says another VMM has it, the next free one
+    /// in the range (wrapping): two live VMMs never share a uid, which would let one signal or
+    /// trace the other.
+    pub fn dynamic_free(key: &str, taken: impl Fn(u32) -> bool) -> Self {
         // FNV-1a: stable across releases (the standard library's hasher is not).
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in key.bytes() {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
-        let id = DYNAMIC_ID_BASE + (h % u64::from(DYNAMIC_ID_RANGE)) as u32;
+        let start = (h % u64::from(DYNAMIC_ID_RANGE)) as u32;
+        let id = (0..DYNAMIC_ID_RANGE)
+            .map(|i| DYNAMIC_ID_BASE + (start + i) % DYNAMIC_ID_RANGE)
+            .find(|id| !taken(*id))
+            .unwrap_or(DYNAMIC_ID_BASE + start);
         JailSpec::new(id, id)
-    }
-
-    /// The `corral vmm` arguments that ask for this jail.
-    pub fn args(&self) -> Vec<String> {
-        let mut a = vec![
-            "--jail-uid".to_string(),
-            self.uid.to_string(),
-            "--jail-gid".to_string(),
-            self.gid.to_string(),
-        ];
-        if let Some(kind) = self.selftest {
-            a.extend(["--jail-selftest".to_string(), kind.name().to_string()]);
-        }
-        a
     }
 
     /// Root may not be the jail's identity.
@@ -440,14 +438,20 @@ mod tests {
         assert_ne!(a.uid, JailSpec::dynamic("0b6c3e1e-uid-b").uid);
         assert!((DYNAMIC_ID_BASE..DYNAMIC_ID_BASE + DYNAMIC_ID_RANGE).contains(&a.uid));
         assert_eq!(a.uid, a.gid);
+        let b = JailSpec::dynamic_free("0b6c3e1e-uid-a", |id| id == a.uid);
+        assert_eq!(b.uid, a.uid + 1);
+        let last = DYNAMIC_ID_BASE + DYNAMIC_ID_RANGE - 1;
+        let mut key = 0u32;
+        let wraps = loop {
+            let k = key.to_string();
+            if JailSpec::dynamic(&k).uid == last {
+                break k;
+            }
+            key += 1;
+        };
         assert_eq!(
-            a.args(),
-            vec![
-                "--jail-uid".to_string(),
-                a.uid.to_string(),
-                "--jail-gid".into(),
-                a.gid.to_string()
-            ]
+            JailSpec::dynamic_free(&wraps, |id| id == last).uid,
+            DYNAMIC_ID_BASE
         );
         assert!(matches!(
             JailSpec::new(0, 5).validate(),

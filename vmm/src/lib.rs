@@ -21,6 +21,7 @@
 //! Guest layout and boot structures are x86-64 only ([`arch::x86_64`]).
 
 pub mod arch;
+pub mod argv;
 pub mod builder;
 pub mod config;
 pub mod console;

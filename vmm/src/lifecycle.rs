@@ -93,7 +93,8 @@ impl EventSender {
 }
 
 /// Lifecycle state reported by `status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum RunState {
     Booting = 0,

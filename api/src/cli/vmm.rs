@@ -200,3 +200,62 @@ fn run_vm(args: VmArgs) -> (u8, String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+    use vmm::disk::DiskSource;
+
+    /// What the daemon spawns (`VmConfig::to_args`) parses back into the same configuration.
+    #[test]
+    fn to_args_round_trips_through_the_cli() {
+        let mut full = VmConfig::new("/img/vmlinux");
+        full.initrd = Some("/img/initrd".into());
+        full.cmdline = "root=LABEL=cirros-rootfs ro console=ttyS0 --not-a-flag".into();
+        full.memory_bytes = 277_872_640;
+        full.vcpus = 3;
+        full.stdin = false;
+        full.control_socket = Some("/run/corral/vms/u1/control.sock".into());
+        full.console_log = Some("/run/corral/vms/u1/console.log".into());
+        full.console_log_max_bytes = 64 << 10;
+        full.scratch_dir = Some("/var/lib/corral/scratch/u1".into());
+        full.exit_file = Some("/run/corral/vms/u1/exit.json".into());
+        full.kvm_device = "/dev/null".into();
+        full.boot_protocol = BootProtocol::Linux64;
+        full.disks = vec![
+            DiskSpec {
+                source: DiskSource::Overlay {
+                    base: "/img/disk.raw".into(),
+                },
+                serial: "containerdisk".into(),
+            },
+            DiskSpec {
+                source: DiskSource::Raw {
+                    path: "/img/data.raw".into(),
+                    read_only: true,
+                },
+                serial: String::new(),
+            },
+            DiskSpec::seed("/var/lib/corral/scratch/u1/seed/cloudinitdisk"),
+            DiskSpec {
+                source: DiskSource::Empty { capacity: 1 << 30 },
+                serial: "scratch".into(),
+            },
+        ];
+        full.jail = Some(JailSpec::new(0x7c00_0001, 0x7c00_0002));
+        let mut dash = VmConfig::new("/k");
+        dash.cmdline = "-v --disk x".into();
+        for want in [VmConfig::new("/k"), dash, full] {
+            let argv = want.to_args().unwrap();
+            let cli = super::super::Cli::try_parse_from(
+                std::iter::once("corral".to_string()).chain(argv.iter().cloned()),
+            )
+            .unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+            let super::super::Command::Vmm(args) = cli.command else {
+                panic!("not the vmm command: {argv:?}");
+            };
+            assert_eq!(args.vm.config().unwrap(), want, "{argv:?}");
+        }
+    }
+}

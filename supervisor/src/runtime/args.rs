@@ -1,6 +1,11 @@
-//! The `corral vmm` command line for a [`LaunchPlan`] (pure; unit-tested).
+//! The `corral vmm` configuration of a [`LaunchPlan`] (pure; unit-tested). The command line
+//! itself is the `vmm` crate's rendering of its own [`VmConfig`] ([`VmConfig::to_args`]).
 
 use std::path::PathBuf;
+
+use vmm::VmConfig;
+use vmm::disk::{DiskSource, DiskSpec};
+use vmm::jail::JailSpec;
 
 use super::{LaunchDisk, LaunchPlan, RuntimeError};
 
@@ -35,19 +40,15 @@ pub enum VmmJail {
 }
 
 impl VmmJail {
-    /// The jail of the VM `vm_uid`, if any.
-    pub fn spec(&self, vm_uid: &str) -> Option<vmm::jail::JailSpec> {
+    /// The jail of the VM `vm_uid`, if any; a dynamic uid is never one `taken` by another live
+    /// VMM.
+    pub fn spec(&self, vm_uid: &str, taken: impl Fn(u32) -> bool) -> Option<JailSpec> {
         match *self {
-            VmmJail::Dynamic => Some(vmm::jail::JailSpec::dynamic(vm_uid)),
-            VmmJail::User { uid, gid } => Some(vmm::jail::JailSpec::new(uid, gid)),
+            VmmJail::Dynamic => Some(JailSpec::dynamic_free(vm_uid, taken)),
+            VmmJail::User { uid, gid } => Some(JailSpec::new(uid, gid)),
             VmmJail::Off => None,
         }
     }
-}
-
-/// The `--jail-*` arguments for the VM `vm_uid` (appended to [`vmm_args`]).
-pub fn jail_args(jail: &VmmJail, vm_uid: &str) -> Vec<String> {
-    jail.spec(vm_uid).map(|s| s.args()).unwrap_or_default()
 }
 
 /// Where one VM's files go: its run directory (sockets, logs, record) and its scratch directory
@@ -78,53 +79,65 @@ pub fn component<'a>(what: &'static str, name: &'a str) -> Result<&'a str, Runti
     }
 }
 
-/// Arguments after the binary: `vmm --kernel ... --disk ...`.
-pub fn vmm_args(plan: &LaunchPlan, dirs: &VmDirs) -> Result<Vec<String>, RuntimeError> {
-    let run_dir = dirs.run.as_path();
-    let mut a: Vec<String> = vec![
-        "vmm".into(),
-        "--kernel".into(),
-        plan.kernel.display().to_string(),
-    ];
-    if let Some(initrd) = &plan.initrd {
-        a.push("--initrd".into());
-        a.push(initrd.display().to_string());
-    }
-    a.extend([
-        "--cmdline".into(),
-        plan.cmdline.clone(),
-        "--memory".into(),
-        plan.memory_bytes.to_string(),
-        "--cpus".into(),
-        plan.vcpus.to_string(),
-        "--no-stdin".into(),
-        "--control-socket".into(),
-        run_dir.join(files::CONTROL).display().to_string(),
-        "--console-log".into(),
-        run_dir.join(files::CONSOLE).display().to_string(),
-        "--scratch-dir".into(),
-        dirs.scratch.display().to_string(),
-        "--exit-file".into(),
-        run_dir.join(files::EXIT).display().to_string(),
-    ]);
+/// The VM `plan` describes, with its files in `dirs`, jailed as `jail`.
+pub fn vmm_config(
+    plan: &LaunchPlan,
+    dirs: &VmDirs,
+    jail: Option<JailSpec>,
+) -> Result<VmConfig, RuntimeError> {
+    let mut c = VmConfig::new(&plan.kernel);
+    c.initrd = plan.initrd.clone();
+    c.cmdline = plan.cmdline.clone();
+    c.memory_bytes = plan.memory_bytes;
+    // Admission bounds cpu to 1024; the VMM refuses more than it can run with a clear error.
+    c.vcpus = u16::try_from(plan.vcpus).unwrap_or(u16::MAX);
+    c.stdin = false;
+    c.control_socket = Some(dirs.run.join(files::CONTROL));
+    c.console_log = Some(dirs.run.join(files::CONSOLE));
+    c.scratch_dir = Some(dirs.scratch.clone());
+    c.exit_file = Some(dirs.run.join(files::EXIT));
+    c.jail = jail;
     for d in &plan.disks {
-        a.push("--disk".into());
-        a.push(match d {
+        c.disks.push(match d {
             LaunchDisk::Image {
                 name,
                 path,
                 readonly,
-            } => {
-                let mode = if *readonly { "ro" } else { "overlay" };
-                format!("{},{mode},serial={name}", path.display())
-            }
-            LaunchDisk::Seed { name, .. } => {
-                format!("seed={},serial={name}", seed_dir(dirs, name)?.display())
-            }
-            LaunchDisk::Empty { name, capacity } => format!("empty={capacity},serial={name}"),
+            } => DiskSpec {
+                source: if *readonly {
+                    DiskSource::Raw {
+                        path: path.clone(),
+                        read_only: true,
+                    }
+                } else {
+                    DiskSource::Overlay { base: path.clone() }
+                },
+                serial: name.clone(),
+            },
+            LaunchDisk::Seed { name, .. } => DiskSpec {
+                source: DiskSource::Seed {
+                    dir: seed_dir(dirs, name)?,
+                },
+                serial: name.clone(),
+            },
+            LaunchDisk::Empty { name, capacity } => DiskSpec {
+                source: DiskSource::Empty {
+                    capacity: *capacity,
+                },
+                serial: name.clone(),
+            },
         });
     }
-    Ok(a)
+    Ok(c)
+}
+
+/// Arguments after the binary: `vmm --kernel ... --disk ...`.
+pub fn vmm_args(
+    plan: &LaunchPlan,
+    dirs: &VmDirs,
+    jail: Option<JailSpec>,
+) -> Result<Vec<String>, RuntimeError> {
+    Ok(vmm_config(plan, dirs, jail)?.to_args()?)
 }
 
 /// Where the files of seed disk `name` are written.
@@ -140,20 +153,6 @@ mod tests {
     use super::*;
     use crate::runtime::{Limits, VmRef};
     use std::path::PathBuf;
-
-    #[test]
-    fn jail_arguments() {
-        let dynamic = jail_args(&VmmJail::Dynamic, "u1");
-        assert_eq!(dynamic[0], "--jail-uid");
-        let uid: u32 = dynamic[1].parse().unwrap();
-        assert!(uid >= vmm::jail::DYNAMIC_ID_BASE);
-        assert_eq!(dynamic, jail_args(&VmmJail::Dynamic, "u1"));
-        assert_eq!(
-            jail_args(&VmmJail::User { uid: 990, gid: 991 }, "u1"),
-            vec!["--jail-uid", "990", "--jail-gid", "991"]
-        );
-        assert!(jail_args(&VmmJail::Off, "u1").is_empty());
-    }
 
     #[test]
     fn lab_vmi_command_line() {
@@ -189,7 +188,7 @@ mod tests {
             run: PathBuf::from("/run/corral/vms/u1"),
             scratch: PathBuf::from("/var/lib/corral/scratch/u1"),
         };
-        let a = vmm_args(&plan, &dirs).unwrap();
+        let a = vmm_args(&plan, &dirs, VmmJail::Dynamic.spec("u1", |_| false)).unwrap();
         let joined = a.join(" ");
         assert!(
             joined.starts_with("vmm --kernel /img/vmlinux --initrd /img/initrd --cmdline"),
@@ -221,6 +220,31 @@ mod tests {
                 "empty=1073741824,serial=scratch",
             ]
         );
+        let uid = vmm::jail::JailSpec::dynamic("u1").uid;
+        assert!(uid >= vmm::jail::DYNAMIC_ID_BASE);
+        assert!(
+            a.windows(2)
+                .any(|w| w[0] == "--jail-uid" && w[1] == uid.to_string())
+        );
+        assert!(a.contains(&"--no-stdin".to_string()));
+    }
+
+    #[test]
+    fn jails() {
+        let free = |_| false;
+        let d = VmmJail::Dynamic.spec("u1", free).unwrap();
+        assert_eq!(Some(&d), VmmJail::Dynamic.spec("u1", free).as_ref());
+        assert_ne!(Some(&d), VmmJail::Dynamic.spec("u2", free).as_ref());
+        let moved = VmmJail::Dynamic.spec("u1", |id| id == d.uid).unwrap();
+        assert_ne!(
+            moved.uid, d.uid,
+            "a uid another VMM has is not handed out again"
+        );
+        assert_eq!(
+            VmmJail::User { uid: 990, gid: 991 }.spec("u1", free),
+            Some(JailSpec::new(990, 991))
+        );
+        assert_eq!(VmmJail::Off.spec("u1", free), None);
     }
 
     #[test]

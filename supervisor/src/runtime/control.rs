@@ -1,12 +1,14 @@
-//! Client of a VMM's control socket: one JSON line out, one JSON line back.
+//! Client of a VMM's control socket: one JSON line out, one JSON line back, both of the `vmm`
+//! crate's own types ([`vmm::control`]).
 
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::de::DeserializeOwned;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+pub use vmm::control::Status as VmmStatus;
+use vmm::control::{Reply, Request};
 
 /// Errors talking to a VMM.
 #[derive(Debug, thiserror::Error)]
@@ -25,27 +27,18 @@ pub enum ControlError {
     Reply(String),
 }
 
-/// `{"op":"status"}` reply.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct VmmStatus {
-    pub pid: u32,
-    pub state: String,
-    #[serde(default)]
-    pub vcpus_entered: bool,
-    #[serde(default)]
-    pub boots: u64,
-}
-
-async fn request(path: &Path, req: Value) -> Result<(UnixStream, Value), ControlError> {
+/// Sends `req` and reads one reply line as `T` (an `{"error": ..}` reply is an error).
+async fn request<T: DeserializeOwned>(
+    path: &Path,
+    req: Request,
+) -> Result<(UnixStream, T), ControlError> {
     let mut s = UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {
             path: path.display().to_string(),
             source,
         })?;
-    let mut line = req.to_string();
-    line.push('\n');
-    s.write_all(line.as_bytes()).await?;
+    s.write_all(req.line().as_bytes()).await?;
     // Read the reply byte by byte: after a console reply the stream carries serial bytes that
     // must stay in the socket for the caller.
     let mut reply = Vec::new();
@@ -59,39 +52,49 @@ async fn request(path: &Path, req: Value) -> Result<(UnixStream, Value), Control
             return Err(ControlError::Reply("reply too long".into()));
         }
     }
-    let text = String::from_utf8_lossy(&reply).to_string();
-    let v: Value =
-        serde_json::from_str(text.trim()).map_err(|_| ControlError::Reply(text.clone()))?;
-    if let Some(e) = v.get("error") {
-        return Err(ControlError::Reply(e.to_string()));
+    let text = String::from_utf8_lossy(&reply);
+    if let Ok(Reply::Error { error }) = serde_json::from_str::<Reply>(text.trim()) {
+        return Err(ControlError::Reply(error));
     }
-    Ok((s, v))
+    match serde_json::from_str(text.trim()) {
+        Ok(v) => Ok((s, v)),
+        Err(_) => Err(ControlError::Reply(text.to_string())),
+    }
+}
+
+/// An `{"ok": true}` reply.
+fn ok(reply: Reply) -> Result<(), ControlError> {
+    match reply {
+        Reply::Ok { ok: true } => Ok(()),
+        other => Err(ControlError::Reply(format!("{other:?}"))),
+    }
 }
 
 /// Asks the VMM for its status.
 pub async fn status(path: &Path) -> Result<VmmStatus, ControlError> {
-    let fut = request(path, json!({"op": "status"}));
-    let (_, v) = tokio::time::timeout(Duration::from_secs(2), fut)
+    let fut = request(path, Request::Status);
+    let (_, st) = tokio::time::timeout(Duration::from_secs(2), fut)
         .await
         .map_err(|_| ControlError::Timeout)??;
-    serde_json::from_value(v.clone()).map_err(|_| ControlError::Reply(v.to_string()))
+    Ok(st)
 }
 
 /// Asks the VMM to stop the VM within `grace`.
 pub async fn stop(path: &Path, grace: Duration) -> Result<(), ControlError> {
     let ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
-    let fut = request(path, json!({"op": "stop", "grace_ms": ms}));
-    tokio::time::timeout(Duration::from_secs(2), fut)
+    let fut = request(path, Request::Stop { grace_ms: ms });
+    let (_, reply) = tokio::time::timeout(Duration::from_secs(2), fut)
         .await
         .map_err(|_| ControlError::Timeout)??;
-    Ok(())
+    ok(reply)
 }
 
 /// Opens a console session: after this, the stream carries the serial port both ways.
 pub async fn console(path: &Path) -> Result<UnixStream, ControlError> {
-    let fut = request(path, json!({"op": "console"}));
-    let (s, _) = tokio::time::timeout(Duration::from_secs(2), fut)
+    let fut = request(path, Request::Console);
+    let (s, reply) = tokio::time::timeout(Duration::from_secs(2), fut)
         .await
         .map_err(|_| ControlError::Timeout)??;
+    ok(reply)?;
     Ok(s)
 }

@@ -111,6 +111,8 @@ pub enum RuntimeError {
         "{what} {name:?} cannot name a file: one path component of [A-Za-z0-9._-], not . or .., is required"
     )]
     UnsafeName { what: &'static str, name: String },
+    #[error("VMM command line")]
+    Argv(#[from] vmm::argv::ArgvError),
 }
 
 /// The side effects of running VMs.

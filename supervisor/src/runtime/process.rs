@@ -21,7 +21,7 @@ use rustix::process::{Pid, PidfdFlags, Signal, kill_process, pidfd_open};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::args::{VmDirs, VmmJail, component, files, jail_args, seed_dir, vmm_args};
+use super::args::{VmDirs, VmmJail, component, files, seed_dir, vmm_args};
 use super::{
     ExitInfo, LaunchDisk, LaunchPlan, Observed, RuntimeError, VmRef, VmRuntime, control, exit_info,
     procfs,
@@ -54,6 +54,15 @@ struct Entry {
     pid: u32,
     state: State,
     ephemeral: u64,
+    /// The uid the VMM is jailed as (from its arguments), kept from other VMMs.
+    jail_uid: Option<u32>,
+}
+
+/// The `--jail-uid` in a VMM's arguments.
+fn jail_uid_of(args: &[String]) -> Option<u32> {
+    args.windows(2)
+        .find(|w| w[0] == "--jail-uid")
+        .and_then(|w| w[1].parse().ok())
 }
 
 /// Where VMM processes are placed (their cgroups): the runtime calls [`place`](Self::place) right
@@ -73,6 +82,8 @@ struct Inner {
     notify: UnboundedSender<VmRef>,
     placement: Option<Arc<dyn Placement>>,
     jail: VmmJail,
+    /// Held through each launch: a dynamic jail uid is chosen and its entry inserted at once.
+    launching: Mutex<()>,
 }
 
 /// One process per VM.
@@ -132,6 +143,7 @@ impl ProcessRuntime {
                 notify,
                 placement: cfg.placement,
                 jail: cfg.jail,
+                launching: Mutex::new(()),
             }),
         };
         rt.adopt_all();
@@ -218,6 +230,7 @@ impl ProcessRuntime {
                         pid: rec.pid,
                         state: State::Running { ready: false },
                         ephemeral: rec.ephemeral,
+                        jail_uid: jail_uid_of(&rec.args),
                     },
                 );
                 self.watch_pidfd(rec.vm.uid.clone(), rec.pid);
@@ -234,6 +247,7 @@ impl ProcessRuntime {
                         pid: rec.pid,
                         state: State::Exited(info),
                         ephemeral: rec.ephemeral,
+                        jail_uid: None,
                     },
                 );
             }
@@ -334,7 +348,10 @@ impl ProcessRuntime {
                     return;
                 }
                 if let Ok(st) = control::status(&socket).await {
-                    if st.pid == pid && st.vcpus_entered && st.state == "running" {
+                    if st.pid == pid
+                        && st.vcpus_entered
+                        && st.state == vmm::lifecycle::RunState::Running
+                    {
                         rt.set_state(&uid, State::Running { ready: true });
                         return;
                     }
@@ -389,6 +406,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 impl VmRuntime for ProcessRuntime {
     fn launch(&self, plan: &LaunchPlan) -> Result<(), RuntimeError> {
+        let _launching = self
+            .inner
+            .launching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         let uid = plan.vm.uid.clone();
         let dirs = self.dirs(&uid)?;
         let dir = dirs.run.clone();
@@ -402,15 +424,20 @@ impl VmRuntime for ProcessRuntime {
             })?;
         }
         Self::write_seeds(plan, &dirs)?;
-        let jail = self.inner.jail.spec(&plan.vm.uid);
+        let taken: std::collections::HashSet<u32> = self
+            .lock()
+            .iter()
+            .filter(|(other, e)| **other != uid && !matches!(e.state, State::Exited(_)))
+            .filter_map(|(_, e)| e.jail_uid)
+            .collect();
+        let jail = self.inner.jail.spec(&plan.vm.uid, |id| taken.contains(&id));
         if let Some(spec) = &jail {
             jail_run_dir(&dir, spec).map_err(|source| RuntimeError::RunDir {
                 path: dir.display().to_string(),
                 source,
             })?;
         }
-        let mut args = vmm_args(plan, &dirs)?;
-        args.extend(jail_args(&self.inner.jail, &plan.vm.uid));
+        let args = vmm_args(plan, &dirs, jail)?;
         let log_path = dir.join(files::VMM_LOG);
         let log = fs::File::create(&log_path).map_err(|source| RuntimeError::RunDir {
             path: log_path.display().to_string(),
@@ -471,6 +498,7 @@ impl VmRuntime for ProcessRuntime {
                 pid,
                 state: State::Running { ready: false },
                 ephemeral: record.ephemeral,
+                jail_uid: jail_uid_of(&record.args),
             },
         );
         self.watch_child(uid.clone(), child);
