@@ -9,7 +9,10 @@
 //! release) when there are none, so a host without `/etc/ssl/certs` could not even import a local
 //! archive or start the daemon. Before building it, [`system_roots`] loads those certificates the
 //! same way the verifier will (`SSL_CERT_FILE`/`SSL_CERT_DIR`, else the distribution's bundle) and
-//! a pull on a host without any fails with [`RegistryError::NoRoots`] instead.
+//! a pull on a host without any fails with [`RegistryError::NoRoots`] instead. That includes a
+//! plain-HTTP (`--insecure-registry`) pull: every `oci_client::Client` 0.18 builds also builds a
+//! default `reqwest` client (`..Default::default()` in its `TryFrom<ClientConfig>`), whatever
+//! its own configuration says (a root-only configuration was tried), and that one panics too.
 
 use std::path::Path;
 use std::sync::OnceLock;
