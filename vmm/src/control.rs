@@ -49,6 +49,9 @@ pub struct Status {
     pub started_unix_ms: u64,
     #[serde(default)]
     pub console_dropped_bytes: u64,
+    /// `CLOCK_MONOTONIC` (ns) of the first KVM_RUN; 0 before it.
+    #[serde(default)]
+    pub first_kvm_run_monotonic_ns: u64,
 }
 
 /// The reply to `stop` and `console` (`{"ok":true}`), or to a request that failed
@@ -105,6 +108,7 @@ pub fn status(state: &VmState) -> Status {
         console_dropped_bytes: state
             .console_dropped
             .load(std::sync::atomic::Ordering::Relaxed),
+        first_kvm_run_monotonic_ns: state.first_run_ns(),
     }
 }
 

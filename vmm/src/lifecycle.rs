@@ -122,6 +122,9 @@ pub struct VmState {
     boots: AtomicU64,
     entered: AtomicU32,
     crashed: AtomicBool,
+    /// `CLOCK_MONOTONIC` (ns) when the first vCPU first called KVM_RUN, 0 before: set once per
+    /// process, for start-up measurements (`bench/vmm-boot`).
+    first_run_ns: AtomicU64,
     /// Console bytes dropped for slow console readers (all connections, whole run).
     pub console_dropped: AtomicU64,
     /// Reason the host asked to stop, if it did.
@@ -141,6 +144,7 @@ impl VmState {
             boots: AtomicU64::new(0),
             entered: AtomicU32::new(0),
             crashed: AtomicBool::new(false),
+            first_run_ns: AtomicU64::new(0),
             console_dropped: AtomicU64::new(0),
             stop_reason: Mutex::new(None),
         }
@@ -169,6 +173,14 @@ impl VmState {
 
     /// A vCPU thread is about to call KVM_RUN for the first time in this boot.
     pub fn vcpu_entered(&self) {
+        if self.first_run_ns.load(Ordering::Relaxed) == 0 {
+            let _ = self.first_run_ns.compare_exchange(
+                0,
+                monotonic_ns(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
         let n = self.entered.fetch_add(1, Ordering::AcqRel) + 1;
         if n == self.vcpus {
             let _ = self.state.compare_exchange(
@@ -189,6 +201,11 @@ impl VmState {
             .store(RunState::Stopping as u8, Ordering::Release);
     }
 
+    /// `CLOCK_MONOTONIC` (ns) of the process' first KVM_RUN; 0 before it.
+    pub fn first_run_ns(&self) -> u64 {
+        self.first_run_ns.load(Ordering::Acquire)
+    }
+
     pub fn boots(&self) -> u64 {
         self.boots.load(Ordering::Acquire)
     }
@@ -199,6 +216,23 @@ impl VmState {
             && !self.crashed.load(Ordering::Acquire)
             && self.run_state() != RunState::Stopping
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (the clock other processes compare with, e.g. Python's
+/// `time.monotonic_ns`).
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a valid, writable timespec for the call's duration.
+    if unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) } != 0 {
+        return 1;
+    }
+    (t.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(t.tv_nsec as u64)
+        .max(1)
 }
 
 #[cfg(test)]

@@ -144,15 +144,40 @@ impl VmArgs {
     }
 }
 
+/// `corral vmm` parsed on its own: the same flags, help and errors as under [`super::Cli`].
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "corral vmm",
+    version,
+    about = "Run one VM in the foreground (what the daemon spawns per VM)"
+)]
+struct Standalone {
+    #[command(flatten)]
+    vm: Box<VmArgs>,
+}
+
+/// `corral vmm ...` from the process' arguments (the binary's fast path).
+pub fn main() -> ExitCode {
+    use clap::Parser as _;
+    let argv =
+        std::iter::once(std::ffi::OsString::from("corral vmm")).chain(std::env::args_os().skip(2));
+    run(Args {
+        vm: Standalone::parse_from(argv).vm,
+    })
+}
+
 /// Runs the VM; the exit code tells how it ended.
 pub fn run(args: Args) -> ExitCode {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .try_init();
+    // `RUST_LOG` gets the full filter syntax; without it a plain level (no filter parsing at
+    // start-up).
+    let log = tracing_subscriber::fmt().with_writer(std::io::stderr);
+    let _ = if std::env::var_os("RUST_LOG").is_some() {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        log.with_env_filter(filter).try_init()
+    } else {
+        log.with_max_level(tracing::Level::WARN).try_init()
+    };
     let args = *args.vm;
     let exit_file = match (&args.exit_file, args.jail_uid) {
         (Some(p), Some(_)) => Some(std::path::absolute(p).unwrap_or_else(|_| p.clone())),
