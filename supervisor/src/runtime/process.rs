@@ -38,6 +38,16 @@ struct Record {
     /// Ephemeral storage promised to the VM (bytes).
     #[serde(default)]
     ephemeral: u64,
+    /// The uid the VMM is jailed as, if jailed (absent in records of older daemons: then read
+    /// from `args`).
+    #[serde(default)]
+    jail_uid: Option<u32>,
+}
+
+impl Record {
+    fn jail_uid(&self) -> Option<u32> {
+        self.jail_uid.or_else(|| jail_uid_of(&self.args))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -58,7 +68,7 @@ struct Entry {
     jail_uid: Option<u32>,
 }
 
-/// The `--jail-uid` in a VMM's arguments.
+/// The `--jail-uid` in a VMM's arguments (records written before `Record::jail_uid`).
 fn jail_uid_of(args: &[String]) -> Option<u32> {
     args.windows(2)
         .find(|w| w[0] == "--jail-uid")
@@ -230,7 +240,7 @@ impl ProcessRuntime {
                         pid: rec.pid,
                         state: State::Running { ready: false },
                         ephemeral: rec.ephemeral,
-                        jail_uid: jail_uid_of(&rec.args),
+                        jail_uid: rec.jail_uid(),
                     },
                 );
                 self.watch_pidfd(rec.vm.uid.clone(), rec.pid);
@@ -437,6 +447,7 @@ impl VmRuntime for ProcessRuntime {
                 source,
             })?;
         }
+        let jail_uid = jail.as_ref().map(|j| j.uid);
         let args = vmm_args(plan, &dirs, jail)?;
         let log_path = dir.join(files::VMM_LOG);
         let log = fs::File::create(&log_path).map_err(|source| RuntimeError::RunDir {
@@ -451,6 +462,7 @@ impl VmRuntime for ProcessRuntime {
             start_time: 0,
             args,
             ephemeral: plan.ephemeral_bytes(image_size),
+            jail_uid,
         };
         let rec_path = dir.join(files::RECORD);
         let write_record = |r: &Record| {
@@ -498,7 +510,7 @@ impl VmRuntime for ProcessRuntime {
                 pid,
                 state: State::Running { ready: false },
                 ephemeral: record.ephemeral,
-                jail_uid: jail_uid_of(&record.args),
+                jail_uid: record.jail_uid,
             },
         );
         self.watch_child(uid.clone(), child);
