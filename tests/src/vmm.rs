@@ -44,6 +44,7 @@ pub struct Vm {
     stdin: Option<ChildStdin>,
     out: Arc<(Mutex<Output>, Condvar)>,
     err: Arc<Mutex<String>>,
+    err_reader: Option<std::thread::JoinHandle<()>>,
 }
 
 /// Builder-style options for [`Vm::spawn`].
@@ -128,7 +129,7 @@ impl Vm {
         let err = Arc::new(Mutex::new(String::new()));
         let err2 = err.clone();
         let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
+        let err_reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 let mut e = err2.lock().unwrap();
@@ -142,6 +143,7 @@ impl Vm {
             stdin,
             out,
             err,
+            err_reader: Some(err_reader),
         }
     }
 
@@ -243,6 +245,14 @@ impl Vm {
                 let mut o = lock.lock().unwrap();
                 while !o.closed {
                     o = cv.wait_timeout(o, Duration::from_secs(2)).unwrap().0;
+                }
+                drop(o);
+                // And the stderr reader: callers assert on the exit message.
+                let drained = Instant::now() + Duration::from_secs(2);
+                while self.err_reader.as_ref().is_some_and(|h| !h.is_finished())
+                    && Instant::now() < drained
+                {
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 return status;
             }
