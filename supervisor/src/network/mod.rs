@@ -333,3 +333,54 @@ mod tests {
         );
     }
 }
+
+/// Real plugins, nft and namespaces (root): all of it inside a throwaway "host" namespace that a
+/// dedicated thread unshares, so nothing touches the machine's network.
+#[cfg(test)]
+mod smoke {
+    use super::*;
+
+    #[test]
+    fn setup_open_tap_teardown_in_a_private_host_netns() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut cfg = NetworkConfig::new(tmp.path());
+        cfg.cni_conf_dir = tmp.path().join("net.d");
+        cfg.default_conflist.ipam_data_dir = Some(tmp.path().join("ipam"));
+        cfg.default_conflist.ip_masq = false;
+        let res = std::thread::spawn(move || -> Result<String, String> {
+            // SAFETY: only this test thread changes namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("unshare(CLONE_NEWNET): {} (needs root)", io::Error::last_os_error()));
+            }
+            let pod = PodSpec {
+                uid: "smoke-1".into(),
+                namespace: "default".into(),
+                name: "vm".into(),
+                mac: [2, 0x42, 0, 0, 0, 1],
+                ports: vec![],
+                hostname: "vm".into(),
+                tap_uid: 0,
+                tap_gid: 0,
+            };
+            let t0 = std::time::Instant::now();
+            let net = setup(&cfg, &pod).map_err(|e| crate::error_chain(&e))?;
+            let t_setup = t0.elapsed();
+            let fd = open_tap(&net).map_err(|e| crate::error_chain(&e));
+            let t1 = std::time::Instant::now();
+            let td = teardown(&cfg, &pod.uid).map_err(|e| crate::error_chain(&e));
+            let t_teardown = t1.elapsed();
+            fd?;
+            td?;
+            teardown(&cfg, &pod.uid).map_err(|e| format!("second teardown: {}", crate::error_chain(&e)))?;
+            if cfg.netns_path(&pod.uid).exists() {
+                return Err("netns file left".into());
+            }
+            Ok(format!("{} setup {t_setup:?} teardown {t_teardown:?}", net.pod_ip))
+        })
+        .join()
+        .unwrap();
+        let msg = res.unwrap();
+        eprintln!("smoke: {msg}");
+        assert!(msg.starts_with("10.244.0."), "{msg}");
+    }
+}
