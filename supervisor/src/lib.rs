@@ -15,6 +15,7 @@ pub mod kinds;
 pub mod meta;
 pub mod metrics;
 pub mod names;
+pub mod network;
 pub mod quantity;
 pub mod runtime;
 pub mod selector;
