@@ -37,9 +37,19 @@ pub enum CniError {
         source: io::Error,
     },
     #[error("CNI plugin {plugin} {command} failed (code {code}): {msg}{details}")]
-    Plugin { plugin: String, command: &'static str, code: u64, msg: String, details: String },
+    Plugin {
+        plugin: String,
+        command: &'static str,
+        code: u64,
+        msg: String,
+        details: String,
+    },
     #[error("CNI plugin {plugin} {command}: bad output: {msg}")]
-    Output { plugin: String, command: &'static str, msg: String },
+    Output {
+        plugin: String,
+        command: &'static str,
+        msg: String,
+    },
     #[error("CNI result has no IPv4 address")]
     NoIp,
 }
@@ -112,7 +122,10 @@ pub fn load_or_write(dir: &Path, default: &DefaultConfList) -> Result<ConfList, 
     if let Some(path) = first_config(dir)? {
         return load(&path);
     }
-    std::fs::create_dir_all(dir).map_err(|source| CniError::Write { path: dir.into(), source })?;
+    std::fs::create_dir_all(dir).map_err(|source| CniError::Write {
+        path: dir.into(),
+        source,
+    })?;
     let path = dir.join(DEFAULT_CONFLIST);
     let tmp = dir.join(format!(".{DEFAULT_CONFLIST}.tmp"));
     let text = serde_json::to_vec_pretty(&default.to_json()).expect("JSON values serialize");
@@ -122,7 +135,10 @@ pub fn load_or_write(dir: &Path, default: &DefaultConfList) -> Result<ConfList, 
         f.sync_all()?;
         std::fs::rename(&tmp, &path)
     };
-    write().map_err(|source| CniError::Write { path: path.clone(), source })?;
+    write().map_err(|source| CniError::Write {
+        path: path.clone(),
+        source,
+    })?;
     load(&path)
 }
 
@@ -130,12 +146,25 @@ fn first_config(dir: &Path) -> Result<Option<PathBuf>, CniError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(CniError::Read { path: dir.into(), source }),
+        Err(source) => {
+            return Err(CniError::Read {
+                path: dir.into(),
+                source,
+            });
+        }
     };
     let mut found: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("conflist" | "conf" | "json")))
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conflist" | "conf" | "json")
+            )
+        })
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     found.sort();
     Ok(found.into_iter().next())
@@ -143,15 +172,23 @@ fn first_config(dir: &Path) -> Result<Option<PathBuf>, CniError> {
 
 /// Reads one configuration file.
 pub fn load(path: &Path) -> Result<ConfList, CniError> {
-    let text = std::fs::read(path).map_err(|source| CniError::Read { path: path.into(), source })?;
+    let text = std::fs::read(path).map_err(|source| CniError::Read {
+        path: path.into(),
+        source,
+    })?;
     parse(path, &text)
 }
 
 /// Parses a conflist, or a single-plugin conf (anything without `plugins`).
 pub fn parse(path: &Path, text: &[u8]) -> Result<ConfList, CniError> {
-    let invalid = |msg: String| CniError::Invalid { path: path.into(), msg };
+    let invalid = |msg: String| CniError::Invalid {
+        path: path.into(),
+        msg,
+    };
     let v: Value = serde_json::from_slice(text).map_err(|e| invalid(e.to_string()))?;
-    let Value::Object(mut obj) = v else { return Err(invalid("not a JSON object".into())) };
+    let Value::Object(mut obj) = v else {
+        return Err(invalid("not a JSON object".into()));
+    };
     let name = match obj.get("name") {
         Some(Value::String(s)) if !s.is_empty() => s.clone(),
         _ => return Err(invalid("no \"name\"".into())),
@@ -180,7 +217,12 @@ pub fn parse(path: &Path, text: &[u8]) -> Result<ConfList, CniError> {
             _ => return Err(invalid("a plugin has no valid \"type\"".into())),
         }
     }
-    Ok(ConfList { path: path.into(), name, cni_version, plugins })
+    Ok(ConfList {
+        path: path.into(),
+        name,
+        cni_version,
+        plugins,
+    })
 }
 
 /// What one CNI invocation is about.
@@ -223,7 +265,11 @@ pub fn add(conf: &ConfList, inv: &Invocation<'_>) -> Result<AddResult, CniError>
     let raw = prev.unwrap_or(Value::Null);
     parse_result(&raw).map_err(|msg| match msg {
         None => CniError::NoIp,
-        Some(msg) => CniError::Output { plugin: last_plugin, command: "ADD", msg },
+        Some(msg) => CniError::Output {
+            plugin: last_plugin,
+            command: "ADD",
+            msg,
+        },
     })
 }
 
@@ -261,26 +307,45 @@ fn exec(
     prev: Option<&Value>,
 ) -> Result<Vec<u8>, CniError> {
     let name = plugin_type(plugin).to_owned();
-    let bin = inv.bin_dirs.iter().map(|d| d.join(&name)).find(|p| p.is_file()).ok_or_else(|| {
-        CniError::PluginMissing {
+    let bin = inv
+        .bin_dirs
+        .iter()
+        .map(|d| d.join(&name))
+        .find(|p| p.is_file())
+        .ok_or_else(|| CniError::PluginMissing {
             plugin: name.clone(),
-            dirs: inv.bin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":"),
-        }
-    })?;
-    let stdin = serde_json::to_vec(&plugin_stdin(conf, plugin, prev)).expect("JSON values serialize");
+            dirs: inv
+                .bin_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":"),
+        })?;
+    let stdin =
+        serde_json::to_vec(&plugin_stdin(conf, plugin, prev)).expect("JSON values serialize");
     let cni_path = std::env::join_paths(inv.bin_dirs).map_err(|e| CniError::Exec {
         plugin: name.clone(),
         source: io::Error::new(io::ErrorKind::InvalidInput, e),
     })?;
-    let args: Vec<String> =
-        std::iter::once("IgnoreUnknown=1".to_owned()).chain(inv.args.iter().map(|(k, v)| format!("{k}={v}"))).collect();
-    let exec_err = |source| CniError::Exec { plugin: name.clone(), source };
+    let args: Vec<String> = std::iter::once("IgnoreUnknown=1".to_owned())
+        .chain(inv.args.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect();
+    let exec_err = |source| CniError::Exec {
+        plugin: name.clone(),
+        source,
+    };
     let mut child = Command::new(&bin)
         .env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", inv.container_id)
-        .env("CNI_NETNS", inv.netns.map(|p| p.as_os_str()).unwrap_or_default())
+        .env(
+            "CNI_NETNS",
+            inv.netns.map(|p| p.as_os_str()).unwrap_or_default(),
+        )
         .env("CNI_IFNAME", inv.ifname)
         .env("CNI_ARGS", args.join(";"))
         .env("CNI_PATH", cni_path)
@@ -296,7 +361,13 @@ fn exec(
     if out.status.success() {
         return Ok(out.stdout);
     }
-    Err(plugin_error(&name, command, &out.stdout, &out.stderr, out.status))
+    Err(plugin_error(
+        &name,
+        command,
+        &out.stdout,
+        &out.stderr,
+        out.status,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -323,7 +394,11 @@ pub fn plugin_error(
             command,
             code: e.code,
             msg: e.msg,
-            details: if e.details.is_empty() { String::new() } else { format!(" ({})", e.details) },
+            details: if e.details.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", e.details)
+            },
         },
         _ => CniError::Output {
             plugin: plugin.into(),
@@ -347,13 +422,24 @@ pub fn parse_result(v: &Value) -> Result<AddResult, Option<String>> {
         if a.contains(':') {
             continue;
         }
-        let ip4: Ipv4Addr = a.parse().map_err(|_| Some(format!("bad address {addr:?}")))?;
-        let prefix_len = len.parse::<u8>().ok().filter(|l| *l <= 32).ok_or_else(|| Some(format!("bad prefix in {addr:?}")))?;
+        let ip4: Ipv4Addr = a
+            .parse()
+            .map_err(|_| Some(format!("bad address {addr:?}")))?;
+        let prefix_len = len
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| Some(format!("bad prefix in {addr:?}")))?;
         let gateway = match ip.get("gateway").and_then(Value::as_str) {
             Some(g) => Some(g.parse().map_err(|_| Some(format!("bad gateway {g:?}")))?),
             None => None,
         };
-        return Ok(AddResult { ip: ip4, prefix_len, gateway, raw: v.clone() });
+        return Ok(AddResult {
+            ip: ip4,
+            prefix_len,
+            gateway,
+            raw: v.clone(),
+        });
     }
     Err(None)
 }
@@ -367,17 +453,35 @@ mod tests {
         let p = Path::new("x");
         let single = br#"{"cniVersion":"0.4.0","name":"n","type":"bridge","bridge":"b"}"#;
         let c = parse(p, single).unwrap();
-        assert_eq!((c.name.as_str(), c.cni_version.as_str(), c.plugins.len()), ("n", "0.4.0", 1));
+        assert_eq!(
+            (c.name.as_str(), c.cni_version.as_str(), c.plugins.len()),
+            ("n", "0.4.0", 1)
+        );
         assert_eq!(c.plugins[0]["bridge"], "b");
         let list = br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"},{"type":"portmap"}]}"#;
         assert_eq!(parse(p, list).unwrap().plugins.len(), 2);
         for (bad, why) in [
             (&b"[]"[..], "not a JSON object"),
-            (br#"{"cniVersion":"1.0.0","plugins":[{"type":"a"}]}"#, "no \"name\""),
-            (br#"{"name":"n","plugins":[{"type":"a"}]}"#, "no \"cniVersion\""),
-            (br#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#, "no plugins"),
-            (br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"../x"}]}"#, "no valid \"type\""),
-            (br#"{"cniVersion":"1.0.0","name":"n","plugins":{}}"#, "not a list"),
+            (
+                br#"{"cniVersion":"1.0.0","plugins":[{"type":"a"}]}"#,
+                "no \"name\"",
+            ),
+            (
+                br#"{"name":"n","plugins":[{"type":"a"}]}"#,
+                "no \"cniVersion\"",
+            ),
+            (
+                br#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#,
+                "no plugins",
+            ),
+            (
+                br#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"../x"}]}"#,
+                "no valid \"type\"",
+            ),
+            (
+                br#"{"cniVersion":"1.0.0","name":"n","plugins":{}}"#,
+                "not a list",
+            ),
             (b"{", "EOF"),
         ] {
             let err = parse(p, bad).unwrap_err().to_string();
@@ -387,7 +491,11 @@ mod tests {
 
     #[test]
     fn default_conflist_round_trips() {
-        let d = DefaultConfList { ipam_data_dir: Some("/tmp/l".into()), portmap: true, ..Default::default() };
+        let d = DefaultConfList {
+            ipam_data_dir: Some("/tmp/l".into()),
+            portmap: true,
+            ..Default::default()
+        };
         let text = serde_json::to_vec(&d.to_json()).unwrap();
         let c = parse(Path::new("d"), &text).unwrap();
         assert_eq!(c.plugins.len(), 2);
@@ -403,17 +511,46 @@ mod tests {
     fn results_and_errors() {
         let ok = json!({"ips":[{"address":"fd00::2/64"},{"address":"10.244.0.7/24","gateway":"10.244.0.1","interface":2}]});
         let r = parse_result(&ok).unwrap();
-        assert_eq!((r.ip, r.prefix_len, r.gateway), ("10.244.0.7".parse().unwrap(), 24, Some("10.244.0.1".parse().unwrap())));
+        assert_eq!(
+            (r.ip, r.prefix_len, r.gateway),
+            (
+                "10.244.0.7".parse().unwrap(),
+                24,
+                Some("10.244.0.1".parse().unwrap())
+            )
+        );
         assert_eq!(parse_result(&json!({"ips":[]})).unwrap_err(), None);
         assert_eq!(parse_result(&json!({})).unwrap_err(), None);
-        for bad in [json!({"ips":[{"address":"10.0.0.1"}]}), json!({"ips":[{"address":"10.0.0.300/24"}]}),
-                    json!({"ips":[{"address":"10.0.0.1/33"}]}), json!({"ips":[{}]}),
-                    json!({"ips":[{"address":"10.0.0.1/8","gateway":"x"}]})] {
+        for bad in [
+            json!({"ips":[{"address":"10.0.0.1"}]}),
+            json!({"ips":[{"address":"10.0.0.300/24"}]}),
+            json!({"ips":[{"address":"10.0.0.1/33"}]}),
+            json!({"ips":[{}]}),
+            json!({"ips":[{"address":"10.0.0.1/8","gateway":"x"}]}),
+        ] {
             assert!(parse_result(&bad).unwrap_err().is_some(), "{bad}");
         }
-        let e = plugin_error("bridge", "ADD", br#"{"code":11,"msg":"failed to allocate","details":"range full"}"#, b"", "exit status: 1");
-        assert_eq!(e.to_string(), "CNI plugin bridge ADD failed (code 11): failed to allocate (range full)");
-        let e = plugin_error("bridge", "ADD", b"garbage", b"panic: boom\n", "exit status: 2");
-        assert_eq!(e.to_string(), "CNI plugin bridge ADD: bad output: exit status: 2: panic: boom");
+        let e = plugin_error(
+            "bridge",
+            "ADD",
+            br#"{"code":11,"msg":"failed to allocate","details":"range full"}"#,
+            b"",
+            "exit status: 1",
+        );
+        assert_eq!(
+            e.to_string(),
+            "CNI plugin bridge ADD failed (code 11): failed to allocate (range full)"
+        );
+        let e = plugin_error(
+            "bridge",
+            "ADD",
+            b"garbage",
+            b"panic: boom\n",
+            "exit status: 2",
+        );
+        assert_eq!(
+            e.to_string(),
+            "CNI plugin bridge ADD: bad output: exit status: 2: panic: boom"
+        );
     }
 }

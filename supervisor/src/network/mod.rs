@@ -141,7 +141,9 @@ pub fn valid_uid(uid: &str) -> bool {
     !uid.is_empty()
         && uid.len() <= 64
         && !uid.starts_with('.')
-        && uid.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && uid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
@@ -160,7 +162,10 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 
 /// Formats a MAC as `aa:bb:cc:dd:ee:ff`.
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// The `ip -batch` script building the bridge (the tap is created before, by ioctl).
@@ -183,7 +188,11 @@ pub fn setup(cfg: &NetworkConfig, pod: &PodSpec) -> Result<PodNetwork, NetworkEr
     let path = cfg.netns_path(&pod.uid);
     let io_err = |what| {
         let netns = path.clone();
-        move |source| NetworkError::Io { what, netns, source }
+        move |source| NetworkError::Io {
+            what,
+            netns,
+            source,
+        }
     };
     std::fs::create_dir_all(&cfg.netns_dir).map_err(io_err("create the netns directory"))?;
     // A leftover of a crashed daemon with the same uid: start clean.
@@ -204,17 +213,30 @@ pub fn setup(cfg: &NetworkConfig, pod: &PodSpec) -> Result<PodNetwork, NetworkEr
             bin_dirs: &cfg.cni_bin_dirs,
         };
         let added = cni::add(&conf, &inv)?;
-        let mtu = netns::run_in(&path, || netns::link_mtu(POD_IF)).map_err(io_err("read eth0's MTU"))?;
-        netns::run_in(&path, || tap::create_persistent(TAP, pod.tap_uid, pod.tap_gid)).map_err(io_err("create the tap"))?;
-        netns::command_in(&path, "ip", &["-batch", "-"], Some(bridge_script(mtu).as_bytes()))
-            .map_err(io_err("create the k6t-eth0 bridge"))?;
+        let mtu =
+            netns::run_in(&path, || netns::link_mtu(POD_IF)).map_err(io_err("read eth0's MTU"))?;
+        netns::run_in(&path, || {
+            tap::create_persistent(TAP, pod.tap_uid, pod.tap_gid)
+        })
+        .map_err(io_err("create the tap"))?;
+        netns::command_in(
+            &path,
+            "ip",
+            &["-batch", "-"],
+            Some(bridge_script(mtu).as_bytes()),
+        )
+        .map_err(io_err("create the k6t-eth0 bridge"))?;
         netns::run_in(&path, || {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")?;
-            std::fs::write(format!("/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet"), "1")
+            std::fs::write(
+                format!("/proc/sys/net/ipv4/conf/{BRIDGE}/route_localnet"),
+                "1",
+            )
         })
         .map_err(io_err("set ip_forward/route_localnet"))?;
         let script = nft::masquerade_script(POD_IF, BRIDGE, &pod.ports);
-        netns::command_in(&path, "nft", &["-f", "-"], Some(script.as_bytes())).map_err(io_err("load the nft nat table"))?;
+        netns::command_in(&path, "nft", &["-f", "-"], Some(script.as_bytes()))
+            .map_err(io_err("load the nft nat table"))?;
         Ok(PodNetwork {
             uid: pod.uid.clone(),
             netns: path.clone(),
@@ -271,10 +293,20 @@ pub fn teardown(cfg: &NetworkConfig, uid: &str) -> Result<(), NetworkError> {
             }
             Ok(())
         })
-        .map_err(|source| first.get_or_insert(NetworkError::Io { what: "delete tap and bridge", netns: path.clone(), source }));
+        .map_err(|source| {
+            first.get_or_insert(NetworkError::Io {
+                what: "delete tap and bridge",
+                netns: path.clone(),
+                source,
+            })
+        });
     }
     if let Err(source) = netns::remove(&path) {
-        first.get_or_insert(NetworkError::Io { what: "remove the pod network namespace", netns: path.clone(), source });
+        first.get_or_insert(NetworkError::Io {
+            what: "remove the pod network namespace",
+            netns: path.clone(),
+            source,
+        });
     }
     first.map_or(Ok(()), Err)
 }
@@ -282,8 +314,11 @@ pub fn teardown(cfg: &NetworkConfig, uid: &str) -> Result<(), NetworkError> {
 /// Opens the pod's tap for the VMM (non-blocking, vnet header, close-on-exec: the caller clears
 /// `FD_CLOEXEC` on the copy it passes).
 pub fn open_tap(net: &PodNetwork) -> Result<OwnedFd, NetworkError> {
-    netns::run_in(&net.netns, || tap::open(&net.tap))
-        .map_err(|source| NetworkError::Io { what: "open the tap", netns: net.netns.clone(), source })
+    netns::run_in(&net.netns, || tap::open(&net.tap)).map_err(|source| NetworkError::Io {
+        what: "open the tap",
+        netns: net.netns.clone(),
+        source,
+    })
 }
 
 /// The guest's lease: 10.0.2.2/24 via 10.0.2.1, the host's DNS ([`dhcp::host_dns`]).
@@ -312,15 +347,35 @@ mod tests {
 
     #[test]
     fn uids_and_macs() {
-        for (uid, ok) in [("a1b2-c3", true), ("", false), (".hidden", false), ("a/b", false), ("../x", false),
-                          (&"x".repeat(64)[..], true), (&"x".repeat(65)[..], false), ("a b", false)] {
+        for (uid, ok) in [
+            ("a1b2-c3", true),
+            ("", false),
+            (".hidden", false),
+            ("a/b", false),
+            ("../x", false),
+            (&"x".repeat(64)[..], true),
+            (&"x".repeat(65)[..], false),
+            ("a b", false),
+        ] {
             assert_eq!(valid_uid(uid), ok, "{uid:?}");
         }
-        assert_eq!(parse_mac("02:42:AC:11:00:0f"), Some([2, 0x42, 0xac, 0x11, 0, 0xf]));
-        for bad in ["", "02:42:ac:11:00", "02:42:ac:11:00:0f:01", "2:42:ac:11:00:0f", "02:42:ac:11:00:zz"] {
+        assert_eq!(
+            parse_mac("02:42:AC:11:00:0f"),
+            Some([2, 0x42, 0xac, 0x11, 0, 0xf])
+        );
+        for bad in [
+            "",
+            "02:42:ac:11:00",
+            "02:42:ac:11:00:0f:01",
+            "2:42:ac:11:00:0f",
+            "02:42:ac:11:00:zz",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad}");
         }
-        assert_eq!(format_mac(&[2, 0x42, 0xac, 0x11, 0, 0xf]), "02:42:ac:11:00:0f");
+        assert_eq!(
+            format_mac(&[2, 0x42, 0xac, 0x11, 0, 0xf]),
+            "02:42:ac:11:00:0f"
+        );
     }
 
     #[test]
@@ -350,7 +405,10 @@ mod smoke {
         let res = std::thread::spawn(move || -> Result<String, String> {
             // SAFETY: only this test thread changes namespace.
             if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
-                return Err(format!("unshare(CLONE_NEWNET): {} (needs root)", io::Error::last_os_error()));
+                return Err(format!(
+                    "unshare(CLONE_NEWNET): {} (needs root)",
+                    io::Error::last_os_error()
+                ));
             }
             let pod = PodSpec {
                 uid: "smoke-1".into(),
@@ -371,11 +429,15 @@ mod smoke {
             let t_teardown = t1.elapsed();
             fd?;
             td?;
-            teardown(&cfg, &pod.uid).map_err(|e| format!("second teardown: {}", crate::error_chain(&e)))?;
+            teardown(&cfg, &pod.uid)
+                .map_err(|e| format!("second teardown: {}", crate::error_chain(&e)))?;
             if cfg.netns_path(&pod.uid).exists() {
                 return Err("netns file left".into());
             }
-            Ok(format!("{} setup {t_setup:?} teardown {t_teardown:?}", net.pod_ip))
+            Ok(format!(
+                "{} setup {t_setup:?} teardown {t_teardown:?}",
+                net.pod_ip
+            ))
         })
         .join()
         .unwrap();

@@ -24,7 +24,13 @@ pub fn create(path: &Path) -> io::Result<()> {
             let src = c"/proc/thread-self/ns/net";
             // SAFETY: both paths are valid NUL-terminated strings; no fs type or data.
             let rc = unsafe {
-                libc::mount(src.as_ptr(), target.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null())
+                libc::mount(
+                    src.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
             };
             if rc != 0 {
                 return Err(io::Error::last_os_error());
@@ -61,7 +67,9 @@ pub fn remove(path: &Path) -> io::Result<()> {
 /// Whether `path` is a mounted network namespace (an nsfs file, not the empty placeholder).
 pub fn is_netns(path: &Path) -> bool {
     const NSFS_MAGIC: i64 = 0x6e73_6673;
-    let Ok(f) = File::open(path) else { return false };
+    let Ok(f) = File::open(path) else {
+        return false;
+    };
     // SAFETY: fstatfs fills a zeroed statfs for a valid fd.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: see above.
@@ -86,7 +94,12 @@ pub fn run_in<T: Send>(path: &Path, f: impl FnOnce() -> io::Result<T> + Send) ->
 }
 
 /// Runs a command in the namespace at `path`; a non-zero exit is an error carrying its stderr.
-pub fn command_in(path: &Path, program: &str, args: &[&str], stdin: Option<&[u8]>) -> io::Result<String> {
+pub fn command_in(
+    path: &Path,
+    program: &str,
+    args: &[&str],
+    stdin: Option<&[u8]>,
+) -> io::Result<String> {
     run_in(path, || run_command(program, args, stdin))
 }
 
@@ -96,7 +109,11 @@ pub fn run_command(program: &str, args: &[&str], stdin: Option<&[u8]>) -> io::Re
     use std::process::{Command, Stdio};
     let mut child = Command::new(program)
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -157,7 +174,10 @@ pub(crate) fn inet_socket() -> io::Result<std::os::fd::OwnedFd> {
 
 pub(crate) fn ifreq(name: &[u8]) -> io::Result<libc::ifreq> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "bad interface name",
+        ));
     }
     // SAFETY: ifreq is plain old data; all-zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
@@ -168,5 +188,6 @@ pub(crate) fn ifreq(name: &[u8]) -> io::Result<libc::ifreq> {
 }
 
 fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
 }

@@ -17,7 +17,10 @@ pub fn masquerade_script(pod_if: &str, bridge: &str, ports: &[Port]) -> String {
     let chain = |s: &mut String, name: &str, hook: Option<(&str, i32)>, rules: &[String]| {
         let _ = writeln!(s, "  chain {name} {{");
         if let Some((hook, prio)) = hook {
-            let _ = writeln!(s, "    type nat hook {hook} priority {prio}; policy accept;");
+            let _ = writeln!(
+                s,
+                "    type nat hook {hook} priority {prio}; policy accept;"
+            );
         }
         for r in rules {
             let _ = writeln!(s, "    {r}");
@@ -27,12 +30,24 @@ pub fn masquerade_script(pod_if: &str, bridge: &str, ports: &[Port]) -> String {
     let matches: Vec<String> = if ports.is_empty() {
         vec![String::new()]
     } else {
-        ports.iter().map(|p| format!("{} dport {} ", p.protocol.nft_name(), p.port)).collect()
+        ports
+            .iter()
+            .map(|p| format!("{} dport {} ", p.protocol.nft_name(), p.port))
+            .collect()
     };
-    chain(&mut s, "prerouting", Some(("prerouting", -100)), &[format!("iifname \"{pod_if}\" counter jump KUBEVIRT_PREINBOUND")]);
+    chain(
+        &mut s,
+        "prerouting",
+        Some(("prerouting", -100)),
+        &[format!(
+            "iifname \"{pod_if}\" counter jump KUBEVIRT_PREINBOUND"
+        )],
+    );
     chain(&mut s, "input", Some(("input", 100)), &[]);
-    let output: Vec<String> =
-        matches.iter().map(|m| format!("ip daddr 127.0.0.1 {m}counter dnat to {GUEST_IP}")).collect();
+    let output: Vec<String> = matches
+        .iter()
+        .map(|m| format!("ip daddr 127.0.0.1 {m}counter dnat to {GUEST_IP}"))
+        .collect();
     chain(&mut s, "output", Some(("output", -100)), &output);
     chain(
         &mut s,
@@ -43,10 +58,15 @@ pub fn masquerade_script(pod_if: &str, bridge: &str, ports: &[Port]) -> String {
             format!("oifname \"{bridge}\" counter jump KUBEVIRT_POSTINBOUND"),
         ],
     );
-    let pre: Vec<String> = matches.iter().map(|m| format!("{m}counter dnat to {GUEST_IP}")).collect();
+    let pre: Vec<String> = matches
+        .iter()
+        .map(|m| format!("{m}counter dnat to {GUEST_IP}"))
+        .collect();
     chain(&mut s, "KUBEVIRT_PREINBOUND", None, &pre);
-    let post: Vec<String> =
-        matches.iter().map(|m| format!("{m}ip saddr 127.0.0.1 counter snat to {GATEWAY_IP}")).collect();
+    let post: Vec<String> = matches
+        .iter()
+        .map(|m| format!("{m}ip saddr 127.0.0.1 counter snat to {GATEWAY_IP}"))
+        .collect();
     chain(&mut s, "KUBEVIRT_POSTINBOUND", None, &post);
     s.push_str("}\n");
     s
@@ -84,7 +104,16 @@ mod tests {
         let some = masquerade_script(
             "eth0",
             "k6t-eth0",
-            &[Port { port: 80, protocol: Protocol::Tcp }, Port { port: 53, protocol: Protocol::Udp }],
+            &[
+                Port {
+                    port: 80,
+                    protocol: Protocol::Tcp,
+                },
+                Port {
+                    port: 53,
+                    protocol: Protocol::Udp,
+                },
+            ],
         );
         for want in [
             "tcp dport 80 counter dnat to 10.0.2.2",
@@ -95,6 +124,9 @@ mod tests {
         ] {
             assert!(some.contains(want), "missing {want:?} in\n{some}");
         }
-        assert!(!some.contains("    counter dnat to 10.0.2.2"), "allow-list must not dnat every port:\n{some}");
+        assert!(
+            !some.contains("    counter dnat to 10.0.2.2"),
+            "allow-list must not dnat every port:\n{some}"
+        );
     }
 }

@@ -9,11 +9,14 @@ use std::os::unix::fs::OpenOptionsExt;
 /// Size of `struct virtio_net_hdr_v1` (what the VMM's virtio-net device exchanges with the tap).
 pub const VNET_HDR_LEN: libc::c_int = 12;
 
-const TAP_FLAGS: libc::c_short = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+const TAP_FLAGS: libc::c_short =
+    (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
 
 fn attach(name: &str, nonblocking: bool) -> io::Result<OwnedFd> {
     let mut opts = OpenOptions::new();
-    opts.read(true).write(true).custom_flags(libc::O_CLOEXEC | if nonblocking { libc::O_NONBLOCK } else { 0 });
+    opts.read(true)
+        .write(true)
+        .custom_flags(libc::O_CLOEXEC | if nonblocking { libc::O_NONBLOCK } else { 0 });
     let file = opts.open("/dev/net/tun")?;
     let mut req = super::netns::ifreq(name.as_bytes())?;
     req.ifr_ifru.ifru_flags = TAP_FLAGS;
