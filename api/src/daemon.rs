@@ -46,6 +46,8 @@ pub struct DaemonConfig {
     pub cgroups: supervisor::cgroups::CgroupConfig,
     /// Who the VMMs run as (`--vmm-user`, `--no-jail`).
     pub vmm_jail: supervisor::runtime::args::VmmJail,
+    /// Pod networking (`--no-pod-network`: None).
+    pub network: Option<supervisor::network::NetworkConfig>,
     /// Where `token` was read from (its mode is checked at start).
     pub token_file: Option<PathBuf>,
     /// Connection, handshake, header and body limits of the API listeners.
@@ -142,6 +144,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
                 extra_env: Vec::new(),
                 placement,
                 jail: vmm_jail(cfg.vmm_jail),
+                network: cfg.network.clone(),
             },
             vm_tx,
         )

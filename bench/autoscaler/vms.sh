@@ -15,7 +15,7 @@ shift $(( $# < 3 ? $# : 3 ))
 CORRAL=${CORRAL:-$ROOT/target/release/corral}
 [ -x "$CORRAL" ] || cargo build --release -q --bin corral
 D=$(mktemp -d /tmp/corral-bench-vms.XXXXXX)
-"$CORRAL" daemon --state-dir "$D/state" --run-dir "$D/run" --cgroup-root "corral-bench-$$" "$@" > "$D/daemon.log" 2>&1 &
+"$CORRAL" daemon --state-dir "$D/state" --run-dir "$D/run" --cgroup-root "corral-bench-$$" --no-pod-network "$@" > "$D/daemon.log" 2>&1 &
 DP=$!
 cleanup() {
   kill "$DP" 2>/dev/null || true

@@ -36,7 +36,7 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$REGPORT/v2/" >/dev/null && b
 skopeo copy -q --dest-tls-verify=false "oci:$FIX/images/testguest/oci:latest" "docker://127.0.0.1:$REGPORT/corral/testguest:latest"
 
 echo -n "bench-token" > "$W/token"
-"$BIN" daemon --state-dir "$W/state" --run-dir "$W/run" --insecure-registry "127.0.0.1:$REGPORT" \
+"$BIN" daemon --state-dir "$W/state" --run-dir "$W/run" --insecure-registry "127.0.0.1:$REGPORT" --no-pod-network \
   --listen "127.0.0.1:$APIPORT" --token-file "$W/token" > "$W/daemon.log" 2>&1 & DPID=$!
 for _ in $(seq 200); do curl -sf --unix-socket "$W/run/corral.sock" http://x/readyz >/dev/null && break; sleep 0.05; done
 S=(--unix-socket "$W/run/corral.sock")

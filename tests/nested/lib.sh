@@ -43,7 +43,8 @@ readyz() { api_get /readyz >/dev/null 2>&1; }
 # start_daemon [FLAGS...]: corral daemon on $STATE/$RUN, log in /out/daemon.log.
 start_daemon() {
   mkdir -p "$STATE" "$RUN"
-  corral daemon --state-dir "$STATE" --run-dir "$RUN" "$@" >> /out/daemon.log 2>&1 &
+  # No CNI plugins in L1 yet: VMs without NICs.
+  corral daemon --state-dir "$STATE" --run-dir "$RUN" --no-pod-network "$@" >> /out/daemon.log 2>&1 &
   echo $! > /run/daemon.pid
   wait_until 60 "the daemon to serve /readyz" readyz
   say "daemon $(cat /run/daemon.pid) serves"

@@ -40,7 +40,26 @@ impl Daemon {
 
     /// Like [`start`](Self::start), after `prepare` has run on the (created, empty) state dir:
     /// e.g. to mount a small filesystem there.
+    /// Without pod networking (`--no-pod-network`): VMs get no NIC, so nothing touches the
+    /// host's network. See [`start_networked`](Self::start_networked).
     pub fn start_with(prepare: impl FnOnce(&Path), extra: &[&str]) -> Daemon {
+        let mut args = vec!["--no-pod-network"];
+        args.extend_from_slice(extra);
+        Self::start_raw(prepare, &args)
+    }
+
+    /// A daemon with pod networking, for a test thread that has entered a network namespace of
+    /// its own ([`crate::netns::enter_private`]): the daemon inherits it, so its bridge, pods
+    /// and NAT rules live there. Panics on the host's namespace.
+    pub fn start_networked(extra: &[&str]) -> Daemon {
+        assert!(
+            crate::netns::in_private(),
+            "a networked daemon must run in the test's own network namespace"
+        );
+        Self::start_raw(|_| {}, extra)
+    }
+
+    fn start_raw(prepare: impl FnOnce(&Path), extra: &[&str]) -> Daemon {
         let dir = tempfile::Builder::new()
             .prefix("corral-e2e")
             .tempdir()

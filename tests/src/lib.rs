@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod lab;
 pub mod linux_log;
 pub mod nested;
+pub mod netns;
 pub mod oci;
 pub mod registry;
 pub mod vmm;

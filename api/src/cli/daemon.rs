@@ -86,6 +86,15 @@ pub struct Args {
     /// Do not jail the VMMs (they run as the daemon's user with its view; debugging only).
     #[arg(long, conflicts_with = "vmm_user")]
     pub no_jail: bool,
+    /// Run VMs without NICs instead of giving each a pod network (namespace, CNI, masquerade).
+    #[arg(long)]
+    pub no_pod_network: bool,
+    /// CNI configuration directory; corral writes its default conflist here when it is empty.
+    #[arg(long, default_value = "/etc/cni/net.d")]
+    pub cni_conf_dir: PathBuf,
+    /// Directory of CNI plugin binaries (repeatable).
+    #[arg(long = "cni-bin-dir", default_value = "/usr/lib/cni")]
+    pub cni_bin_dirs: Vec<PathBuf>,
     /// Most API connections served at once per listener (more wait to be accepted).
     #[arg(long, default_value_t = 1024)]
     pub api_max_connections: usize,
@@ -127,6 +136,9 @@ struct FileConfig {
     tls_sans: Option<Vec<String>>,
     vmm_user: Option<String>,
     no_jail: Option<bool>,
+    no_pod_network: Option<bool>,
+    cni_conf_dir: Option<PathBuf>,
+    cni_bin_dirs: Option<Vec<PathBuf>>,
     api_max_connections: Option<usize>,
     api_max_handshakes: Option<usize>,
     api_handshake_timeout: Option<String>,
@@ -210,6 +222,9 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             cgroups,
             vmm_user,
             no_jail,
+            no_pod_network,
+            cni_conf_dir,
+            cni_bin_dirs,
             cgroup_root,
             tls_sans,
             api_max_connections,
@@ -357,6 +372,12 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
         .scratch_dir
         .clone()
         .unwrap_or_else(|| a.state_dir.join("scratch"));
+    let network = (!a.no_pod_network).then(|| {
+        let mut n = supervisor::network::NetworkConfig::new(&a.run_dir);
+        n.cni_conf_dir = a.cni_conf_dir.clone();
+        n.cni_bin_dirs = a.cni_bin_dirs.clone();
+        n
+    });
     Ok(DaemonConfig {
         scratch_dir,
         state_dir: a.state_dir,
@@ -382,6 +403,7 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             mode: cgroup_mode,
             root: Some(a.cgroup_root),
         },
+        network,
         vmm_jail,
     })
 }

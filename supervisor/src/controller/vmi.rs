@@ -22,7 +22,7 @@ use crate::kinds::Kind;
 use crate::kinds::validation::decode;
 use crate::kinds::vmi::{DiskSource, ResolvedDisk, ResourceNeeds, VmiSpec};
 use crate::meta::{self, now_rfc3339};
-use crate::runtime::{LaunchDisk, LaunchPlan, Limits, Observed, VmRef};
+use crate::runtime::{LaunchDisk, LaunchInterface, LaunchPlan, Limits, Observed, VmRef};
 use crate::store::{ObjectKey, StoreError};
 
 /// Finalizer that keeps a VMI until its VM process is gone (KubeVirt's name).
@@ -135,7 +135,14 @@ pub fn reconcile(ctx: &Ctx, key: &ObjectKey) -> Result<Requeue, StoreError> {
             };
             let was_ready = super::status::condition(&vmi.obj, "Ready") == Some(true);
             let phase_changed = vmi.phase != target;
-            if phase_changed || was_ready != ready {
+            let ifaces = interfaces_status(ctx, &vmi.uid);
+            let ifaces_changed = vmi
+                .obj
+                .get("status")
+                .and_then(|s| s.get("interfaces"))
+                .unwrap_or(&json!([]))
+                != &ifaces;
+            if phase_changed || was_ready != ready || ifaces_changed {
                 let now = now_rfc3339();
                 let obj = update_status(ctx, key, |st| {
                     set_phase(st, target, &now);
@@ -149,6 +156,7 @@ pub fn reconcile(ctx: &Ctx, key: &ObjectKey) -> Result<Requeue, StoreError> {
                         )
                     };
                     set_condition(st, "Ready", ready, reason, msg, &now);
+                    st["interfaces"] = ifaces;
                 })?;
                 if ready && phase_changed {
                     ctx.events.record(
@@ -336,6 +344,20 @@ fn resolve_images(ctx: &Ctx, vmi: &Vmi, disks: &[ResolvedDisk]) -> Images {
 }
 
 /// The NoCloud `meta-data` KubeVirt writes: instance-id `<name>.<namespace>`.
+/// `spec.hostname` when it is a DNS label (admission checks it; objects stored before that
+/// check may hold anything), else the VMI's name.
+fn hostname(vmi: &Vmi) -> String {
+    vmi.spec
+        .hostname
+        .clone()
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 63
+                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .unwrap_or_else(|| vmi.key.name.clone())
+}
+
 fn meta_data(vmi: &Vmi) -> Vec<u8> {
     let hostname = vmi
         .spec
@@ -450,6 +472,19 @@ fn build_plan(
         memory_bytes: needs.guest_memory,
         vcpus: needs.vcpus,
         disks: launch_disks,
+        interfaces: vmi
+            .spec
+            .interfaces()
+            .into_iter()
+            .map(|i| LaunchInterface {
+                mac: i
+                    .mac
+                    .unwrap_or_else(|| crate::runtime::pod::generated_mac(&vmi.uid, &i.name)),
+                name: i.name,
+                ports: i.ports,
+            })
+            .collect(),
+        hostname: hostname(vmi),
         limits: Limits {
             cpu_request_millis: needs.cpu_request_millis,
             cpu_limit_millis: needs.cpu_limit_millis,
@@ -577,11 +612,35 @@ fn admit_and_launch(ctx: &Ctx, vmi: &Vmi) -> Result<Requeue, StoreError> {
         return Ok(None);
     }
     let now = now_rfc3339();
+    // The pod IP is known once the VMM is spawned, before the guest boots.
+    let interfaces = interfaces_status(ctx, &vmi.uid);
     update_status(ctx, &vmi.key, |st| {
         set_phase(st, Phase::Scheduled, &now);
         st["nodeName"] = json!(crate::host::node_name());
+        st["interfaces"] = interfaces;
     })?;
     Ok(None)
+}
+
+/// `status.interfaces` as KubeVirt reports a masquerade NIC: the pod IP, the guest's MAC.
+fn interfaces_status(ctx: &Ctx, uid: &str) -> Value {
+    Value::Array(
+        ctx.runtime
+            .interfaces(uid)
+            .into_iter()
+            .map(|i| {
+                json!({
+                    "name": i.name,
+                    "interfaceName": crate::network::POD_IF,
+                    "ipAddress": i.ip.to_string(),
+                    "ipAddresses": [i.ip.to_string()],
+                    "mac": crate::network::format_mac(&i.mac),
+                    "infoSource": "domain",
+                    "queueCount": 1,
+                })
+            })
+            .collect(),
+    )
 }
 
 /// The VMI is being deleted: stop its VM, then drop the finalizer.

@@ -2,6 +2,7 @@
 //! checks, validation) of incoming objects.
 
 pub mod hpa;
+pub mod interfaces;
 pub mod validation;
 pub mod vmi;
 pub mod vmirs;

@@ -276,7 +276,7 @@ pub struct DiskTarget {
     pub pci_address: Option<String>,
 }
 
-/// `devices.interfaces[]`: accepted and stored; networking is not implemented yet.
+/// `devices.interfaces[]` (checked and resolved in [`super::interfaces`]).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Interface {
@@ -485,7 +485,7 @@ impl VmiSpec {
             check_dns1123_label(&mut inv, &format!("{path}.subdomain"), s);
         }
         check_kernel_boot(domain, path, &mut inv);
-        self.check_networks(domain, path, &mut inv);
+        super::interfaces::resolve(self, domain, path, &mut inv);
         match (inv.into_result(), needs) {
             (Ok(()), Some(needs)) => Ok((needs, disks)),
             (Err(inv), _) => Err(inv),
@@ -750,51 +750,10 @@ impl VmiSpec {
         out
     }
 
-    fn check_networks(&self, domain: &DomainSpec, path: &str, inv: &mut Invalid) {
-        let nets: Vec<String> = self
-            .networks
-            .iter()
-            .flatten()
-            .map(|n| n.name.clone())
-            .collect();
-        check_names(inv, &format!("{path}.networks"), &nets);
-        let ifaces = domain
-            .devices
-            .as_ref()
-            .and_then(|d| d.interfaces.clone())
-            .unwrap_or_default();
-        let iface_names: Vec<String> = ifaces.iter().map(|i| i.name.clone()).collect();
-        check_names(
-            inv,
-            &format!("{path}.domain.devices.interfaces"),
-            &iface_names,
-        );
-        for (i, iface) in ifaces.iter().enumerate() {
-            if !nets.contains(&iface.name) {
-                inv.push(FieldError::invalid(
-                    format!("{path}.domain.devices.interfaces[{i}].name"),
-                    format!("\"{}\"", iface.name),
-                    "interface must reference a network with the same name",
-                ));
-            }
-        }
-    }
-}
-
-/// Names of a list (`networks`, `interfaces`): required, DNS-1123 labels, unique.
-fn check_names(inv: &mut Invalid, list: &str, names: &[String]) {
-    let mut seen = std::collections::BTreeSet::new();
-    for (i, n) in names.iter().enumerate() {
-        let field = format!("{list}[{i}].name");
-        if n.is_empty() {
-            inv.push(FieldError::required(field, "name is required"));
-        } else if check_dns1123_label(inv, &field, n) && !seen.insert(n.as_str()) {
-            inv.push(FieldError {
-                reason: "FieldValueDuplicate",
-                field,
-                message: format!("Duplicate value: \"{n}\""),
-            });
-        }
+    /// The NICs of a validated spec (see [`super::interfaces`]).
+    pub fn interfaces(&self) -> Vec<super::interfaces::ResolvedInterface> {
+        let domain = self.domain.clone().unwrap_or_default();
+        super::interfaces::resolve(self, &domain, "spec", &mut Invalid::default())
     }
 }
 

@@ -195,8 +195,14 @@ impl DhcpServer {
         let task = tokio::spawn(async move {
             let mut buf = vec![0u8; 1500];
             loop {
-                let Ok((n, _from)) = sock.recv_from(&mut buf).await else {
-                    continue;
+                let n = match sock.recv_from(&mut buf).await {
+                    Ok((n, _from)) => n,
+                    Err(e) => {
+                        // Never spin on a socket that keeps failing.
+                        tracing::warn!(error = %e, "DHCP receive failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        continue;
+                    }
                 };
                 if let Some((reply, to)) = handle(&buf[..n], &lease)
                     && let Err(e) = sock.send_to(&reply, to).await

@@ -123,7 +123,7 @@ pub struct PodSpec {
 }
 
 /// A pod network that [`setup`] made.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PodNetwork {
     pub uid: String,
     pub netns: PathBuf,

@@ -26,6 +26,9 @@ pub mod files {
     pub const EXIT: &str = "exit.json";
 }
 
+/// The descriptor number at which a VMM inherits its pod's tap.
+pub const TAP_FD: i32 = 3;
+
 /// Who each VMM runs as (the daemon's `--vmm-user` / `--no-jail`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum VmmJail {
@@ -80,10 +83,12 @@ pub fn component<'a>(what: &'static str, name: &'a str) -> Result<&'a str, Runti
 }
 
 /// The VM `plan` describes, with its files in `dirs`, jailed as `jail`.
+/// `nic`: the MAC of a NIC whose tap the VMM inherits at [`TAP_FD`].
 pub fn vmm_config(
     plan: &LaunchPlan,
     dirs: &VmDirs,
     jail: Option<JailSpec>,
+    nic: Option<[u8; 6]>,
 ) -> Result<VmConfig, RuntimeError> {
     let mut c = VmConfig::new(&plan.kernel);
     c.initrd = plan.initrd.clone();
@@ -128,6 +133,10 @@ pub fn vmm_config(
             },
         });
     }
+    if let Some(mac) = nic {
+        // NETSPEC: c.nets.push(...) once the VMM has virtio-net.
+        let _ = mac;
+    }
     Ok(c)
 }
 
@@ -136,8 +145,9 @@ pub fn vmm_args(
     plan: &LaunchPlan,
     dirs: &VmDirs,
     jail: Option<JailSpec>,
+    nic: Option<[u8; 6]>,
 ) -> Result<Vec<String>, RuntimeError> {
-    Ok(vmm_config(plan, dirs, jail)?.to_args()?)
+    Ok(vmm_config(plan, dirs, jail, nic)?.to_args()?)
 }
 
 /// Where the files of seed disk `name` are written.
@@ -182,13 +192,15 @@ mod tests {
                     capacity: 1 << 30,
                 },
             ],
+            interfaces: vec![],
+            hostname: "vm1".into(),
             limits: Limits::default(),
         };
         let dirs = VmDirs {
             run: PathBuf::from("/run/corral/vms/u1"),
             scratch: PathBuf::from("/var/lib/corral/scratch/u1"),
         };
-        let a = vmm_args(&plan, &dirs, VmmJail::Dynamic.spec("u1", |_| false)).unwrap();
+        let a = vmm_args(&plan, &dirs, VmmJail::Dynamic.spec("u1", |_| false), None).unwrap();
         let joined = a.join(" ");
         assert!(
             joined.starts_with("vmm --kernel /img/vmlinux --initrd /img/initrd --cmdline"),

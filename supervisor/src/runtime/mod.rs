@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod control;
+pub mod pod;
 pub mod process;
 pub mod procfs;
 
@@ -35,6 +36,25 @@ pub enum LaunchDisk {
     Empty { name: String, capacity: u64 },
 }
 
+/// A NIC on the pod network (masquerade binding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchInterface {
+    /// The interface's name in the VMI.
+    pub name: String,
+    pub mac: [u8; 6],
+    /// Ports forwarded from the pod IP to the guest; empty: all.
+    pub ports: Vec<crate::network::Port>,
+}
+
+/// What the runtime reports of a VM's NIC (the VMI's `status.interfaces[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceStatus {
+    pub name: String,
+    /// The pod IP (KubeVirt reports it for masquerade NICs).
+    pub ip: std::net::Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
 /// CPU and memory limits to enforce on the VM's process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Limits {
@@ -53,6 +73,10 @@ pub struct LaunchPlan {
     pub memory_bytes: u64,
     pub vcpus: u32,
     pub disks: Vec<LaunchDisk>,
+    /// NICs (at most one today: the pod network).
+    pub interfaces: Vec<LaunchInterface>,
+    /// The guest's hostname (DHCP option 12): `spec.hostname`, else the VMI's name.
+    pub hostname: String,
     pub limits: Limits,
 }
 
@@ -113,6 +137,8 @@ pub enum RuntimeError {
     UnsafeName { what: &'static str, name: String },
     #[error("VMM command line")]
     Argv(#[from] vmm::argv::ArgvError),
+    #[error("pod network")]
+    Network(#[from] crate::network::NetworkError),
 }
 
 /// The side effects of running VMs.
@@ -137,6 +163,10 @@ pub trait VmRuntime: Send + Sync + 'static {
     /// filesystem? Called under the controller's launch lock, right before [`launch`](Self::launch).
     fn fits_storage(&self, _plan: &LaunchPlan) -> crate::capacity::Fit {
         crate::capacity::Fit::Yes
+    }
+    /// The VM's NICs as they are on the host (pod IP, MAC), once launched.
+    fn interfaces(&self, _uid: &str) -> Vec<InterfaceStatus> {
+        Vec::new()
     }
 }
 

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write as _;
+use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -21,10 +22,11 @@ use rustix::process::{Pid, PidfdFlags, Signal, kill_process, pidfd_open};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
-use super::args::{VmDirs, VmmJail, component, files, seed_dir, vmm_args};
+use super::args::{TAP_FD, VmDirs, VmmJail, component, files, seed_dir, vmm_args};
+use super::pod::{PodNetworks, PodRecord};
 use super::{
-    ExitInfo, LaunchDisk, LaunchPlan, Observed, RuntimeError, VmRef, VmRuntime, control, exit_info,
-    procfs,
+    ExitInfo, InterfaceStatus, LaunchDisk, LaunchPlan, Observed, RuntimeError, VmRef, VmRuntime,
+    control, exit_info, procfs,
 };
 use crate::capacity::Fit;
 
@@ -42,6 +44,9 @@ struct Record {
     /// from `args`).
     #[serde(default)]
     jail_uid: Option<u32>,
+    /// The VM's pod network, if it has a NIC.
+    #[serde(default)]
+    network: Option<PodRecord>,
 }
 
 impl Record {
@@ -66,6 +71,7 @@ struct Entry {
     ephemeral: u64,
     /// The uid the VMM is jailed as (from its arguments), kept from other VMMs.
     jail_uid: Option<u32>,
+    network: Option<PodRecord>,
 }
 
 /// The `--jail-uid` in a VMM's arguments (records written before `Record::jail_uid`).
@@ -94,6 +100,8 @@ struct Inner {
     jail: VmmJail,
     /// Held through each launch: a dynamic jail uid is chosen and its entry inserted at once.
     launching: Mutex<()>,
+    /// Pod networks (None: `--no-pod-network`, VMs get no NIC).
+    pods: Option<PodNetworks>,
 }
 
 /// One process per VM.
@@ -116,6 +124,8 @@ pub struct ProcessConfig {
     pub placement: Option<Arc<dyn Placement>>,
     /// Who the VMMs run as (jailed by default).
     pub jail: VmmJail,
+    /// Pod networking; None runs every VM without a NIC.
+    pub network: Option<crate::network::NetworkConfig>,
 }
 
 fn last_error_line(dir: &Path) -> Option<String> {
@@ -154,10 +164,15 @@ impl ProcessRuntime {
                 placement: cfg.placement,
                 jail: cfg.jail,
                 launching: Mutex::new(()),
+                pods: cfg.network.map(PodNetworks::new),
             }),
         };
         rt.adopt_all();
         rt.remove_orphan_scratch();
+        if let Some(pods) = &rt.inner.pods {
+            let known: Vec<String> = rt.lock().keys().cloned().collect();
+            pods.sweep(&known);
+        }
         Ok(rt)
     }
 
@@ -241,8 +256,12 @@ impl ProcessRuntime {
                         state: State::Running { ready: false },
                         ephemeral: rec.ephemeral,
                         jail_uid: rec.jail_uid(),
+                        network: rec.network.clone(),
                     },
                 );
+                if let (Some(pods), Some(net)) = (&self.inner.pods, &rec.network) {
+                    pods.serve(net);
+                }
                 self.watch_pidfd(rec.vm.uid.clone(), rec.pid);
                 self.poll_ready(rec.vm.uid.clone(), dir.join(files::CONTROL), rec.pid);
             } else {
@@ -258,6 +277,7 @@ impl ProcessRuntime {
                         state: State::Exited(info),
                         ephemeral: rec.ephemeral,
                         jail_uid: None,
+                        network: rec.network,
                     },
                 );
             }
@@ -448,12 +468,27 @@ impl VmRuntime for ProcessRuntime {
             })?;
         }
         let jail_uid = jail.as_ref().map(|j| j.uid);
-        let args = vmm_args(plan, &dirs, jail)?;
+        // The pod network before anything that can fail less expensively is recorded: on any
+        // failure below it is torn down again.
+        let attached = match &self.inner.pods {
+            Some(pods) => pods.attach(plan, jail.as_ref().map_or((0, 0), |j| (j.uid, j.gid)))?,
+            None => None,
+        };
+        let undo_pod = |e: RuntimeError| {
+            if let (Some(pods), Some(_)) = (&self.inner.pods, &attached) {
+                pods.detach(&uid);
+            }
+            e
+        };
+        let nic = attached.as_ref().map(|a| a.record.pod.mac);
+        let args = vmm_args(plan, &dirs, jail, nic).map_err(undo_pod)?;
         let log_path = dir.join(files::VMM_LOG);
-        let log = fs::File::create(&log_path).map_err(|source| RuntimeError::RunDir {
-            path: log_path.display().to_string(),
-            source,
-        })?;
+        let log = fs::File::create(&log_path)
+            .map_err(|source| RuntimeError::RunDir {
+                path: log_path.display().to_string(),
+                source,
+            })
+            .map_err(undo_pod)?;
         // Recorded before it exists: a daemon killed right after the spawn finds the VMM again by
         // these arguments (see `adopt_all`).
         let mut record = Record {
@@ -463,6 +498,7 @@ impl VmRuntime for ProcessRuntime {
             args,
             ephemeral: plan.ephemeral_bytes(image_size),
             jail_uid,
+            network: attached.as_ref().map(|a| a.record.clone()),
         };
         let rec_path = dir.join(files::RECORD);
         let write_record = |r: &Record| {
@@ -473,7 +509,7 @@ impl VmRuntime for ProcessRuntime {
                 },
             )
         };
-        write_record(&record)?;
+        write_record(&record).map_err(undo_pod)?;
         let mut cmd = tokio::process::Command::new(&self.inner.binary);
         cmd.args(&record.args)
             .stdin(Stdio::null())
@@ -484,10 +520,28 @@ impl VmRuntime for ProcessRuntime {
         for (k, v) in &self.inner.extra_env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().map_err(|source| RuntimeError::Spawn {
-            binary: self.inner.binary.display().to_string(),
-            source,
-        })?;
+        if let Some(a) = &attached {
+            let tap = a.tap.as_raw_fd();
+            // SAFETY: dup2 is async-signal-safe and touches only the child's descriptor table;
+            // the copy at TAP_FD has close-on-exec clear, the original keeps it.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::dup2(tap, TAP_FD) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd
+            .spawn()
+            .map_err(|source| RuntimeError::Spawn {
+                binary: self.inner.binary.display().to_string(),
+                source,
+            })
+            .map_err(undo_pod)?;
+        // The VMM holds its own copy of the tap now.
+        let network = attached.map(|a| a.record);
         let pid = child.id().unwrap_or(0);
         record.pid = pid;
         record.start_time = procfs::start_time(pid).unwrap_or(0);
@@ -511,6 +565,7 @@ impl VmRuntime for ProcessRuntime {
                 state: State::Running { ready: false },
                 ephemeral: record.ephemeral,
                 jail_uid: record.jail_uid,
+                network,
             },
         );
         self.watch_child(uid.clone(), child);
@@ -588,6 +643,11 @@ impl VmRuntime for ProcessRuntime {
                 }
             }
         }
+        if let Some(pods) = &self.inner.pods {
+            if entry.as_ref().is_some_and(|e| e.network.is_some()) || pods.exists(uid) {
+                pods.detach(uid);
+            }
+        }
         let scratch = self.dirs(uid).ok().map(|d| d.scratch);
         for d in std::iter::once(dir).chain(scratch) {
             if let Err(err) = fs::remove_dir_all(&d) {
@@ -616,6 +676,14 @@ impl VmRuntime for ProcessRuntime {
         let g = self.lock();
         let e = g.get(uid)?;
         (!matches!(e.state, State::Exited(_))).then_some(e.pid)
+    }
+
+    fn interfaces(&self, uid: &str) -> Vec<InterfaceStatus> {
+        let g = self.lock();
+        g.get(uid)
+            .and_then(|e| e.network.as_ref())
+            .map(|n| vec![n.status()])
+            .unwrap_or_default()
     }
 
     fn fits_storage(&self, plan: &LaunchPlan) -> Fit {

@@ -1,0 +1,220 @@
+//! Pod networks end to end: a real daemon with the real CNI plugins (bridge + host-local), `ip`,
+//! `nft` and test-guest VMs, all inside a network namespace this test makes (the daemon, the
+//! registry and every client inherit it; nothing touches the host's network).
+//!
+//! The seed lab's set: each VMI gets its own pod (namespace, pod IP on the node bridge, KubeVirt's
+//! masquerade layout inside), `status.interfaces` shows the pod IP before the guest runs, IPs are
+//! distinct and survive a daemon `kill -9`, and scale cycles leave no namespace, veth, tap or
+//! IPAM lease behind.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use corral_tests::daemon::{Daemon, wait_for};
+use corral_tests::lab::{seed_set, testguest_registry};
+use serde_json::{Value, json};
+
+const RS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstancereplicasets";
+const SET: &str = "lab05-cirros-replicaset";
+const VMI: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances";
+const BOOT: Duration = Duration::from_secs(90);
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `cmd args` run inside the network namespace bound at `netns`.
+fn sh_in(netns: &Path, cmd: &str, args: &[&str]) -> String {
+    let mut all = vec![format!("--net={}", netns.display()), cmd.to_string()];
+    all.extend(args.iter().map(|s| s.to_string()));
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    sh("nsenter", &all)
+}
+
+fn ready_vmis(d: &Daemon, n: usize) -> Vec<Value> {
+    wait_for(BOOT, &format!("{n} ready VMIs"), || {
+        let vs: Vec<Value> = d.get_json(VMI)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["metadata"]["deletionTimestamp"].is_null())
+            .cloned()
+            .collect();
+        let ready = |v: &Value| {
+            v["status"]["phase"] == "Running"
+                && v["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+        };
+        (vs.len() == n && vs.iter().all(ready)).then_some(vs)
+    })
+}
+
+fn scale(d: &Daemon, n: i64) {
+    let r = d.req(
+        "PATCH",
+        &format!("{RS}/{SET}/scale"),
+        Some("application/merge-patch+json"),
+        json!({"spec": {"replicas": n}}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// (uid, pod IP, MAC) of each VMI, from `status.interfaces`.
+fn addresses(vs: &[Value]) -> Vec<(String, String, String)> {
+    vs.iter()
+        .map(|v| {
+            let i = &v["status"]["interfaces"][0];
+            assert_eq!(i["name"], "default", "{v}");
+            assert_eq!(i["ipAddresses"][0], i["ipAddress"], "{v}");
+            (
+                v["metadata"]["uid"].as_str().unwrap().to_string(),
+                i["ipAddress"].as_str().expect("an IP").to_string(),
+                i["mac"].as_str().expect("a MAC").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// What a leak would leave: pod namespaces, links of the node, host-local leases.
+#[derive(Debug, PartialEq, Eq)]
+struct Leftovers {
+    netns: usize,
+    links: BTreeSet<String>,
+    leases: usize,
+}
+
+fn leftovers(d: &Daemon, ipam: &Path) -> Leftovers {
+    let netns = std::fs::read_dir(d.run_dir.join("netns"))
+        .map(|r| r.count())
+        .unwrap_or(0);
+    let links = sh("ip", &["-o", "link", "show"])
+        .lines()
+        .filter_map(|l| l.split(':').nth(1))
+        .map(|n| n.trim().split('@').next().unwrap_or("").to_string())
+        .collect();
+    // host-local keeps one file per leased IP, plus its lock and last-reserved bookkeeping.
+    let leases = std::fs::read_dir(ipam.join("corral"))
+        .map(|r| {
+            r.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("10."))
+                .count()
+        })
+        .unwrap_or(0);
+    Leftovers {
+        netns,
+        links,
+        leases,
+    }
+}
+
+#[test]
+fn every_vmi_gets_a_pod_ip_kept_across_restarts_and_nothing_leaks() {
+    corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
+    let tmp = tempfile::tempdir().unwrap();
+    let conf_dir = tmp.path().join("net.d");
+    let ipam = tmp.path().join("ipam");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    // corral's default conflist, with host-local's leases in the test's directory.
+    let conf = supervisor::network::DefaultConfList {
+        ipam_data_dir: Some(ipam.clone()),
+        ..Default::default()
+    };
+    std::fs::write(
+        conf_dir.join("10-corral.conflist"),
+        conf.to_json().to_string(),
+    )
+    .unwrap();
+    let reg = testguest_registry();
+    let mut d = Daemon::start_networked(&[
+        "--insecure-registry",
+        &reg.addr,
+        "--cni-conf-dir",
+        conf_dir.to_str().unwrap(),
+    ]);
+    let before = leftovers(&d, &ipam);
+
+    let r = d.req(
+        "POST",
+        RS,
+        Some("application/yaml"),
+        seed_set(&reg).as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let vs = ready_vmis(&d, 2);
+    let addrs = addresses(&vs);
+    let ips: BTreeSet<&str> = addrs.iter().map(|a| a.1.as_str()).collect();
+    assert_eq!(ips.len(), 2, "distinct pod IPs: {addrs:?}");
+    for (uid, ip, mac) in &addrs {
+        assert!(ip.starts_with("10.244.0."), "{ip}");
+        assert!(mac.starts_with("02:"), "{mac}");
+        // KubeVirt's masquerade layout inside the pod.
+        let pod = d.run_dir.join("netns").join(uid);
+        let addr = sh_in(&pod, "ip", &["-o", "-4", "addr", "show"]);
+        assert!(addr.contains(&format!("eth0    inet {ip}/24")), "{addr}");
+        assert!(addr.contains("k6t-eth0    inet 10.0.2.1/24"), "{addr}");
+        let tap = sh_in(&pod, "ip", &["-o", "link", "show", "tap0"]);
+        assert!(tap.contains("master k6t-eth0"), "{tap}");
+        let nat = sh_in(&pod, "nft", &["list", "table", "ip", "nat"]);
+        assert!(
+            nat.contains("dnat to 10.0.2.2") && nat.contains("masquerade"),
+            "{nat}"
+        );
+    }
+    let pids = d.vmm_pids();
+
+    // kill -9 of the daemon: the VMs and their pods stay, the IPs do not change.
+    d.kill9();
+    d.restart();
+    let vs = ready_vmis(&d, 2);
+    let mut again = addresses(&vs);
+    let mut addrs_sorted = addrs.clone();
+    again.sort();
+    addrs_sorted.sort();
+    assert_eq!(again, addrs_sorted, "pod IPs after a daemon restart");
+    assert_eq!(d.vmm_pids(), pids, "re-adopted, not restarted");
+
+    // Scale cycles: every pod is torn down again (CNI DEL frees its IP).
+    let t0 = Instant::now();
+    let mut made = 2;
+    for _ in 0..8 {
+        scale(&d, 0);
+        wait_for(BOOT, "no VMIs", || {
+            d.get_json(VMI)["items"]
+                .as_array()
+                .unwrap()
+                .is_empty()
+                .then_some(())
+        });
+        scale(&d, 6);
+        ready_vmis(&d, 6);
+        made += 6;
+    }
+    scale(&d, 0);
+    let after = wait_for(BOOT, "every pod torn down", || {
+        let l = leftovers(&d, &ipam);
+        (d.get_json(VMI)["items"].as_array().unwrap().is_empty() && l.netns == 0 && l.leases == 0)
+            .then_some(l)
+    });
+    eprintln!(
+        "pod_network: {made} VMIs with pods created and deleted in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    // The node bridge made by the first ADD stays (as with any CNI bridge network).
+    let mut links = after.links.clone();
+    links.remove("corral0");
+    assert_eq!(
+        (after.netns, links, after.leases),
+        (0, before.links.clone(), 0),
+        "leftovers after {made} pods"
+    );
+}
