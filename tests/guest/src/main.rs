@@ -37,6 +37,7 @@ mod entry;
 mod interrupts;
 mod io;
 mod mem;
+mod net;
 mod paging;
 mod power;
 mod serial;

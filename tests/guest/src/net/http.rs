@@ -1,0 +1,214 @@
+//! A tiny HTTP/1.1 server on port 80 for the tests: `GET /` answers 200 with
+//! `hello from HOSTNAME` (the NoCloud seed's `local-hostname`, else `testguest`), and
+//! `GET /burn?ms=N` first spins N ms (at most 10 s) of guest CPU on the PIT clock, then answers
+//! `burned N ms on HOSTNAME`. Anything else is 404 (unknown path) or 405 (not GET).
+//!
+//! Every answer has a Content-Length. Connections are persistent (HTTP/1.1) unless the request
+//! says `Connection: close` or is HTTP/1.0 without `Connection: keep-alive`; then the server
+//! closes after the answer. A request head larger than [`REQ_MAX`] gets 431 and a close.
+//! Each of the [`SOCKETS`] listening sockets serves one connection at a time; a socket whose
+//! connection ended (closed, or in TIME-WAIT after our close) listens again at once, so
+//! sequential one-request connections never wait for TIME-WAIT to expire.
+
+use core::fmt::Write as _;
+
+use smoltcp::iface::{SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+
+use crate::acpi::AcpiInfo;
+
+pub const PORT: u16 = 80;
+const SOCKETS: usize = 4;
+const REQ_MAX: usize = 1024;
+const RX_BUF: usize = 4096;
+const TX_BUF: usize = 4096;
+/// Longest answer (head + body).
+const RESP_MAX: usize = 512;
+const BURN_MAX_MS: u64 = 10_000;
+
+static mut RX: [[u8; RX_BUF]; SOCKETS] = [[0; RX_BUF]; SOCKETS];
+static mut TX: [[u8; TX_BUF]; SOCKETS] = [[0; TX_BUF]; SOCKETS];
+
+struct Conn {
+    handle: SocketHandle,
+    req: [u8; REQ_MAX],
+    len: usize,
+}
+
+pub struct Http {
+    conns: [Conn; SOCKETS],
+    name: &'static str,
+    /// Requests answered (all connections).
+    pub served: u64,
+}
+
+/// `core::fmt::Write` into a byte slice; overflow is cut off (answers are far below the size).
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl core::fmt::Write for Cursor<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.at);
+        self.buf[self.at..self.at + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.at += n;
+        Ok(())
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether the head has header `name` (case-insensitive) with a value containing `token`.
+fn header_has(head: &str, name: &str, token: &str) -> bool {
+    head.split("\r\n").skip(1).any(|l| {
+        l.split_once(':').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case(name) && v.trim().eq_ignore_ascii_case(token)
+        })
+    })
+}
+
+impl Http {
+    pub fn new(sockets: &mut SocketSet<'static>) -> Http {
+        // SAFETY: called once; the buffers belong to the sockets for the rest of the run.
+        let (rx, tx) = unsafe { (&mut *(&raw mut RX), &mut *(&raw mut TX)) };
+        let mut bufs = rx.iter_mut().zip(tx.iter_mut());
+        let conns = core::array::from_fn(|_| {
+            let (r, t) = bufs.next().expect("buffers");
+            let mut s = tcp::Socket::new(
+                tcp::SocketBuffer::new(&mut r[..]),
+                tcp::SocketBuffer::new(&mut t[..]),
+            );
+            s.set_nagle_enabled(false);
+            let _ = s.listen(PORT);
+            Conn {
+                handle: sockets.add(s),
+                req: [0; REQ_MAX],
+                len: 0,
+            }
+        });
+        Http {
+            conns,
+            name: crate::cidata::hostname().unwrap_or("testguest"),
+            served: 0,
+        }
+    }
+
+    /// Reads requests and answers complete ones; returns whether anything happened.
+    pub fn poll(&mut self, sockets: &mut SocketSet<'_>, acpi: Option<&AcpiInfo>) -> bool {
+        let mut worked = false;
+        for c in &mut self.conns {
+            let s = sockets.get_mut::<tcp::Socket>(c.handle);
+            match s.state() {
+                tcp::State::Closed | tcp::State::TimeWait => {
+                    c.len = 0;
+                    let _ = s.listen(PORT);
+                    continue;
+                }
+                tcp::State::CloseWait if !s.can_recv() => {
+                    s.close();
+                    worked = true;
+                    continue;
+                }
+                _ => {}
+            }
+            while s.can_recv() && c.len < REQ_MAX {
+                match s.recv_slice(&mut c.req[c.len..]) {
+                    Ok(n) if n > 0 => c.len += n,
+                    _ => break,
+                }
+            }
+            while s.may_send() && s.send_capacity() - s.send_queue() >= RESP_MAX {
+                let Some(end) = find(&c.req[..c.len], b"\r\n\r\n") else {
+                    if c.len == REQ_MAX {
+                        let _ = s.send_slice(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                        s.close();
+                        c.len = 0;
+                        worked = true;
+                    }
+                    break;
+                };
+                let keep = answer(
+                    s,
+                    core::str::from_utf8(&c.req[..end]).unwrap_or(""),
+                    self.name,
+                    acpi,
+                );
+                self.served += 1;
+                worked = true;
+                c.req.copy_within(end + 4..c.len, 0);
+                c.len -= end + 4;
+                if !keep {
+                    s.close();
+                    c.len = 0;
+                    break;
+                }
+            }
+        }
+        worked
+    }
+}
+
+/// Answers one request head; returns whether the connection stays open.
+fn answer(s: &mut tcp::Socket, head: &str, name: &str, acpi: Option<&AcpiInfo>) -> bool {
+    let line = head.split("\r\n").next().unwrap_or("");
+    let mut parts = line.split(' ');
+    let (method, target, version) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    let keep = if version == "HTTP/1.0" {
+        header_has(head, "connection", "keep-alive")
+    } else {
+        !header_has(head, "connection", "close")
+    };
+    let mut body = [0u8; 256];
+    let mut b = Cursor {
+        buf: &mut body,
+        at: 0,
+    };
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let status = match (method, path) {
+        ("GET", "/") => {
+            let _ = writeln!(b, "hello from {name}");
+            "200 OK"
+        }
+        ("GET", "/burn") => {
+            let ms = query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("ms="))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+                .min(BURN_MAX_MS);
+            crate::commands::burn_for(ms, acpi);
+            let _ = writeln!(b, "burned {ms} ms on {name}");
+            "200 OK"
+        }
+        ("GET", _) => {
+            let _ = writeln!(b, "not found");
+            "404 Not Found"
+        }
+        _ => {
+            let _ = writeln!(b, "method not allowed");
+            "405 Method Not Allowed"
+        }
+    };
+    let body_len = b.at;
+    let mut out = [0u8; RESP_MAX];
+    let mut o = Cursor {
+        buf: &mut out,
+        at: 0,
+    };
+    let _ = write!(
+        o,
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {body_len}\r\nConnection: {}\r\n\r\n",
+        if keep { "keep-alive" } else { "close" }
+    );
+    let _ = o.write_str(core::str::from_utf8(&body[..body_len]).unwrap_or(""));
+    let n = o.at;
+    let _ = s.send_slice(&out[..n]);
+    keep
+}

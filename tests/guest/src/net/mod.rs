@@ -1,0 +1,134 @@
+//! Network mode: a virtio-net driver ([`virtio_net`]), smoltcp over it ([`phy`]), addressing by
+//! DHCPv4 or statically ([`dhcp`]), a TCP echo server on port 7 ([`echo`]) and a tiny HTTP/1.1
+//! server on port 80 ([`http`]).
+//!
+//! Selected on the command line: `net=dhcp` (also `mode=net`) or
+//! `net=static:10.0.2.2/24,gw=10.0.2.1` (the `gw=` part is optional). Output lines:
+//! ```text
+//! testguest: net dev=N mac=52:54:00:12:34:56 tsc_khz=N lapic_per_ms=N
+//! testguest: net dhcp ip=10.0.2.15/24 gw=10.0.2.2 dns=10.0.2.3   (or `net static ...`)
+//! testguest: net listening echo=7 http=80
+//! testguest: net: no virtio-net device                  (then the guest idles as mode=idle)
+//! ```
+//!
+//! The loop is interrupt driven: poll the stack, run the servers, poll again if they queued
+//! data, kick the device, then `cli; check for frames; arm the local APIC timer for smoltcp's
+//! next deadline; sti; hlt`. Time comes from the TSC (calibrated against the PIT at start), so it
+//! runs on across halts; an idle guest with no pending deadline sleeps until a frame arrives
+//! (or for up to the APIC timer's range). The ACPI power button powers off.
+
+pub mod dhcp;
+mod echo;
+mod http;
+mod phy;
+pub mod virtio_net;
+
+use core::cell::RefCell;
+
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
+use smoltcp::socket::dhcpv4;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
+
+use crate::acpi::AcpiInfo;
+use crate::io::{cli, sti, sti_hlt};
+use crate::{power, println, time};
+
+/// How the interface gets its address.
+#[derive(Clone, Copy)]
+pub enum NetConfig {
+    Dhcp,
+    Static(Ipv4Cidr, Option<Ipv4Address>),
+}
+
+/// Parses the value of a `net=` token.
+pub fn parse(value: &str) -> Option<NetConfig> {
+    if value == "dhcp" {
+        return Some(NetConfig::Dhcp);
+    }
+    let (cidr, gw) = dhcp::parse_static(value.strip_prefix("static:")?)?;
+    Some(NetConfig::Static(cidr, gw))
+}
+
+fn now() -> Instant {
+    Instant::from_micros(time::now_us() as i64)
+}
+
+static mut SOCKETS: [SocketStorage<'static>; 8] = [const { SocketStorage::EMPTY }; 8];
+
+/// Runs the network mode; returns only if there is no network device.
+pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
+    let (tsc_khz, lapic_per_ms) = time::calibrate(20);
+    let Some(nic) = virtio_net::Nic::find() else {
+        println!("testguest: net: no virtio-net device");
+        return;
+    };
+    let mac = nic.mac;
+    println!(
+        "testguest: net dev={} mac={:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} tsc_khz={tsc_khz} lapic_per_ms={lapic_per_ms}",
+        nic.index(),
+        mac[0],
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5]
+    );
+    let nic = RefCell::new(nic);
+    let mut dev = phy::Phy { nic: &nic };
+    let mut config = IfaceConfig::new(EthernetAddress(mac).into());
+    config.random_seed = time::rdtsc();
+    let mut iface = Interface::new(config, &mut dev, now());
+    // SAFETY: `run` is entered once; the storage belongs to this socket set from now on.
+    let storage: &'static mut [SocketStorage<'static>; 8] = unsafe { &mut *(&raw mut SOCKETS) };
+    let mut sockets = SocketSet::new(&mut storage[..]);
+    let dhcp_handle = match cfg {
+        NetConfig::Dhcp => Some(sockets.add(dhcpv4::Socket::new())),
+        NetConfig::Static(cidr, gw) => {
+            dhcp::apply_static(&mut iface, cidr, gw);
+            None
+        }
+    };
+    let mut leased = false;
+    let mut echo = echo::Echo::new(&mut sockets);
+    let mut http = http::Http::new(&mut sockets);
+    println!(
+        "testguest: net listening echo={} http={}",
+        echo::PORT,
+        http::PORT
+    );
+    loop {
+        power::check_button(acpi);
+        iface.poll(now(), &mut dev, &mut sockets);
+        if let Some(h) = dhcp_handle {
+            if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+                leased = dhcp::on_event(&mut iface, event, leased);
+            }
+        }
+        let worked = echo.poll(&mut sockets) | http.poll(&mut sockets, acpi);
+        if worked {
+            iface.poll(now(), &mut dev, &mut sockets);
+        }
+        nic.borrow_mut().flush();
+        let delay = iface.poll_delay(now(), &sockets);
+        if worked || delay == Some(Duration::ZERO) {
+            continue;
+        }
+        wait(&nic, delay, acpi);
+    }
+}
+
+/// Halts until a frame arrives, a transmit completes, the deadline `delay` passes or the power
+/// button is pressed.
+fn wait(nic: &RefCell<virtio_net::Nic>, delay: Option<Duration>, acpi: Option<&AcpiInfo>) {
+    cli();
+    power::check_button(acpi);
+    if nic.borrow().rx_pending() {
+        sti();
+        return;
+    }
+    // No deadline: sleep for the timer's whole range (minutes), a safety net only.
+    time::wake_after_us(delay.map_or(u64::MAX, |d| d.total_micros().max(1)));
+    sti_hlt();
+    time::wake_after_us(0);
+}
