@@ -23,6 +23,7 @@
 //! testguest: cidata dev=N instance-id=...                 (a FAT disk labelled cidata)
 //! testguest: cidata dev=N user-data first-line="..."
 //! TESTGUEST READY
+//! testguest: net ...                                       (network mode, see `net`)
 //! ```
 
 #![no_std]

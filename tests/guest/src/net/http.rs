@@ -1,7 +1,10 @@
 //! A tiny HTTP/1.1 server on port 80 for the tests: `GET /` answers 200 with
 //! `hello from HOSTNAME` (the NoCloud seed's `local-hostname`, else `testguest`), and
 //! `GET /burn?ms=N` first spins N ms (at most 10 s) of guest CPU on the PIT clock, then answers
-//! `burned N ms on HOSTNAME`. Anything else is 404 (unknown path) or 405 (not GET).
+//! `burned N ms on HOSTNAME`; `GET /stats` answers `requests=N up_us=U busy_us=B` (requests
+//! answered before this one; µs since the network mode started and µs of them not halted: under
+//! QEMU `-icount shift=0` busy µs are thousands of guest instructions). Anything else is 404
+//! (unknown path) or 405 (not GET).
 //!
 //! Every answer has a Content-Length. Connections are persistent (HTTP/1.1) unless the request
 //! says `Connection: close` or is HTTP/1.0 without `Connection: keep-alive`; then the server
@@ -130,12 +133,8 @@ impl Http {
                     }
                     break;
                 };
-                let keep = answer(
-                    s,
-                    core::str::from_utf8(&c.req[..end]).unwrap_or(""),
-                    self.name,
-                    acpi,
-                );
+                let head = core::str::from_utf8(&c.req[..end]).unwrap_or("");
+                let keep = answer(s, head, self.name, self.served, acpi);
                 self.served += 1;
                 worked = true;
                 c.req.copy_within(end + 4..c.len, 0);
@@ -152,7 +151,13 @@ impl Http {
 }
 
 /// Answers one request head; returns whether the connection stays open.
-fn answer(s: &mut tcp::Socket, head: &str, name: &str, acpi: Option<&AcpiInfo>) -> bool {
+fn answer(
+    s: &mut tcp::Socket,
+    head: &str,
+    name: &str,
+    served: u64,
+    acpi: Option<&AcpiInfo>,
+) -> bool {
     let line = head.split("\r\n").next().unwrap_or("");
     let mut parts = line.split(' ');
     let (method, target, version) = (
@@ -185,6 +190,11 @@ fn answer(s: &mut tcp::Socket, head: &str, name: &str, acpi: Option<&AcpiInfo>) 
                 .min(BURN_MAX_MS);
             crate::commands::burn_for(ms, acpi);
             let _ = writeln!(b, "burned {ms} ms on {name}");
+            "200 OK"
+        }
+        ("GET", "/stats") => {
+            let (up, busy) = super::busy();
+            let _ = writeln!(b, "requests={served} up_us={up} busy_us={busy}");
             "200 OK"
         }
         ("GET", _) => {

@@ -24,6 +24,7 @@ mod phy;
 pub mod virtio_net;
 
 use core::cell::RefCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
 use smoltcp::socket::dhcpv4;
@@ -54,11 +55,23 @@ fn now() -> Instant {
     Instant::from_micros(time::now_us() as i64)
 }
 
+/// Microseconds spent halted in [`wait`] (the rest of the run is the guest's own work).
+static HALTED_US: AtomicU64 = AtomicU64::new(0);
+/// When `run` started (µs, TSC clock).
+static STARTED_US: AtomicU64 = AtomicU64::new(0);
+
+/// (µs since the network mode started, µs of them not halted).
+pub fn busy() -> (u64, u64) {
+    let up = time::now_us() - STARTED_US.load(Ordering::Relaxed);
+    (up, up.saturating_sub(HALTED_US.load(Ordering::Relaxed)))
+}
+
 static mut SOCKETS: [SocketStorage<'static>; 8] = [const { SocketStorage::EMPTY }; 8];
 
 /// Runs the network mode; returns only if there is no network device.
 pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
     let (tsc_khz, lapic_per_ms) = time::calibrate(20);
+    STARTED_US.store(time::now_us(), Ordering::Relaxed);
     let Some(nic) = virtio_net::Nic::find() else {
         println!("testguest: net: no virtio-net device");
         return;
@@ -129,6 +142,8 @@ fn wait(nic: &RefCell<virtio_net::Nic>, delay: Option<Duration>, acpi: Option<&A
     }
     // No deadline: sleep for the timer's whole range (minutes), a safety net only.
     time::wake_after_us(delay.map_or(u64::MAX, |d| d.total_micros().max(1)));
+    let t0 = time::now_us();
     sti_hlt();
+    HALTED_US.fetch_add(time::now_us() - t0, Ordering::Relaxed);
     time::wake_after_us(0);
 }
