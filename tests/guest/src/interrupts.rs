@@ -146,6 +146,11 @@ pub fn lapic_timer_start(count: u32, interrupt: bool) {
     lapic_write(LAPIC_TIMER_INITIAL, count);
 }
 
+/// Restarts the local APIC timer from `count` with the mode [`lapic_timer_start`] set (0 stops it).
+pub fn lapic_timer_rearm(count: u32) {
+    lapic_write(LAPIC_TIMER_INITIAL, count);
+}
+
 /// The local APIC timer's current count.
 pub fn lapic_timer_current() -> u32 {
     lapic_read(LAPIC_TIMER_CURRENT)

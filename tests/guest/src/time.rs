@@ -88,7 +88,9 @@ pub fn calibrate(ms: u64) -> (u64, u64) {
     let (t0, l0, p0) = (rdtsc(), crate::interrupts::lapic_timer_current(), ticks());
     delay_us(ms * 1000);
     let (t1, l1, p1) = (rdtsc(), crate::interrupts::lapic_timer_current(), ticks());
-    crate::interrupts::lapic_timer_start(0, false);
+    // From now on the timer is a stopped one-shot that raises its vector: `wake_after_us` only
+    // writes the initial count (one register, one emulated access under PVM).
+    crate::interrupts::lapic_timer_start(0, true);
     let elapsed_ms = ticks_to_ms(p1 - p0);
     let (tsc, lapic) = if STUCK.load(Ordering::Relaxed) || elapsed_ms == 0 {
         (1_000_000, 1_000_000 / 16)
@@ -108,10 +110,10 @@ pub fn now_us() -> u64 {
     (t / per_ms) * 1000 + (t % per_ms) * 1000 / per_ms
 }
 
-/// Arms the local APIC timer to interrupt once after `us` µs (clamped to its 32-bit range);
-/// 0 disarms it.
+/// Arms the local APIC timer (after [`calibrate`]) to interrupt once after `us` µs (clamped to
+/// its 32-bit range), replacing any earlier deadline; 0 stops it.
 pub fn wake_after_us(us: u64) {
     let per_ms = LAPIC_PER_MS.load(Ordering::Relaxed).max(1);
     let count = (us.saturating_mul(per_ms) / 1000).clamp(u64::from(us > 0), u64::from(u32::MAX));
-    crate::interrupts::lapic_timer_start(count as u32, us > 0);
+    crate::interrupts::lapic_timer_rearm(count as u32);
 }
