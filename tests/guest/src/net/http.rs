@@ -60,13 +60,23 @@ impl core::fmt::Write for Cursor<'_> {
     }
 }
 
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+/// Where the request head ends (the index of the blank line's `\r\n\r\n`), if it is complete.
+/// One byte test per byte (this runs on every received segment; PVM emulates each instruction).
+fn head_end(req: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(i) = req[at..].iter().position(|b| *b == b'\n') {
+        let nl = at + i;
+        if nl >= 3 && &req[nl - 3..=nl] == b"\r\n\r\n" {
+            return Some(nl - 3);
+        }
+        at = nl + 1;
+    }
+    None
 }
 
-/// Whether the head has header `name` (case-insensitive) with a value containing `token`.
+/// Whether the head has header `name` (case-insensitive) whose value is `token`.
 fn header_has(head: &str, name: &str, token: &str) -> bool {
-    head.split("\r\n").skip(1).any(|l| {
+    head.split('\n').skip(1).any(|l| {
         l.split_once(':').is_some_and(|(k, v)| {
             k.trim().eq_ignore_ascii_case(name) && v.trim().eq_ignore_ascii_case(token)
         })
@@ -124,7 +134,7 @@ impl Http {
                 }
             }
             while s.may_send() && s.send_capacity() - s.send_queue() >= RESP_MAX {
-                let Some(end) = find(&c.req[..c.len], b"\r\n\r\n") else {
+                let Some(end) = head_end(&c.req[..c.len]) else {
                     if c.len == REQ_MAX {
                         let _ = s.send_slice(b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
                         s.close();
@@ -158,7 +168,7 @@ fn answer(
     served: u64,
     acpi: Option<&AcpiInfo>,
 ) -> bool {
-    let line = head.split("\r\n").next().unwrap_or("");
+    let line = head.split('\n').next().unwrap_or("").trim_end();
     let mut parts = line.split(' ');
     let (method, target, version) = (
         parts.next().unwrap_or(""),
