@@ -7,8 +7,9 @@
 //! (unknown path) or 405 (not GET).
 //!
 //! Every answer has a Content-Length. Connections are persistent (HTTP/1.1) unless the request
-//! says `Connection: close` or is HTTP/1.0 without `Connection: keep-alive`; then the server
-//! closes after the answer. A request head larger than [`REQ_MAX`] gets 431 and a close.
+//! says `Connection: close`, is HTTP/1.0 without `Connection: keep-alive`, or may carry a body
+//! (not GET, or a Content-Length / Transfer-Encoding header: bodies are not read); then the
+//! server closes after the answer. A request head larger than [`REQ_MAX`] gets 431 and a close.
 //! Each of the [`SOCKETS`] listening sockets serves one connection at a time; a socket whose
 //! connection ended (closed, or in TIME-WAIT after our close) listens again at once, so
 //! sequential one-request connections never wait for TIME-WAIT to expire.
@@ -175,11 +176,20 @@ fn answer(
         parts.next().unwrap_or(""),
         parts.next().unwrap_or(""),
     );
-    let keep = if version == "HTTP/1.0" {
-        header_has(head, "connection", "keep-alive")
-    } else {
-        !header_has(head, "connection", "close")
-    };
+    // A request body is never read: a request that may have one ends the connection.
+    let bodyless = method == "GET"
+        && !head.split('\n').any(|l| {
+            l.split_once(':').is_some_and(|(k, _)| {
+                k.trim().eq_ignore_ascii_case("content-length")
+                    || k.trim().eq_ignore_ascii_case("transfer-encoding")
+            })
+        });
+    let keep = bodyless
+        && if version == "HTTP/1.0" {
+            header_has(head, "connection", "keep-alive")
+        } else {
+            !header_has(head, "connection", "close")
+        };
     let mut body = [0u8; 256];
     let mut b = Cursor {
         buf: &mut body,
