@@ -75,13 +75,51 @@ fn head_end(req: &[u8]) -> Option<usize> {
     None
 }
 
-/// Whether the head has header `name` (case-insensitive) whose value is `token`.
-fn header_has(head: &str, name: &str, token: &str) -> bool {
-    head.split('\n').skip(1).any(|l| {
-        l.split_once(':').is_some_and(|(k, v)| {
-            k.trim().eq_ignore_ascii_case(name) && v.trim().eq_ignore_ascii_case(token)
-        })
-    })
+/// What the answer needs from a request head, found in one pass over its bytes.
+struct Head<'a> {
+    method: &'a [u8],
+    target: &'a str,
+    version: &'a [u8],
+    /// `Connection: close` / `Connection: keep-alive`.
+    close: bool,
+    keep_alive: bool,
+    /// A Content-Length or Transfer-Encoding header (a body may follow).
+    body: bool,
+}
+
+fn parse_head(head: &[u8]) -> Head<'_> {
+    let mut lines = head.split(|b| *b == b'\n');
+    let mut first = lines
+        .next()
+        .unwrap_or(b"")
+        .trim_ascii()
+        .splitn(3, |b| *b == b' ');
+    let method = first.next().unwrap_or(b"");
+    let target = core::str::from_utf8(first.next().unwrap_or(b"")).unwrap_or("");
+    let version = first.next().unwrap_or(b"");
+    let mut h = Head {
+        method,
+        target,
+        version,
+        close: false,
+        keep_alive: false,
+        body: false,
+    };
+    for line in lines {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let (key, value) = (line[..colon].trim_ascii(), line[colon + 1..].trim_ascii());
+        if key.eq_ignore_ascii_case(b"connection") {
+            h.close |= value.eq_ignore_ascii_case(b"close");
+            h.keep_alive |= value.eq_ignore_ascii_case(b"keep-alive");
+        } else if key.eq_ignore_ascii_case(b"content-length")
+            || key.eq_ignore_ascii_case(b"transfer-encoding")
+        {
+            h.body = true;
+        }
+    }
+    h
 }
 
 impl Http {
@@ -144,8 +182,7 @@ impl Http {
                     }
                     break;
                 };
-                let head = core::str::from_utf8(&c.req[..end]).unwrap_or("");
-                let keep = answer(s, head, self.name, self.served, acpi);
+                let keep = answer(s, &parse_head(&c.req[..end]), self.name, self.served, acpi);
                 self.served += 1;
                 worked = true;
                 c.req.copy_within(end + 4..c.len, 0);
@@ -164,31 +201,19 @@ impl Http {
 /// Answers one request head; returns whether the connection stays open.
 fn answer(
     s: &mut tcp::Socket,
-    head: &str,
+    head: &Head,
     name: &str,
     served: u64,
     acpi: Option<&AcpiInfo>,
 ) -> bool {
-    let line = head.split('\n').next().unwrap_or("").trim_end();
-    let mut parts = line.split(' ');
-    let (method, target, version) = (
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-        parts.next().unwrap_or(""),
-    );
+    let (method, target) = (head.method, head.target);
     // A request body is never read: a request that may have one ends the connection.
-    let bodyless = method == "GET"
-        && !head.split('\n').any(|l| {
-            l.split_once(':').is_some_and(|(k, _)| {
-                k.trim().eq_ignore_ascii_case("content-length")
-                    || k.trim().eq_ignore_ascii_case("transfer-encoding")
-            })
-        });
-    let keep = bodyless
-        && if version == "HTTP/1.0" {
-            header_has(head, "connection", "keep-alive")
+    let keep = method == b"GET"
+        && !head.body
+        && if head.version == b"HTTP/1.0" {
+            head.keep_alive
         } else {
-            !header_has(head, "connection", "close")
+            !head.close
         };
     let mut body = [0u8; 256];
     let mut b = Cursor {
@@ -197,11 +222,11 @@ fn answer(
     };
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let status = match (method, path) {
-        ("GET", "/") => {
+        (b"GET", "/") => {
             let _ = writeln!(b, "hello from {name}");
             "200 OK"
         }
-        ("GET", "/burn") => {
+        (b"GET", "/burn") => {
             let ms = query
                 .split('&')
                 .find_map(|kv| kv.strip_prefix("ms="))
@@ -212,12 +237,12 @@ fn answer(
             let _ = writeln!(b, "burned {ms} ms on {name}");
             "200 OK"
         }
-        ("GET", "/stats") => {
+        (b"GET", "/stats") => {
             let (up, busy) = super::busy();
             let _ = writeln!(b, "requests={served} up_us={up} busy_us={busy}");
             "200 OK"
         }
-        ("GET", _) => {
+        (b"GET", _) => {
             let _ = writeln!(b, "not found");
             "404 Not Found"
         }
