@@ -347,6 +347,15 @@ pub fn push_avail_q(d: &mut Device, qi: usize, head: u16) {
     unsafe { q.avail.as_mut_ptr().add(1).write_volatile(st.avail_idx) };
 }
 
+/// Asks the device not to interrupt when it returns buffers of queue `qi`
+/// (VIRTQ_AVAIL_F_NO_INTERRUPT; a hint the device may ignore). The driver then reaps them when
+/// it next needs them.
+pub fn suppress_interrupts_q(d: &Device, qi: usize) {
+    let q = queue_mem(d.slot, qi);
+    // SAFETY: in-bounds volatile write of our available ring's flags field.
+    unsafe { q.avail.as_mut_ptr().write_volatile(1) };
+}
+
 /// Tells the device about new available buffers (queue 0).
 pub fn notify(d: &Device) {
     notify_q(d, 0);
@@ -406,8 +415,12 @@ pub fn wait_used(d: &Device, acpi: Option<&AcpiInfo>) {
     }
 }
 
+/// virtio interrupts taken (all devices).
+pub static INTERRUPTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Interrupt handler body: acknowledge every device's pending interrupt.
 pub fn on_interrupt() {
+    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: plain copies of the device records (written only during probe, before the vector
     // is routed); the main code may hold a reference, so no reference is formed here.
     let n = unsafe { *(&raw const COUNT) };

@@ -1,9 +1,10 @@
 //! A tiny HTTP/1.1 server on port 80 for the tests: `GET /` answers 200 with
 //! `hello from HOSTNAME` (the NoCloud seed's `local-hostname`, else `testguest`), and
 //! `GET /burn?ms=N` first spins N ms (at most 10 s) of guest CPU on the PIT clock, then answers
-//! `burned N ms on HOSTNAME`; `GET /stats` answers `requests=N up_us=U busy_us=B` (requests
-//! answered before this one; µs since the network mode started and µs of them not halted: under
-//! QEMU `-icount shift=0` busy µs are thousands of guest instructions). Anything else is 404
+//! `burned N ms on HOSTNAME`; `GET /stats` answers `requests=N up_us=U busy_us=B halts=H virtio_irqs=I`
+//! (requests answered before this one; µs since the network mode started and µs of them not
+//! halted — under QEMU `-icount shift=0` busy µs are thousands of guest instructions; halts of
+//! the main loop; virtio interrupts taken). Anything else is 404
 //! (unknown path) or 405 (not GET).
 //!
 //! Every answer has a Content-Length. Connections are persistent (HTTP/1.1) unless the request
@@ -238,8 +239,11 @@ fn answer(
             "200 OK"
         }
         (b"GET", "/stats") => {
-            let (up, busy) = super::busy();
-            let _ = writeln!(b, "requests={served} up_us={up} busy_us={busy}");
+            let (up, busy, halts, irqs) = super::busy();
+            let _ = writeln!(
+                b,
+                "requests={served} up_us={up} busy_us={busy} halts={halts} virtio_irqs={irqs}"
+            );
             "200 OK"
         }
         (b"GET", _) => {

@@ -60,10 +60,18 @@ static HALTED_US: AtomicU64 = AtomicU64::new(0);
 /// When `run` started (µs, TSC clock).
 static STARTED_US: AtomicU64 = AtomicU64::new(0);
 
-/// (µs since the network mode started, µs of them not halted).
-pub fn busy() -> (u64, u64) {
+/// Halts in [`wait`].
+static HALTS: AtomicU64 = AtomicU64::new(0);
+
+/// (µs since the network mode started, µs of them not halted, halts, virtio interrupts).
+pub fn busy() -> (u64, u64, u64, u64) {
     let up = time::now_us() - STARTED_US.load(Ordering::Relaxed);
-    (up, up.saturating_sub(HALTED_US.load(Ordering::Relaxed)))
+    (
+        up,
+        up.saturating_sub(HALTED_US.load(Ordering::Relaxed)),
+        HALTS.load(Ordering::Relaxed),
+        crate::virtio::INTERRUPTS.load(Ordering::Relaxed),
+    )
 }
 
 static mut SOCKETS: [SocketStorage<'static>; 8] = [const { SocketStorage::EMPTY }; 8];
@@ -145,5 +153,6 @@ fn wait(nic: &RefCell<virtio_net::Nic>, delay: Option<Duration>, acpi: Option<&A
     let t0 = time::now_us();
     sti_hlt();
     HALTED_US.fetch_add(time::now_us() - t0, Ordering::Relaxed);
+    HALTS.fetch_add(1, Ordering::Relaxed);
     // The timer is left armed: a late expiry only costs one extra loop; the next wait re-arms.
 }

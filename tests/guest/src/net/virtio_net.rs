@@ -5,7 +5,9 @@
 //! Buffers are static 2 KiB slots; descriptor `i` of a queue always points at slot `i`, so no
 //! free list of descriptors is needed. All receive slots stay posted: a slot consumed by the
 //! stack is re-posted at once. Transmit slots come from a small free stack refilled from the
-//! used ring. Notifications are batched: [`Nic::flush`] kicks each queue that got buffers.
+//! used ring when the free stack is empty; the transmit queue does not interrupt (its
+//! completions are not worth a wake-up). Notifications are batched: [`Nic::flush`] kicks each
+//! queue that got buffers.
 
 use crate::virtio::{self, DESC_F_WRITE, Device, ID_NET};
 
@@ -74,6 +76,8 @@ impl Nic {
         for i in 0..rx {
             nic.post_rx(i);
         }
+        // Sent buffers are reaped when a slot is needed: no wake-up per transmit completion.
+        virtio::suppress_interrupts_q(nic.dev(), TXQ);
         for i in (0..tx).rev() {
             nic.tx_free[nic.tx_free_n] = i;
             nic.tx_free_n += 1;
