@@ -99,12 +99,14 @@ fn seed(dir: &Path) -> PathBuf {
     img
 }
 
-/// Boots the guest with `cmdline`, the seed image if any, and ports 80 and 7 forwarded.
-fn boot(cmdline: &str, seed: Option<&Path>, http: u16, echo: u16) -> Qemu {
+/// Boots the guest with `cmdline`, the seed image if any, `extra` QEMU arguments, and ports 80
+/// and 7 forwarded.
+fn boot(cmdline: &str, seed: Option<&Path>, extra: &[&str], http: u16, echo: u16) -> Qemu {
     let netdev = format!(
         "user,id=n0,net=10.0.2.0/24,hostfwd=tcp:127.0.0.1:{http}-:80,hostfwd=tcp:127.0.0.1:{echo}-:7"
     );
     let mut cmd = Command::new("qemu-system-x86_64");
+    cmd.args(extra);
     if let Some(seed) = seed {
         cmd.args([
             "-drive",
@@ -209,6 +211,73 @@ fn get(port: u16, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The guest's `GET /stats` counters.
+fn stats(port: u16) -> std::collections::HashMap<String, u64> {
+    let (status, body) = get(port, "/stats");
+    assert_eq!(status, 200);
+    body.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+/// Request rates and the guest's own cost per request (from `/stats`).
+struct Rates {
+    close_rps: f64,
+    keepalive_rps: f64,
+    /// Guest µs not halted per request: one-connection, keep-alive.
+    close_busy_us: f64,
+    keepalive_busy_us: f64,
+    /// Requests the guest answered from the first `/stats` to the last (excluded): both runs
+    /// and the middle `/stats`.
+    served: u64,
+}
+
+impl Rates {
+    fn line(&self) -> String {
+        format!(
+            "http requests={REQUESTS} close_rps={:.0} keepalive_rps={:.0} close_busy_us={:.1} keepalive_busy_us={:.1}",
+            self.close_rps, self.keepalive_rps, self.close_busy_us, self.keepalive_busy_us
+        )
+    }
+}
+
+/// REQUESTS sequential one-request connections, then REQUESTS requests on one connection,
+/// bounded by 120 s each.
+fn rates(http: u16) -> Rates {
+    let s0 = stats(http);
+    let t = Instant::now();
+    for i in 0..REQUESTS {
+        assert_eq!(get(http, "/").0, 200, "request {i}");
+        assert!(t.elapsed() < Duration::from_secs(120), "too slow at {i}");
+    }
+    let close_rps = REQUESTS as f64 / t.elapsed().as_secs_f64();
+    let s1 = stats(http);
+    let mut s = connect(http);
+    let t = Instant::now();
+    for i in 0..REQUESTS {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: guest\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut s).0, 200, "request {i}");
+        assert!(t.elapsed() < Duration::from_secs(120), "too slow at {i}");
+    }
+    let keepalive_rps = REQUESTS as f64 / t.elapsed().as_secs_f64();
+    drop(s);
+    let s2 = stats(http);
+    // Each /stats request is itself one one-connection request (counted in the next window).
+    let per = |a: &std::collections::HashMap<String, u64>,
+               b: &std::collections::HashMap<String, u64>| {
+        (b["busy_us"] - a["busy_us"]) as f64 / REQUESTS as f64
+    };
+    Rates {
+        close_rps,
+        keepalive_rps,
+        close_busy_us: per(&s0, &s1),
+        keepalive_busy_us: per(&s1, &s2),
+        served: s2["requests"] - s0["requests"],
+    }
+}
+
 /// User + system CPU ticks of process `pid` so far.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -234,7 +303,7 @@ fn testguest_network_mode_under_qemu_tcg() {
     let dir = tempfile::tempdir().unwrap();
     let seed = seed(dir.path());
     let (http, echo) = (free_port(), free_port());
-    let vm = boot("console=ttyS0 net=dhcp", Some(&seed), http, echo);
+    let vm = boot("console=ttyS0 net=dhcp", Some(&seed), &[], http, echo);
 
     let lease = vm.wait_line("testguest: net dhcp ", Duration::from_secs(60));
     assert_eq!(
@@ -288,22 +357,8 @@ fn testguest_network_mode_under_qemu_tcg() {
     s.read_to_end(&mut rest).unwrap();
     assert!(rest.is_empty());
 
-    // Rates: REQUESTS sequential one-request connections, then REQUESTS on one connection.
-    let t = Instant::now();
-    for i in 0..REQUESTS {
-        assert_eq!(get(http, "/").0, 200, "request {i}");
-        assert!(t.elapsed() < Duration::from_secs(120), "too slow at {i}");
-    }
-    let close_rps = REQUESTS as f64 / t.elapsed().as_secs_f64();
-    let mut s = connect(http);
-    let t = Instant::now();
-    for i in 0..REQUESTS {
-        s.write_all(b"GET / HTTP/1.1\r\nHost: guest\r\n\r\n")
-            .unwrap();
-        assert_eq!(read_response(&mut s).0, 200, "request {i}");
-    }
-    let keep_rps = REQUESTS as f64 / t.elapsed().as_secs_f64();
-    drop(s);
+    let r = rates(http);
+    assert_eq!(r.served, 2 * REQUESTS as u64 + 2);
 
     // Idle: the guest halts until a frame or its next TCP/DHCP deadline, so QEMU (TCG) itself
     // should be nearly idle too (measured ~0.3% of a core).
@@ -317,8 +372,8 @@ fn testguest_network_mode_under_qemu_tcg() {
         "idle guest cost QEMU {idle_ticks} ticks in 3 s (hz {hz})"
     );
     record(&format!(
-        "guest_net_qemu: http requests={REQUESTS} close_rps={close_rps:.0} keepalive_rps={keep_rps:.0} \
-         burn50_ms={} echo_rt_us={} idle_cpu_pct={:.1} (QEMU TCG, slirp)",
+        "guest_net_qemu: {} burn50_ms={} echo_rt_us={} idle_cpu_pct={:.1} (QEMU TCG, slirp)",
+        r.line(),
         burn.as_millis(),
         echo_rt.as_micros(),
         idle_ticks as f64 * 100.0 / (3 * hz) as f64
@@ -333,6 +388,7 @@ fn static_address_without_a_seed() {
     let vm = boot(
         "console=ttyS0 net=static:10.0.2.15/24,gw=10.0.2.2",
         None,
+        &[],
         http,
         echo,
     );
@@ -348,4 +404,30 @@ fn static_address_without_a_seed() {
     s.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"static echo");
     assert!(!vm.output().contains("net dhcp"), "{}", vm.output());
+}
+
+/// The same server with the guest slowed to PVM's pace: `-icount shift=8,align=on` makes every
+/// guest instruction 256 ns of virtual time and keeps virtual time in step with real time, so
+/// the guest runs ~3.9 M instructions/s (PVM's emulator: ~3.6-4 M/s; its exits cost extra and are
+/// not modelled). Under icount the TSC counts virtual time, so `busy_us` / 0.256 is the number of
+/// guest instructions per request. Prints the rates (`guest_net_qemu: pvm-pace ...`).
+#[test]
+fn rates_at_pvm_instruction_pace() {
+    let (http, echo) = (free_port(), free_port());
+    let vm = boot(
+        "console=ttyS0 net=static:10.0.2.15/24,gw=10.0.2.2",
+        None,
+        &["-icount", "shift=8,align=on,sleep=on"],
+        http,
+        echo,
+    );
+    vm.wait_line("testguest: net listening", Duration::from_secs(120));
+    assert_eq!(get(http, "/"), (200, "hello from testguest\n".to_string()));
+    let r = rates(http);
+    record(&format!(
+        "guest_net_qemu: pvm-pace {} close_kinstr={:.1} keepalive_kinstr={:.1} (QEMU TCG -icount shift=8,align=on)",
+        r.line(),
+        r.close_busy_us / 256.0,
+        r.keepalive_busy_us / 256.0
+    ));
 }
