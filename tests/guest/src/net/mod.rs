@@ -11,8 +11,8 @@
 //! testguest: net: no virtio-net device                  (then the guest idles as mode=idle)
 //! ```
 //!
-//! The loop is interrupt driven: poll the stack, run the servers, poll again if they queued
-//! data, kick the device, then `cli; check for frames; arm the local APIC timer for smoltcp's
+//! The loop is interrupt driven: poll the stack, run the servers, send what they queued, kick
+//! the device, then `cli; check for frames; arm the local APIC timer for smoltcp's
 //! next deadline; sti; hlt`. Time comes from the TSC (calibrated against the PIT at start), so it
 //! runs on across halts; an idle guest with no pending deadline sleeps until a frame arrives
 //! (or for up to the APIC timer's range). The ACPI power button powers off.
@@ -26,7 +26,7 @@ pub mod virtio_net;
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use smoltcp::iface::{Config as IfaceConfig, Interface, SocketSet, SocketStorage};
+use smoltcp::iface::{Config as IfaceConfig, Interface, PollResult, SocketSet, SocketStorage};
 use smoltcp::socket::dhcpv4;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
@@ -126,13 +126,18 @@ pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
                 leased = dhcp::on_event(&mut iface, event, leased);
             }
         }
-        let worked = echo.poll(&mut sockets) | http.poll(&mut sockets, acpi);
-        if worked {
-            iface.poll(now(), &mut dev, &mut sockets);
+        if echo.poll(&mut sockets) | http.poll(&mut sockets, acpi) {
+            // Send what the servers queued. Egress only: nothing new reaches the sockets, so the
+            // servers have seen all there is and the loop may halt (a frame that arrived
+            // meanwhile is still in the receive ring, and `wait` checks it).
+            while matches!(
+                iface.poll_egress(now(), &mut dev, &mut sockets),
+                PollResult::SocketStateChanged
+            ) {}
         }
         nic.borrow_mut().flush();
         let delay = iface.poll_delay(now(), &sockets);
-        if worked || delay == Some(Duration::ZERO) {
+        if delay == Some(Duration::ZERO) {
             continue;
         }
         wait(&nic, delay, acpi);
