@@ -4,7 +4,7 @@
 //! 10.0.2.2) and a NoCloud seed on a `virtio-blk-device`. The guest's ports 80 and 7 are
 //! forwarded to loopback ports of the host; no tap, no bridge, nothing outside loopback.
 //!
-//! Checks: the DHCP lease line, `GET /` (named by the seed's `local-hostname`), `GET
+//! Checks: the MAC read from config space, the DHCP lease line, `GET /` (named by the seed's `local-hostname`), `GET
 //! /burn?ms=50` (takes at least 50 ms), a 404, two requests on one keep-alive connection, TCP
 //! echo round trips, then 200 sequential `Connection: close` requests and 200 keep-alive
 //! requests, timed; their rates are printed (`guest_net_qemu: http ...`) and appended to
@@ -132,7 +132,12 @@ fn boot(cmdline: &str, seed: Option<&Path>, extra: &[&str], http: u16, echo: u16
         .arg("-kernel")
         .arg(testguest())
         .args(["-append", cmdline])
-        .args(["-netdev", &netdev, "-device", "virtio-net-device,netdev=n0"])
+        .args([
+            "-netdev",
+            &netdev,
+            "-device",
+            "virtio-net-device,netdev=n0,mac=02:00:00:c0:ff:ee",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -314,6 +319,8 @@ fn testguest_network_mode_under_qemu_tcg() {
     );
     vm.wait_line("testguest: net listening echo=7 http=80", IO_TIMEOUT);
     let out = vm.output();
+    // The MAC comes from the device's config space (QEMU's default would be 52:54:00:12:34:56).
+    assert!(out.contains(" mac=02:00:00:c0:ff:ee "), "{out}");
     assert!(
         out.contains("testguest: cidata dev=") && out.contains("instance-id=iid-net-e2e"),
         "{out}"
