@@ -6,7 +6,7 @@
 //!
 //! Checks: the MAC read from config space, the DHCP lease line, `GET /` (named by the seed's `local-hostname`), `GET
 //! /burn?ms=50` (takes at least 50 ms), a 404, two requests on one keep-alive connection, TCP
-//! echo round trips, then 200 sequential `Connection: close` requests and 200 keep-alive
+//! echo round trips and 1 MiB of bulk echo, then 200 sequential `Connection: close` requests and 200 keep-alive
 //! requests, timed; their rates are printed (`guest_net_qemu: http ...`) and appended to
 //! `target/nested/guest-net-qemu.log`; then the idle guest must cost QEMU < 10% of a core.
 //! A second boot uses `net=static:...` and no seed. Every wait is bounded.
@@ -359,6 +359,21 @@ fn testguest_network_mode_under_qemu_tcg() {
         assert_eq!(got, msg, "echo round trip {i}");
     }
     let echo_rt = t.elapsed() / 20;
+
+    // Bulk: 1 MiB through the echo server while reading it back (windows fill, transmit slots
+    // run out, receive buffers recycle), byte-exact.
+    let data: Vec<u8> = (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let mut writer = s.try_clone().unwrap();
+    let to_send = data.clone();
+    let t = Instant::now();
+    let sender = std::thread::spawn(move || writer.write_all(&to_send).unwrap());
+    let mut got = vec![0u8; data.len()];
+    s.read_exact(&mut got).unwrap();
+    sender.join().unwrap();
+    let bulk_mb_s = data.len() as f64 / t.elapsed().as_secs_f64() / 1e6;
+    assert!(got == data, "bulk echo differs");
     s.shutdown(Shutdown::Write).unwrap();
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).unwrap();
@@ -379,7 +394,7 @@ fn testguest_network_mode_under_qemu_tcg() {
         "idle guest cost QEMU {idle_ticks} ticks in 3 s (hz {hz})"
     );
     record(&format!(
-        "guest_net_qemu: {} burn50_ms={} echo_rt_us={} idle_cpu_pct={:.1} (QEMU TCG, slirp)",
+        "guest_net_qemu: {} burn50_ms={} echo_rt_us={} echo_bulk_mb_s={bulk_mb_s:.1} idle_cpu_pct={:.1} (QEMU TCG, slirp)",
         r.line(),
         burn.as_millis(),
         echo_rt.as_micros(),

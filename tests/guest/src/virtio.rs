@@ -347,13 +347,13 @@ pub fn push_avail_q(d: &mut Device, qi: usize, head: u16) {
     unsafe { q.avail.as_mut_ptr().add(1).write_volatile(st.avail_idx) };
 }
 
-/// Asks the device not to interrupt when it returns buffers of queue `qi`
-/// (VIRTQ_AVAIL_F_NO_INTERRUPT; a hint the device may ignore). The driver then reaps them when
-/// it next needs them.
-pub fn suppress_interrupts_q(d: &Device, qi: usize) {
+/// Asks the device not to interrupt (`suppress`) or to interrupt again when it returns buffers
+/// of queue `qi` (VIRTQ_AVAIL_F_NO_INTERRUPT; a hint the device may ignore).
+pub fn suppress_interrupts_q(d: &Device, qi: usize, suppress: bool) {
     let q = queue_mem(d.slot, qi);
     // SAFETY: in-bounds volatile write of our available ring's flags field.
-    unsafe { q.avail.as_mut_ptr().write_volatile(1) };
+    unsafe { q.avail.as_mut_ptr().write_volatile(u16::from(suppress)) };
+    fence(Ordering::SeqCst);
 }
 
 /// Tells the device about new available buffers (queue 0).

@@ -137,19 +137,31 @@ pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
         }
         nic.borrow_mut().flush();
         let delay = iface.poll_delay(now(), &sockets);
-        if delay == Some(Duration::ZERO) {
+        // With every transmit slot in flight, smoltcp's "send now" cannot be met: halt until a
+        // transmit completion interrupts instead of spinning on the used ring.
+        let stalled = nic.borrow_mut().tx_stalled();
+        if delay == Some(Duration::ZERO) && !stalled {
             continue;
         }
-        wait(&nic, delay, acpi);
+        wait(&nic, if stalled { None } else { delay }, stalled, acpi);
     }
 }
 
-/// Halts until a frame arrives, a transmit completes, the deadline `delay` passes or the power
-/// button is pressed.
-fn wait(nic: &RefCell<virtio_net::Nic>, delay: Option<Duration>, acpi: Option<&AcpiInfo>) {
+/// Halts until a frame arrives, the deadline `delay` passes, the power button is pressed or,
+/// with `for_tx`, a transmit completes.
+fn wait(
+    nic: &RefCell<virtio_net::Nic>,
+    delay: Option<Duration>,
+    for_tx: bool,
+    acpi: Option<&AcpiInfo>,
+) {
     cli();
     power::check_button(acpi);
-    if nic.borrow().rx_pending() {
+    let tx_done = for_tx && nic.borrow_mut().tx_interrupts(true);
+    if tx_done || nic.borrow().rx_pending() {
+        if for_tx {
+            nic.borrow_mut().tx_interrupts(false);
+        }
         sti();
         return;
     }
@@ -159,5 +171,8 @@ fn wait(nic: &RefCell<virtio_net::Nic>, delay: Option<Duration>, acpi: Option<&A
     sti_hlt();
     HALTED_US.fetch_add(time::now_us() - t0, Ordering::Relaxed);
     HALTS.fetch_add(1, Ordering::Relaxed);
+    if for_tx {
+        nic.borrow_mut().tx_interrupts(false);
+    }
     // The timer is left armed: a late expiry only costs one extra loop; the next wait re-arms.
 }

@@ -6,7 +6,7 @@
 //! free list of descriptors is needed. All receive slots stay posted: a slot consumed by the
 //! stack is re-posted at once. Transmit slots come from a small free stack refilled from the
 //! used ring when the free stack is empty; the transmit queue does not interrupt (its
-//! completions are not worth a wake-up). Notifications are batched: [`Nic::flush`] kicks each
+//! completions are not worth a wake-up) except while the loop halts for a free slot. Notifications are batched: [`Nic::flush`] kicks each
 //! queue that got buffers.
 
 use crate::virtio::{self, DESC_F_WRITE, Device, ID_NET};
@@ -77,7 +77,7 @@ impl Nic {
             nic.post_rx(i);
         }
         // Sent buffers are reaped when a slot is needed: no wake-up per transmit completion.
-        virtio::suppress_interrupts_q(nic.dev(), TXQ);
+        virtio::suppress_interrupts_q(nic.dev(), TXQ, true);
         for i in (0..tx).rev() {
             nic.tx_free[nic.tx_free_n] = i;
             nic.tx_free_n += 1;
@@ -152,6 +152,19 @@ impl Nic {
                 self.tx_free_n += 1;
             }
         }
+    }
+
+    /// Whether every transmit slot is with the device (after reclaiming).
+    pub fn tx_stalled(&mut self) -> bool {
+        !self.tx_available()
+    }
+
+    /// Lets transmit completions interrupt (while the loop halts waiting for a free slot) or not.
+    /// Returns whether a completion is already waiting (then do not halt).
+    pub fn tx_interrupts(&mut self, on: bool) -> bool {
+        let d = self.dev();
+        virtio::suppress_interrupts_q(d, TXQ, !on);
+        virtio::has_used_q(d, TXQ)
     }
 
     /// Whether a transmit slot is free (after reclaiming).
