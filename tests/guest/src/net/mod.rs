@@ -8,7 +8,7 @@
 //! testguest: net dev=N mac=52:54:00:12:34:56 tsc_khz=N lapic_per_ms=N
 //! testguest: net dhcp ip=10.0.2.15/24 gw=10.0.2.2 dns=10.0.2.3   (or `net static ...`)
 //! testguest: net listening echo=7 http=80
-//! testguest: net: no virtio-net device                  (then the guest idles as mode=idle)
+//! testguest: net: no virtio-net device (tsc_khz=N lapic_per_ms=N)   (then as mode=idle)
 //! ```
 //!
 //! The loop is interrupt driven: poll the stack, run the servers, send what they queued, kick
@@ -81,7 +81,9 @@ pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
     let (tsc_khz, lapic_per_ms) = time::calibrate(20);
     STARTED_US.store(time::now_us(), Ordering::Relaxed);
     let Some(nic) = virtio_net::Nic::find() else {
-        println!("testguest: net: no virtio-net device");
+        println!(
+            "testguest: net: no virtio-net device (tsc_khz={tsc_khz} lapic_per_ms={lapic_per_ms})"
+        );
         return;
     };
     let mac = nic.mac;
