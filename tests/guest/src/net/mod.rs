@@ -15,7 +15,9 @@
 //! the device, then `cli; check for frames; arm the local APIC timer for smoltcp's
 //! next deadline; sti; hlt`. Time comes from the TSC (calibrated against the PIT at start), so it
 //! runs on across halts; an idle guest with no pending deadline sleeps until a frame arrives
-//! (or for up to the APIC timer's range). The ACPI power button powers off.
+//! (or for up to the APIC timer's range). Transmit completions do not interrupt, except while
+//! every transmit slot is in flight and the loop halts for one. The ACPI power button powers
+//! off. `GET /stats` (see [`http`]) reports the loop's halts and busy time.
 
 pub mod dhcp;
 mod echo;
