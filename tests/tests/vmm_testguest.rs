@@ -144,6 +144,29 @@ fn interactive_commands_and_burn_until_next_line() {
     assert_eq!(vm.exit_code(STEP), 0);
 }
 
+/// `net=dhcp` without a virtio-net device (the VMM has none yet): the network mode calibrates its
+/// clocks on this /dev/kvm (TSC and local APIC timer against the PIT), says there is no device,
+/// and the guest stays interactive. Until the VMM has a NIC, the network mode itself is tested
+/// under QEMU (tests/guest_net_qemu.rs).
+#[test]
+fn network_mode_without_a_nic_calibrates_and_stays_interactive() {
+    let mut vm = Vm::spawn(VmArgs::testguest("console=ttyS0 net=dhcp"));
+    vm.wait_for(READY, STEP);
+    let line = vm.wait_for_line("testguest: net: no virtio-net device (tsc_khz=", STEP);
+    let (tsc, lapic) = line
+        .trim_end_matches(')')
+        .split_once(" lapic_per_ms=")
+        .map(|(t, l)| (t.parse::<u64>().unwrap(), l.parse::<u64>().unwrap()))
+        .unwrap_or_else(|| panic!("{line:?}"));
+    // Sane rates: a TSC between 0.5 and 10 GHz; KVM's APIC timer runs at 1 GHz / 16.
+    assert!((500_000..10_000_000).contains(&tsc), "tsc_khz={tsc}");
+    assert!((50_000..75_000).contains(&lapic), "lapic_per_ms={lapic}");
+    vm.send("echo still-here\n");
+    vm.wait_for("\nstill-here\n", STEP);
+    vm.send("poweroff\n");
+    assert_eq!(vm.exit_code(STEP), 0);
+}
+
 #[test]
 fn burn_on_the_command_line_then_poweroff() {
     let out = boot_and_poweroff(VmArgs::testguest("burn=150 mode=poweroff"));

@@ -2,7 +2,8 @@
 //! (or `CIDATA`). The guest walks the root directory (long names included), reads the first
 //! cluster of `meta-data` and `user-data`, prints the `instance-id:` value and the first line of
 //! user-data. If the directory walk finds no `meta-data`, the first sectors are scanned for
-//! `instance-id:` instead.
+//! `instance-id:` instead. meta-data's `local-hostname:` is kept for [`hostname`] (the network
+//! mode's HTTP server names the guest with it).
 
 use crate::acpi::AcpiInfo;
 use crate::blk::{T_IN, data, request};
@@ -129,12 +130,34 @@ fn first_line(b: &[u8]) -> &str {
     core::str::from_utf8(&b[..end]).unwrap_or("?")
 }
 
-fn instance_id(b: &[u8]) -> Option<&str> {
-    const KEY: &[u8] = b"instance-id:";
-    let at = b.windows(KEY.len()).position(|w| w == KEY)?;
-    let rest = &b[at + KEY.len()..];
+fn meta_value<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a str> {
+    let at = b.windows(key.len()).position(|w| w == key)?;
+    let rest = &b[at + key.len()..];
     let v = first_line(rest).trim().trim_matches(|c| c == '"' || c == '\'');
     Some(v)
+}
+
+fn instance_id(b: &[u8]) -> Option<&str> {
+    meta_value(b, b"instance-id:")
+}
+
+static mut HOSTNAME: ([u8; 64], usize) = ([0; 64], 0);
+
+fn set_hostname(name: &str) {
+    let n = name.len().min(64);
+    // SAFETY: written once at boot on the boot CPU, before anything reads it.
+    unsafe {
+        let h = &mut *(&raw mut HOSTNAME);
+        h.0[..n].copy_from_slice(&name.as_bytes()[..n]);
+        h.1 = n;
+    }
+}
+
+/// meta-data's `local-hostname`, if the seed had one.
+pub fn hostname() -> Option<&'static str> {
+    // SAFETY: only written at boot (`set_hostname`), before the network mode reads it.
+    let h = unsafe { &*(&raw const HOSTNAME) };
+    core::str::from_utf8(&h.0[..h.1]).ok().filter(|s| !s.is_empty())
 }
 
 /// Prints the seed's instance-id and user-data first line if `d` holds a cidata volume.
@@ -147,10 +170,16 @@ pub fn report(index: usize, d: &mut Device, acpi: Option<&AcpiInfo>) -> bool {
     root[..dir.len()].copy_from_slice(dir);
     let dir = &root[..dir_sectors * 512];
     match file_head(d, &fat, dir, "meta-data", acpi) {
-        Some((meta, len)) => match instance_id(&meta[..len]) {
-            Some(id) => println!("testguest: cidata dev={index} instance-id={id}"),
-            None => println!("testguest: cidata dev={index} meta-data has no instance-id"),
-        },
+        Some((meta, len)) => {
+            let meta = &meta[..len];
+            if let Some(h) = meta_value(meta, b"local-hostname:") {
+                set_hostname(h);
+            }
+            match instance_id(meta) {
+                Some(id) => println!("testguest: cidata dev={index} instance-id={id}"),
+                None => println!("testguest: cidata dev={index} meta-data has no instance-id"),
+            }
+        }
         None => {
             // No directory entry: look for the key in the first sectors themselves.
             let found = read(d, 0, 64, acpi).and_then(|s| instance_id(s).map(|v| {

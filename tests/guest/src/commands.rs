@@ -17,6 +17,7 @@
 //! state (`testguest: power button`); `mode=echo` and `burn=MS` included.
 
 use crate::acpi::AcpiInfo;
+use crate::net::NetConfig;
 use crate::io::{cli, pause, sti, sti_hlt};
 use crate::power::{self, ResetVia};
 use crate::{println, serial, time};
@@ -30,18 +31,26 @@ pub enum Mode {
     Crash,
     InternalError,
     Hang,
+    Net,
 }
 
 pub struct Plan {
     pub mode: Mode,
     pub burn_ms: Option<u64>,
+    pub net: Option<NetConfig>,
 }
 
 pub fn parse_cmdline(cmdline: &str) -> Plan {
-    let mut plan = Plan { mode: Mode::Idle, burn_ms: None };
+    let mut plan = Plan { mode: Mode::Idle, burn_ms: None, net: None };
     for token in cmdline.split_ascii_whitespace() {
         match token.split_once('=') {
             Some(("burn", ms)) => plan.burn_ms = ms.parse().ok(),
+            Some(("net", value)) => {
+                plan.net = crate::net::parse(value);
+                if plan.net.is_none() {
+                    println!("testguest: net: bad net={value}");
+                }
+            }
             Some(("mode", mode)) => {
                 plan.mode = match mode {
                     "poweroff" => Mode::PowerOff,
@@ -51,16 +60,21 @@ pub fn parse_cmdline(cmdline: &str) -> Plan {
                     "crash" => Mode::Crash,
                     "internal-error" => Mode::InternalError,
                     "hang" => Mode::Hang,
+                    "net" => Mode::Net,
                     _ => Mode::Idle,
                 }
             }
             _ => {}
         }
     }
+    if plan.net.is_some() && plan.mode == Mode::Idle {
+        plan.mode = Mode::Net;
+    }
     plan
 }
 
-fn burn_for(ms: u64, acpi: Option<&AcpiInfo>) {
+/// Spins for `ms` ms of guest time (the PIT clock); the power button still powers off.
+pub fn burn_for(ms: u64, acpi: Option<&AcpiInfo>) {
     let end = time::ticks() + time::ms_to_ticks(ms);
     while time::ticks() < end {
         power::check_button(acpi);
@@ -107,6 +121,10 @@ pub fn run(plan: Plan, acpi: Option<&AcpiInfo>) -> ! {
             }
         },
         Mode::Idle => interactive(acpi),
+        Mode::Net => {
+            crate::net::run(plan.net.unwrap_or(NetConfig::Dhcp), acpi);
+            interactive(acpi)
+        }
         Mode::Hang => {
             println!("testguest: hang");
             crate::io::halt_forever()

@@ -1,5 +1,5 @@
 //! Interrupts: IDT (exceptions end the VM as a crash, vector 0x24 = COM1, 0x25 = power button,
-//! 0x26 = every virtio-mmio device), legacy PIC masked, local APIC enabled, GSIs routed to the
+//! 0x26 = every virtio-mmio device, 0x27 = the local APIC timer's one-shot wake-up), legacy PIC masked, local APIC enabled, GSIs routed to the
 //! boot CPU through whichever IOAPIC serves them.
 
 use core::arch::{asm, global_asm};
@@ -9,6 +9,7 @@ use crate::io::{mmio_read32, mmio_write32, outb};
 pub const SERIAL_VECTOR: u8 = 0x24;
 pub const POWER_BUTTON_VECTOR: u8 = 0x25;
 pub const VIRTIO_VECTOR: u8 = 0x26;
+pub const TIMER_VECTOR: u8 = 0x27;
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 const SERIAL_GSI: u32 = 4;
 
@@ -16,6 +17,11 @@ const LAPIC_ID: u64 = 0x20;
 const LAPIC_TPR: u64 = 0x80;
 const LAPIC_EOI: u64 = 0xb0;
 const LAPIC_SVR: u64 = 0xf0;
+const LAPIC_LVT_TIMER: u64 = 0x320;
+const LAPIC_TIMER_INITIAL: u64 = 0x380;
+const LAPIC_TIMER_CURRENT: u64 = 0x390;
+const LAPIC_TIMER_DIVIDE: u64 = 0x3e0;
+const LVT_MASKED: u32 = 1 << 16;
 pub const LAPIC_ICR_LOW: u64 = 0x300;
 pub const LAPIC_ICR_HIGH: u64 = 0x310;
 
@@ -81,6 +87,7 @@ exc_common:
     irq_stub serial_irq_stub, serial_irq
     irq_stub power_button_stub, power_button_irq
     irq_stub virtio_stub, virtio_irq
+    irq_stub timer_stub, timer_irq
 
     .globl spurious_stub
 spurious_stub:
@@ -93,6 +100,7 @@ unsafe extern "C" {
     fn serial_irq_stub();
     fn power_button_stub();
     fn virtio_stub();
+    fn timer_stub();
     fn spurious_stub();
 }
 
@@ -122,6 +130,30 @@ extern "C" fn power_button_irq() {
 extern "C" fn virtio_irq() {
     crate::virtio::on_interrupt();
     lapic_write(LAPIC_EOI, 0);
+}
+
+/// Local APIC timer (one-shot): it only ends a `hlt`; EOI.
+#[unsafe(no_mangle)]
+extern "C" fn timer_irq() {
+    lapic_write(LAPIC_EOI, 0);
+}
+
+/// Starts the local APIC timer counting down from `count` (divide by 16). With `interrupt` it
+/// raises [`TIMER_VECTOR`] once at zero; without, it only counts (for calibration).
+pub fn lapic_timer_start(count: u32, interrupt: bool) {
+    lapic_write(LAPIC_TIMER_DIVIDE, 0x3);
+    lapic_write(LAPIC_LVT_TIMER, u32::from(TIMER_VECTOR) | if interrupt { 0 } else { LVT_MASKED });
+    lapic_write(LAPIC_TIMER_INITIAL, count);
+}
+
+/// Restarts the local APIC timer from `count` with the mode [`lapic_timer_start`] set (0 stops it).
+pub fn lapic_timer_rearm(count: u32) {
+    lapic_write(LAPIC_TIMER_INITIAL, count);
+}
+
+/// The local APIC timer's current count.
+pub fn lapic_timer_current() -> u32 {
+    lapic_read(LAPIC_TIMER_CURRENT)
 }
 
 fn set_gate(vector: u8, handler: u64) {
@@ -224,6 +256,7 @@ pub fn init(lapic: u64, ioapic: u64, ioapics: &[crate::acpi::IoApic], power_butt
     set_gate(SPURIOUS_VECTOR, spurious_stub as *const () as u64);
     set_gate(POWER_BUTTON_VECTOR, power_button_stub as *const () as u64);
     set_gate(VIRTIO_VECTOR, virtio_stub as *const () as u64);
+    set_gate(TIMER_VECTOR, timer_stub as *const () as u64);
     load_idt();
     // Mask both 8259s: everything goes through the IOAPIC.
     outb(0x21, 0xff);

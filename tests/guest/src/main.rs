@@ -23,6 +23,7 @@
 //! testguest: cidata dev=N instance-id=...                 (a FAT disk labelled cidata)
 //! testguest: cidata dev=N user-data first-line="..."
 //! TESTGUEST READY
+//! testguest: net ...                                       (network mode, see `net`)
 //! ```
 
 #![no_std]
@@ -37,6 +38,7 @@ mod entry;
 mod interrupts;
 mod io;
 mod mem;
+mod net;
 mod paging;
 mod power;
 mod serial;

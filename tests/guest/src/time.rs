@@ -67,3 +67,53 @@ pub fn delay_us(us: u64) {
         last = now;
     }
 }
+
+/// TSC ticks and local APIC timer counts (divide by 16) per millisecond, from [`calibrate`].
+static TSC_PER_MS: AtomicU64 = AtomicU64::new(0);
+static LAPIC_PER_MS: AtomicU64 = AtomicU64::new(0);
+
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: reads the time-stamp counter; no memory effects.
+    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    u64::from(lo) | (u64::from(hi) << 32)
+}
+
+/// Measures the TSC and the local APIC timer against the PIT over `ms` ms of guest time. The
+/// TSC then gives time across `hlt` (the PIT counter wraps every 55 ms, unseen while halted),
+/// and the APIC timer wakes a halted CPU at a deadline. Without a PIT (the counter never
+/// moves) both fall back to 1 GHz. Returns (TSC kHz, APIC timer counts per ms).
+pub fn calibrate(ms: u64) -> (u64, u64) {
+    crate::interrupts::lapic_timer_start(u32::MAX, false);
+    let (t0, l0, p0) = (rdtsc(), crate::interrupts::lapic_timer_current(), ticks());
+    delay_us(ms * 1000);
+    let (t1, l1, p1) = (rdtsc(), crate::interrupts::lapic_timer_current(), ticks());
+    // From now on the timer is a stopped one-shot that raises its vector: `wake_after_us` only
+    // writes the initial count (one register, one emulated access under PVM).
+    crate::interrupts::lapic_timer_start(0, true);
+    let elapsed_ms = ticks_to_ms(p1 - p0);
+    let (tsc, lapic) = if STUCK.load(Ordering::Relaxed) || elapsed_ms == 0 {
+        (1_000_000, 1_000_000 / 16)
+    } else {
+        let us = (p1 - p0) * 1_000_000 / PIT_HZ;
+        (((t1 - t0) * 1000 / us).max(1), (u64::from(l0 - l1) * 1000 / us).max(1))
+    };
+    TSC_PER_MS.store(tsc, Ordering::Relaxed);
+    LAPIC_PER_MS.store(lapic, Ordering::Relaxed);
+    (tsc, lapic)
+}
+
+/// Microseconds since the TSC started (after [`calibrate`]).
+pub fn now_us() -> u64 {
+    let per_ms = TSC_PER_MS.load(Ordering::Relaxed).max(1);
+    let t = rdtsc();
+    (t / per_ms) * 1000 + (t % per_ms) * 1000 / per_ms
+}
+
+/// Arms the local APIC timer (after [`calibrate`]) to interrupt once after `us` µs (clamped to
+/// its 32-bit range), replacing any earlier deadline; 0 stops it.
+pub fn wake_after_us(us: u64) {
+    let per_ms = LAPIC_PER_MS.load(Ordering::Relaxed).max(1);
+    let count = (us.saturating_mul(per_ms) / 1000).clamp(u64::from(us > 0), u64::from(u32::MAX));
+    crate::interrupts::lapic_timer_rearm(count as u32);
+}

@@ -1,7 +1,8 @@
 //! virtio-mmio (modern, version 2) driver side: finds the devices (ACPI `LNRO0005` devices in the
-//! DSDT, and `virtio_mmio.device=SIZE@ADDR:IRQ` on the command line), brings each block device up
-//! (reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK, one queue, DRIVER_OK) and runs its single
-//! split virtqueue.
+//! DSDT, and `virtio_mmio.device=SIZE@ADDR:IRQ` on the command line), brings block (id 2) and
+//! network (id 1) devices up (reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK, queues,
+//! DRIVER_OK) and runs their split virtqueues (up to [`MAX_QUEUES`] per device: blk uses queue 0,
+//! net uses rx = 0 and tx = 1). The `*_q` functions name the queue; the others mean queue 0.
 //!
 //! All interrupts of all devices arrive on one vector; the handler only acknowledges them at the
 //! device (InterruptStatus → InterruptACK, which also lowers a level-triggered line). Waiting for
@@ -18,6 +19,8 @@ use crate::println;
 pub const MAX_DEVICES: usize = 8;
 /// Queue size used (the device may offer more).
 pub const QUEUE_SIZE: u16 = 128;
+/// Most queues per device.
+pub const MAX_QUEUES: usize = 2;
 
 const MAGIC: u64 = 0x000;
 const VERSION: u64 = 0x004;
@@ -46,8 +49,11 @@ const S_DRIVER_OK: u32 = 4;
 const S_FEATURES_OK: u32 = 8;
 const S_FAILED: u32 = 0x80;
 
-/// Feature bit VIRTIO_F_VERSION_1 (in the high word).
-const F_VERSION_1_HIGH: u32 = 1;
+/// Feature bit VIRTIO_F_VERSION_1.
+pub const F_VERSION_1: u64 = 1 << 32;
+/// Device ids.
+pub const ID_NET: u32 = 1;
+pub const ID_BLK: u32 = 2;
 
 pub const DESC_F_NEXT: u16 = 1;
 pub const DESC_F_WRITE: u16 = 2;
@@ -77,14 +83,27 @@ struct QueueMem {
     used: [u32; 1 + 2 * QUEUE_SIZE as usize + 1],
 }
 
-static mut QUEUES: [QueueMem; MAX_DEVICES] = [const {
-    QueueMem {
-        desc: [0; 2 * QUEUE_SIZE as usize],
-        avail: [0; 3 + QUEUE_SIZE as usize],
-        _pad: [0; 4096 - 16 * QUEUE_SIZE as usize - 2 * (3 + QUEUE_SIZE as usize)],
-        used: [0; 1 + 2 * QUEUE_SIZE as usize + 1],
-    }
+static mut QUEUES: [[QueueMem; MAX_QUEUES]; MAX_DEVICES] = [const {
+    [const {
+        QueueMem {
+            desc: [0; 2 * QUEUE_SIZE as usize],
+            avail: [0; 3 + QUEUE_SIZE as usize],
+            _pad: [0; 4096 - 16 * QUEUE_SIZE as usize - 2 * (3 + QUEUE_SIZE as usize)],
+            used: [0; 1 + 2 * QUEUE_SIZE as usize + 1],
+        }
+    }; MAX_QUEUES]
 }; MAX_DEVICES];
+
+/// The driver's view of one queue.
+#[derive(Clone, Copy, Default)]
+pub struct QueueState {
+    /// Queue size in use (0: not set up).
+    pub size: u16,
+    /// Our copy of the available index.
+    avail_idx: u16,
+    /// Used entries consumed so far.
+    last_used: u16,
+}
 
 /// A device that answered with the virtio magic.
 #[derive(Clone, Copy)]
@@ -95,12 +114,9 @@ pub struct Device {
     pub device_id: u32,
     /// Device feature bits (low 32, high 32).
     pub features: u64,
-    /// Queue size in use.
-    pub qsize: u16,
-    /// Our copy of the available index.
-    avail_idx: u16,
-    /// Used entries consumed so far.
-    last_used: u16,
+    /// Feature bits negotiated (a subset of `features`).
+    pub driver_features: u64,
+    pub queues: [QueueState; MAX_QUEUES],
     slot: usize,
 }
 
@@ -178,12 +194,16 @@ pub fn probe(acpi: Option<&AcpiInfo>, cmdline: &str) -> usize {
             source,
             device_id,
             features: 0,
-            qsize: 0,
-            avail_idx: 0,
-            last_used: 0,
+            driver_features: 0,
+            queues: [QueueState::default(); MAX_QUEUES],
             slot: count,
         };
-        if device_id == 2 && !start(&mut dev) {
+        let started = match device_id {
+            ID_BLK => start(&mut dev, F_VERSION_1, 1),
+            ID_NET => start(&mut dev, F_VERSION_1 | crate::net::virtio_net::F_MAC, 2),
+            _ => true,
+        };
+        if !started {
             println!("testguest: virtio base={base:#x} failed to start");
             continue;
         }
@@ -198,8 +218,9 @@ pub fn probe(acpi: Option<&AcpiInfo>, cmdline: &str) -> usize {
     count
 }
 
-/// The driver's initialisation sequence (virtio 1.2 §3.1.1) with one queue.
-fn start(d: &mut Device) -> bool {
+/// The driver's initialisation sequence (virtio 1.2 §3.1.1): negotiates `wanted` (VERSION_1 is
+/// required) and sets up queues `0..queues`.
+fn start(d: &mut Device, wanted: u64, queues: usize) -> bool {
     set_reg(d, STATUS, 0);
     set_reg(d, STATUS, S_ACKNOWLEDGE);
     set_reg(d, STATUS, S_ACKNOWLEDGE | S_DRIVER);
@@ -208,47 +229,51 @@ fn start(d: &mut Device) -> bool {
     set_reg(d, DEVICE_FEATURES_SEL, 1);
     let high = reg(d, DEVICE_FEATURES);
     d.features = u64::from(low) | (u64::from(high) << 32);
-    if high & F_VERSION_1_HIGH == 0 {
+    if d.features & F_VERSION_1 == 0 {
         set_reg(d, STATUS, S_FAILED);
         return false;
     }
+    d.driver_features = d.features & wanted;
     set_reg(d, DRIVER_FEATURES_SEL, 0);
-    set_reg(d, DRIVER_FEATURES, 0);
+    set_reg(d, DRIVER_FEATURES, d.driver_features as u32);
     set_reg(d, DRIVER_FEATURES_SEL, 1);
-    set_reg(d, DRIVER_FEATURES, F_VERSION_1_HIGH);
+    set_reg(d, DRIVER_FEATURES, (d.driver_features >> 32) as u32);
     set_reg(d, STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK);
     if reg(d, STATUS) & S_FEATURES_OK == 0 {
         set_reg(d, STATUS, S_FAILED);
         return false;
     }
-    set_reg(d, QUEUE_SEL, 0);
-    let max = reg(d, QUEUE_NUM_MAX);
-    if max == 0 {
-        set_reg(d, STATUS, S_FAILED);
-        return false;
+    for qi in 0..queues.min(MAX_QUEUES) {
+        set_reg(d, QUEUE_SEL, qi as u32);
+        let max = reg(d, QUEUE_NUM_MAX);
+        if max == 0 {
+            set_reg(d, STATUS, S_FAILED);
+            return false;
+        }
+        let size = QUEUE_SIZE.min(max as u16);
+        d.queues[qi] = QueueState { size, avail_idx: 0, last_used: 0 };
+        let q = queue_mem(d.slot, qi);
+        let (desc, avail, used) = (
+            q.desc.as_ptr() as u64,
+            q.avail.as_ptr() as u64,
+            q.used.as_ptr() as u64,
+        );
+        q.avail.fill(0);
+        q.used.fill(0);
+        set_reg(d, QUEUE_NUM, u32::from(size));
+        for (off, addr) in [(QUEUE_DESC, desc), (QUEUE_AVAIL, avail), (QUEUE_USED, used)] {
+            set_reg(d, off, addr as u32);
+            set_reg(d, off + 4, (addr >> 32) as u32);
+        }
+        set_reg(d, QUEUE_READY, 1);
     }
-    d.qsize = QUEUE_SIZE.min(max as u16);
-    let q = queue_mem(d.slot);
-    let (desc, avail, used) = (
-        q.desc.as_ptr() as u64,
-        q.avail.as_ptr() as u64,
-        q.used.as_ptr() as u64,
-    );
-    q.avail.fill(0);
-    q.used.fill(0);
-    set_reg(d, QUEUE_NUM, u32::from(d.qsize));
-    for (off, addr) in [(QUEUE_DESC, desc), (QUEUE_AVAIL, avail), (QUEUE_USED, used)] {
-        set_reg(d, off, addr as u32);
-        set_reg(d, off + 4, (addr >> 32) as u32);
-    }
-    set_reg(d, QUEUE_READY, 1);
     set_reg(d, STATUS, S_ACKNOWLEDGE | S_DRIVER | S_FEATURES_OK | S_DRIVER_OK);
     reg(d, STATUS) & S_DRIVER_OK != 0
 }
 
-fn queue_mem(slot: usize) -> &'static mut QueueMem {
+fn queue_mem(slot: usize, queue: usize) -> &'static mut QueueMem {
     // SAFETY: each device owns its slot; only the boot CPU touches the rings.
-    unsafe { &mut (*(&raw mut QUEUES))[slot] }
+    unsafe { &mut (*(&raw mut QUEUES))[slot][queue] }
 }
 
 /// Reads a config-space u32 (at `CONFIG + off`) consistently (config generation check).
@@ -267,10 +292,34 @@ pub fn config64(d: &Device, off: u64) -> u64 {
     }
 }
 
+/// Reads config-space byte `off` (no generation check: see [`config_bytes`]).
+fn config8(d: &Device, off: u64) -> u8 {
+    // SAFETY: a byte read of the device's config window (virtio-mmio allows byte access).
+    unsafe { core::ptr::read_volatile((d.base + CONFIG + off) as *const u8) }
+}
+
+/// Reads config-space bytes `off..off + out.len()`, retried until the generation is stable.
+pub fn config_bytes(d: &Device, off: u64, out: &mut [u8]) {
+    loop {
+        let g = reg(d, CONFIG_GENERATION);
+        for (i, b) in out.iter_mut().enumerate() {
+            *b = config8(d, off + i as u64);
+        }
+        if reg(d, CONFIG_GENERATION) == g {
+            return;
+        }
+    }
+}
+
 /// Writes descriptor `i`.
 pub fn set_desc(d: &Device, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-    let q = queue_mem(d.slot);
-    let i = usize::from(i % d.qsize);
+    set_desc_q(d, 0, i, addr, len, flags, next);
+}
+
+/// Writes descriptor `i` of queue `qi`.
+pub fn set_desc_q(d: &Device, qi: usize, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+    let q = queue_mem(d.slot, qi);
+    let i = usize::from(i % d.queues[qi].size);
     // SAFETY: in-bounds volatile writes to our own ring memory (the device reads it).
     unsafe {
         let p = q.desc.as_mut_ptr().add(2 * i);
@@ -282,44 +331,75 @@ pub fn set_desc(d: &Device, i: u16, addr: u64, len: u32, flags: u16, next: u16) 
 
 /// Makes the chain starting at descriptor `head` available (does not notify).
 pub fn push_avail(d: &mut Device, head: u16) {
-    let q = queue_mem(d.slot);
-    let slot = 2 + usize::from(d.avail_idx % d.qsize);
-    // SAFETY: in-bounds volatile writes to our available ring.
-    unsafe { q.avail.as_mut_ptr().add(slot).write_volatile(head) };
-    d.avail_idx = d.avail_idx.wrapping_add(1);
-    fence(Ordering::SeqCst);
-    // SAFETY: as above (the index field).
-    unsafe { q.avail.as_mut_ptr().add(1).write_volatile(d.avail_idx) };
+    push_avail_q(d, 0, head);
 }
 
-/// Tells the device about new available buffers.
-pub fn notify(d: &Device) {
+/// Makes the chain starting at descriptor `head` of queue `qi` available (does not notify).
+pub fn push_avail_q(d: &mut Device, qi: usize, head: u16) {
+    let q = queue_mem(d.slot, qi);
+    let st = &mut d.queues[qi];
+    let slot = 2 + usize::from(st.avail_idx % st.size);
+    // SAFETY: in-bounds volatile writes to our available ring.
+    unsafe { q.avail.as_mut_ptr().add(slot).write_volatile(head) };
+    st.avail_idx = st.avail_idx.wrapping_add(1);
     fence(Ordering::SeqCst);
-    set_reg(d, QUEUE_NOTIFY, 0);
+    // SAFETY: as above (the index field).
+    unsafe { q.avail.as_mut_ptr().add(1).write_volatile(st.avail_idx) };
+}
+
+/// Asks the device not to interrupt (`suppress`) or to interrupt again when it returns buffers
+/// of queue `qi` (VIRTQ_AVAIL_F_NO_INTERRUPT; a hint the device may ignore).
+pub fn suppress_interrupts_q(d: &Device, qi: usize, suppress: bool) {
+    let q = queue_mem(d.slot, qi);
+    // SAFETY: in-bounds volatile write of our available ring's flags field.
+    unsafe { q.avail.as_mut_ptr().write_volatile(u16::from(suppress)) };
+    fence(Ordering::SeqCst);
+}
+
+/// Tells the device about new available buffers (queue 0).
+pub fn notify(d: &Device) {
+    notify_q(d, 0);
+}
+
+/// Tells the device about new available buffers in queue `qi`.
+pub fn notify_q(d: &Device, qi: usize) {
+    fence(Ordering::SeqCst);
+    set_reg(d, QUEUE_NOTIFY, qi as u32);
 }
 
 /// The next used entry (descriptor head, length), if the device returned one.
 pub fn pop_used(d: &mut Device) -> Option<(u16, u32)> {
-    let q = queue_mem(d.slot);
+    pop_used_q(d, 0)
+}
+
+/// The next used entry of queue `qi` (descriptor head, length), if there is one.
+pub fn pop_used_q(d: &mut Device, qi: usize) -> Option<(u16, u32)> {
+    let q = queue_mem(d.slot, qi);
+    let st = &mut d.queues[qi];
     // SAFETY: volatile reads of the used ring the device writes.
     let idx = unsafe { (q.used.as_ptr() as *const u16).add(1).read_volatile() };
-    if idx == d.last_used {
+    if idx == st.last_used {
         return None;
     }
     fence(Ordering::SeqCst);
-    let e = 1 + 2 * usize::from(d.last_used % d.qsize);
+    let e = 1 + 2 * usize::from(st.last_used % st.size);
     // SAFETY: in-bounds volatile reads of used element `e`.
     let (id, len) = unsafe { (q.used.as_ptr().add(e).read_volatile(), q.used.as_ptr().add(e + 1).read_volatile()) };
-    d.last_used = d.last_used.wrapping_add(1);
+    st.last_used = st.last_used.wrapping_add(1);
     Some((id as u16, len))
 }
 
-/// Whether the device has returned buffers we have not consumed.
+/// Whether the device has returned buffers we have not consumed (queue 0).
 pub fn has_used(d: &Device) -> bool {
-    let q = queue_mem(d.slot);
+    has_used_q(d, 0)
+}
+
+/// Whether queue `qi` has used buffers we have not consumed.
+pub fn has_used_q(d: &Device, qi: usize) -> bool {
+    let q = queue_mem(d.slot, qi);
     // SAFETY: volatile read of the used index.
     let idx = unsafe { (q.used.as_ptr() as *const u16).add(1).read_volatile() };
-    idx != d.last_used
+    idx != d.queues[qi].last_used
 }
 
 /// Sleeps (`sti; hlt`) until the device has used buffers; the power button still powers off.
@@ -335,8 +415,12 @@ pub fn wait_used(d: &Device, acpi: Option<&AcpiInfo>) {
     }
 }
 
+/// virtio interrupts taken (all devices).
+pub static INTERRUPTS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
 /// Interrupt handler body: acknowledge every device's pending interrupt.
 pub fn on_interrupt() {
+    INTERRUPTS.fetch_add(1, Ordering::Relaxed);
     // SAFETY: plain copies of the device records (written only during probe, before the vector
     // is routed); the main code may hold a reference, so no reference is formed here.
     let n = unsafe { *(&raw const COUNT) };
