@@ -13,8 +13,10 @@
 //! Lists were taken from `strace -f` of the VMM running the test guest with disks, console
 //! connections, control requests, a reset and a stop (and the start of a Linux guest), and are
 //! kept as small as that allows. ioctls are
-//! filtered by request: the main thread may issue KVM ioctls (type `0xAE`) and `FIONBIO`; a vCPU
-//! thread only `KVM_RUN` and the two register reads of a crash report; the others only `FIONBIO`.
+//! filtered by request: the main thread may issue KVM ioctls (type `0xAE`), `TUNSETOFFLOAD` and
+//! `FIONBIO`; a vCPU thread only `KVM_RUN`, the two register reads of a crash report and
+//! `TUNSETOFFLOAD` (a virtio-net driver starting its device); the others only `FIONBIO`. Taps are
+//! read and written by the event loop with `read`/`write`, which it already has.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -178,6 +180,9 @@ mod ioctl {
     pub const KVM_GET_REGS: u64 = 0x8090_ae81;
     /// `_IOR(KVMIO, 0x83, struct kvm_sregs)`
     pub const KVM_GET_SREGS: u64 = 0x8138_ae83;
+    /// `_IOW('T', 208, unsigned int)`: a virtio-net device applies the guest's offloads to its
+    /// tap when the driver starts it (on a vCPU thread).
+    pub const TUNSETOFFLOAD: u64 = libc::TUNSETOFFLOAD;
     /// The type byte of every KVM ioctl (`KVMIO`).
     pub const KVM_TYPE: u64 = 0xae00;
 }
@@ -352,10 +357,12 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
                 SeccompCmpOp::MaskedEq(0xff00),
                 ioctl::KVM_TYPE,
             )?])?,
+            rule(&[arg_eq(1, ioctl::TUNSETOFFLOAD)?])?,
             fionbio,
         ],
         ThreadKind::Vcpu => vec![
             rule(&[arg_eq(1, ioctl::KVM_RUN)?])?,
+            rule(&[arg_eq(1, ioctl::TUNSETOFFLOAD)?])?,
             rule(&[arg_eq(1, ioctl::KVM_GET_REGS)?])?,
             rule(&[arg_eq(1, ioctl::KVM_GET_SREGS)?])?,
         ],

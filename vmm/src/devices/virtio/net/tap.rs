@@ -113,6 +113,8 @@ pub struct Tap {
     name: String,
     /// A stand-in (a datagram socket in tests and fuzzing): no ioctls.
     stand_in: bool,
+    /// The offloads it accepts, probed when opened (before the jail).
+    offloads: u32,
 }
 
 /// Result of an ioctl wrapper: negative means errno.
@@ -182,11 +184,13 @@ impl Tap {
         // SAFETY: TUNSETVNETHDRSZ reads one int from `size`; `file` is an attached tap.
         let rc = unsafe { ioctl_with_ref(&file, libc::TUNSETVNETHDRSZ, &size) };
         check(rc).map_err(|e| TapError::VnetHdrSize(name.clone(), e))?;
-        let tap = Tap {
+        let mut tap = Tap {
             file,
             name,
             stand_in: false,
+            offloads: 0,
         };
+        tap.offloads = tap.probe_offloads();
         // The guest has not negotiated any offload yet: nothing partial or segmented for it.
         tap.set_offloads(0)?;
         Ok(tap)
@@ -195,10 +199,12 @@ impl Tap {
     /// A datagram socket standing in for a tap (unit tests, fuzzing): frames are datagrams,
     /// offloads are accepted and ignored. `fd` must be non-blocking.
     pub fn stand_in(fd: OwnedFd) -> Tap {
+        use offload::*;
         Tap {
             file: File::from(fd),
             name: "stand-in".into(),
             stand_in: true,
+            offloads: CSUM | TSO4 | TSO6 | UFO,
         }
     }
 
@@ -224,20 +230,18 @@ impl Tap {
         })
     }
 
-    /// The offloads this tap accepts (probed from most to least; left at none).
+    /// The offloads this tap accepts (`offload::*`, probed when it was opened).
     pub fn supported_offloads(&self) -> u32 {
+        self.offloads
+    }
+
+    /// Tries the offload sets from most to least.
+    fn probe_offloads(&self) -> u32 {
         use offload::*;
-        if self.stand_in {
-            return CSUM | TSO4 | TSO6 | UFO;
-        }
-        let supported = [CSUM | TSO4 | TSO6 | UFO, CSUM | TSO4 | TSO6, CSUM]
+        [CSUM | TSO4 | TSO6 | UFO, CSUM | TSO4 | TSO6, CSUM]
             .into_iter()
             .find(|f| self.set_offloads(*f).is_ok())
-            .unwrap_or(0);
-        if let Err(e) = self.set_offloads(0) {
-            tracing::warn!("virtio-net: {e}");
-        }
-        supported
+            .unwrap_or(0)
     }
 
     /// Reads one frame (with its vnet header) into `buf`; `WouldBlock` when none is queued.
@@ -255,6 +259,12 @@ impl Tap {
 impl AsRawFd for Tap {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
+    }
+}
+
+impl std::os::fd::IntoRawFd for Tap {
+    fn into_raw_fd(self) -> RawFd {
+        self.file.into_raw_fd()
     }
 }
 
