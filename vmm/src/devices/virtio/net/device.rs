@@ -183,3 +183,58 @@ impl VirtioDevice for Net {
         self.lock().broken
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    #[test]
+    fn features_follow_the_tap_and_offloads_follow_the_guest() {
+        let plain = offered_features(0);
+        assert_eq!(plain & (features::CSUM | features::GUEST_CSUM), 0);
+        assert_ne!(plain & features::MRG_RXBUF, 0);
+        assert_ne!(plain & common::VERSION_1, 0);
+        let all = offered_features(offload::CSUM | offload::TSO4 | offload::TSO6 | offload::UFO);
+        for f in [
+            features::CSUM,
+            features::GUEST_CSUM,
+            features::GUEST_TSO4,
+            features::GUEST_TSO6,
+            features::GUEST_UFO,
+            features::HOST_TSO4,
+            features::HOST_TSO6,
+            features::HOST_UFO,
+            features::MAC,
+            features::STATUS,
+            common::RING_EVENT_IDX,
+        ] {
+            assert_ne!(all & f, 0, "{f:#x}");
+        }
+        // TSO without checksum offload is not offered.
+        assert_eq!(offered_features(offload::TSO4), plain);
+        assert_eq!(
+            tap_offloads(all),
+            offload::CSUM | offload::TSO4 | offload::TSO6 | offload::UFO
+        );
+        assert_eq!(tap_offloads(all & !features::GUEST_CSUM), 0);
+        assert_eq!(
+            tap_offloads(features::GUEST_CSUM | features::GUEST_TSO6),
+            offload::CSUM | offload::TSO6
+        );
+    }
+
+    #[test]
+    fn config_space_and_identity() {
+        let (a, _b) = UnixDatagram::pair().unwrap();
+        let net = Net::new(Tap::stand_in(a.into()), [2, 1, 2, 3, 4, 5]);
+        assert_eq!(net.device_type(), 1);
+        assert_eq!(net.queue_max_sizes(), &[256, 256]);
+        let mut c = [0xffu8; 12];
+        net.read_config(0, &mut c);
+        assert_eq!(c, [2, 1, 2, 3, 4, 5, 1, 0, 1, 0, 0, 0]);
+        let mut tail = [0xffu8; 4];
+        net.read_config(u64::MAX - 1, &mut tail);
+        assert_eq!(tail, [0; 4]);
+    }
+}

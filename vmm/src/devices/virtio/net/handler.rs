@@ -862,4 +862,55 @@ mod tests {
         assert_eq!(rig.state.process_tx(TX_BUDGET).unwrap(), Pass::default());
         assert!(rig.state.interest().is_empty());
     }
+
+    /// The subscriber on a real event manager: with no receive buffers the tap is not watched
+    /// (a queued frame wakes nothing: no busy poll); a kick with buffers delivers it and
+    /// interrupts the guest.
+    #[test]
+    fn the_handler_watches_the_tap_only_while_the_guest_has_buffers() {
+        use crate::event_loop::Subscriber;
+        use event_manager::{EventManager, SubscriberOps};
+        let mut rig = Rig::new(true);
+        let (spare, _) = UnixDatagram::pair().unwrap();
+        let state = std::mem::replace(&mut rig.state, NetState::new(Tap::stand_in(spare.into())));
+        let state = Arc::new(Mutex::new(state));
+        let notify = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let interrupt = Arc::new(VirtioInterrupt::new().unwrap());
+        let handler = NetHandler::new(
+            state.clone(),
+            notify.try_clone().unwrap(),
+            interrupt.clone(),
+        );
+        let mut manager: EventManager<Subscriber> = EventManager::new().unwrap();
+        manager.add_subscriber(Arc::new(Mutex::new(handler)));
+
+        rig.frame_from_peer(&frame(100, 1));
+        notify.write(1).unwrap();
+        assert_eq!(manager.run_with_timeout(100).unwrap(), 1, "the kick");
+        assert!(state.lock().unwrap().rx_wait);
+        // The frame is still queued, yet nothing wakes the loop.
+        assert_eq!(
+            manager.run_with_timeout(100).unwrap(),
+            0,
+            "the tap is not watched"
+        );
+
+        rig.push(RX_Q, &[(0x40000, 2048, W)]);
+        rig.push(RX_Q, &[(0x41000, 2048, W)]);
+        notify.write(1).unwrap();
+        assert_eq!(manager.run_with_timeout(100).unwrap(), 1);
+        assert_eq!(rig.used(RX_Q).len(), 1);
+        assert_eq!(interrupt.irq_fd().read().unwrap(), 1);
+        // Buffers left: the tap is watched now, and a new frame is delivered on its own.
+        rig.frame_from_peer(&frame(50, 2));
+        assert_eq!(manager.run_with_timeout(100).unwrap(), 1, "the tap");
+        assert_eq!(rig.used(RX_Q).len(), 1);
+        assert_eq!(state.lock().unwrap().stats.rx_frames, 2);
+        // A reset: the next tap event unregisters it, then nothing more wakes the loop.
+        state.lock().unwrap().reset();
+        rig.frame_from_peer(&frame(50, 3));
+        assert!(manager.run_with_timeout(100).unwrap() <= 1);
+        rig.frame_from_peer(&frame(50, 4));
+        assert_eq!(manager.run_with_timeout(100).unwrap(), 0);
+    }
 }
