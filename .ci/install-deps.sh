@@ -13,7 +13,7 @@ BPO_OPTS=(-o "Dir::Etc::sourcelist=$BPO_DIR/sources.list" -o "Dir::Etc::sourcepa
           -o "Dir::State::lists=$BPO_DIR/lists")
 
 PKGS=(acpica-tools busybox-static cpio e2fsprogs fdisk dosfstools mtools genisoimage kmod lz4 xz-utils
-      zstd bzip2 skopeo docker-registry apache2-utils hyperfine wrk jq curl util-linux python3-venv
+      zstd bzip2 skopeo docker-registry apache2-utils hyperfine wrk jq curl util-linux iproute2 python3-venv
       systemd binutils file bc pass gnupg golang-docker-credential-helpers)
 
 missing=()
