@@ -255,7 +255,8 @@ const MAIN: &[i64] = &[
 ];
 
 /// The event loop: epoll, the control socket and its connections, console input, signals,
-/// and the virtio-blk requests (host file I/O on already open disks).
+/// the virtio-blk requests (host file I/O on already open disks) and virtio-net frames (`read`
+/// and `write` on already open taps).
 const EVENT_LOOP: &[i64] = &[
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
