@@ -483,6 +483,17 @@ mod tests {
             run_filtered(ThreadKind::EventLoop, append_dev_null),
             libc::SIGSYS
         );
+        fn tun_offload() {
+            // SAFETY: TUNSETOFFLOAD takes its flags by value; on fd -1 the kernel fails it
+            // (EBADF) once the filter let it through.
+            unsafe { libc::ioctl(-1, libc::TUNSETOFFLOAD, 0) };
+        }
+        // A virtio-net driver starting its device (vCPU thread) sets the tap's offloads.
+        assert_eq!(run_filtered(ThreadKind::Vcpu, tun_offload), 0);
+        assert_eq!(run_filtered(ThreadKind::Main, tun_offload), 0);
+        for kind in [ThreadKind::EventLoop, ThreadKind::BlkRead] {
+            assert_eq!(run_filtered(kind, tun_offload), libc::SIGSYS, "{kind:?}");
+        }
         assert_eq!(run_filtered(ThreadKind::Main, open_root), 0);
         for kind in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::BlkRead] {
             assert_eq!(run_filtered(kind, open_root), libc::SIGSYS, "{kind:?}");
