@@ -214,10 +214,23 @@ fn inner_tap_round_trip() {
         .map(|b| u8::from_str_radix(b, 16).unwrap())
         .collect();
 
+    // A tap opened by name reports its MTU (an inherited one may be in another namespace).
+    let by_name = Net::new(Tap::open("cnettap9").unwrap(), GUEST_MAC);
+    assert_ne!(by_name.features() & features::MTU, 0);
+    let mut mtu = [0u8; 2];
+    by_name.read_config(10, &mut mtu);
+    assert_eq!(u16::from_le_bytes(mtu), 1500, "a new tap's MTU");
+    drop(by_name);
+    assert_eq!(tap.mtu(), None);
     let net = Net::new(tap, GUEST_MAC);
-    let mut cfg = [0u8; 8];
+    assert_eq!(net.features() & features::MTU, 0);
+    let mut cfg = [0xffu8; 12];
     net.read_config(0, &mut cfg);
-    assert_eq!(cfg, [2, 0, 0, 0, 0, 2, 1, 0], "mac, then status LINK_UP");
+    assert_eq!(
+        cfg,
+        [2, 0, 0, 0, 0, 2, 1, 0, 1, 0, 0, 0],
+        "mac, status LINK_UP, one queue pair, no mtu"
+    );
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
     let mut d = Driver {
         mem: mem.clone(),

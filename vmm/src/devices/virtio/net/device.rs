@@ -17,8 +17,8 @@ use crate::devices::virtio::{ActivateError, VirtioDevice, features as common};
 
 /// Virtio device id of a network device.
 pub const DEVICE_ID: u32 = 1;
-/// Length of the config space: `mac[6]`, `status`, `max_virtqueue_pairs`.
-pub const CONFIG_LEN: usize = 10;
+/// Length of the config space: `mac[6]`, `status`, `max_virtqueue_pairs`, `mtu`.
+pub const CONFIG_LEN: usize = 12;
 
 /// Errors while creating a net device.
 #[derive(Debug, Error)]
@@ -98,11 +98,15 @@ impl Net {
 
     /// The device alone (tests drive it without a transport).
     pub fn new(tap: Tap, mac: [u8; 6]) -> Self {
-        let features = offered_features(tap.supported_offloads());
+        let mut features = offered_features(tap.supported_offloads());
         let mut config = [0u8; CONFIG_LEN];
         config[..6].copy_from_slice(&mac);
         config[6..8].copy_from_slice(&LINK_UP.to_le_bytes());
         config[8..10].copy_from_slice(&1u16.to_le_bytes());
+        if let Some(mtu) = tap.mtu() {
+            features |= features::MTU;
+            config[10..12].copy_from_slice(&mtu.to_le_bytes());
+        }
         Net {
             state: Arc::new(Mutex::new(NetState::new(tap))),
             features,

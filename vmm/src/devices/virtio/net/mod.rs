@@ -9,8 +9,8 @@
 //! * [`device`] — the [`super::VirtioDevice`] side: features, config space, activation/reset.
 //!
 //! Offered features: VERSION_1, RING_EVENT_IDX, RING_INDIRECT_DESC, MAC, STATUS (link up),
-//! MRG_RXBUF, and what the tap accepts of CSUM + GUEST_CSUM, HOST_TSO4/6 + GUEST_TSO4/6,
-//! HOST_UFO + GUEST_UFO. The negotiated guest offloads become the tap's `TUNSETOFFLOAD` flags
+//! MRG_RXBUF, MTU (that of a tap opened by name), and what the tap accepts of CSUM + GUEST_CSUM,
+//! HOST_TSO4/6 + GUEST_TSO4/6, HOST_UFO + GUEST_UFO. The negotiated guest offloads become the tap's `TUNSETOFFLOAD` flags
 //! when the driver starts the device. Frames pass through a host buffer each way (one copy);
 //! the vnet header goes to and from the tap unchanged, except `num_buffers`, set on receive.
 
@@ -39,6 +39,7 @@ pub const MAX_FRAME: usize = VNET_HDR_LEN + 65550;
 pub mod features {
     pub const CSUM: u64 = 1 << 0;
     pub const GUEST_CSUM: u64 = 1 << 1;
+    pub const MTU: u64 = 1 << 3;
     pub const MAC: u64 = 1 << 5;
     pub const GUEST_TSO4: u64 = 1 << 7;
     pub const GUEST_TSO6: u64 = 1 << 8;

@@ -86,6 +86,29 @@ impl IfReq {
     }
 }
 
+/// `struct ifreq` with the `ifr_mtu` member of its union.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct IfReqMtu {
+    name: [u8; 16],
+    mtu: i32,
+    _pad: [u8; 20],
+}
+
+/// The MTU of interface `name` (`SIOCGIFMTU` on a throwaway socket), if it can be read and is
+/// usable (68..=65535).
+fn interface_mtu(name: &str) -> Option<u16> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    let mut req = IfReqMtu::default();
+    req.name[..name.len().min(MAX_NAME_LEN)]
+        .copy_from_slice(&name.as_bytes()[..name.len().min(MAX_NAME_LEN)]);
+    // SAFETY: SIOCGIFMTU reads the name from and writes the MTU into a `struct ifreq` (our
+    // `IfReqMtu` has its size and layout); `sock` is an open socket.
+    let rc = unsafe { ioctl_with_mut_ref(&sock, libc::SIOCGIFMTU, &mut req) };
+    check(rc).ok()?;
+    u16::try_from(req.mtu).ok().filter(|m| *m >= 68)
+}
+
 /// An fd number borrowed only to ask the kernel what it is.
 struct Probe(RawFd);
 
@@ -115,6 +138,8 @@ pub struct Tap {
     stand_in: bool,
     /// The offloads it accepts, probed when opened (before the jail).
     offloads: u32,
+    /// The interface's MTU when it was opened.
+    mtu: Option<u16>,
 }
 
 /// Result of an ioctl wrapper: negative means errno.
@@ -147,7 +172,11 @@ impl Tap {
         // `file` is an open /dev/net/tun.
         let rc = unsafe { ioctl_with_ref(&file, libc::TUNSETIFF, &req) };
         check(rc).map_err(|e| TapError::SetIff(name.to_string(), e))?;
-        Self::finish(file, name.to_string())
+        let mut tap = Self::finish(file, name.to_string())?;
+        // Only for a tap opened here: an inherited one may live in another network namespace,
+        // where its name means another interface.
+        tap.mtu = interface_mtu(name);
+        Ok(tap)
     }
 
     /// Takes ownership of the inherited tap file descriptor `fd` (already attached with
@@ -189,6 +218,7 @@ impl Tap {
             name,
             stand_in: false,
             offloads: 0,
+            mtu: None,
         };
         tap.offloads = tap.probe_offloads();
         // The guest has not negotiated any offload yet: nothing partial or segmented for it.
@@ -205,6 +235,7 @@ impl Tap {
             name: "stand-in".into(),
             stand_in: true,
             offloads: CSUM | TSO4 | TSO6 | UFO,
+            mtu: None,
         }
     }
 
@@ -233,6 +264,11 @@ impl Tap {
     /// The offloads this tap accepts (`offload::*`, probed when it was opened).
     pub fn supported_offloads(&self) -> u32 {
         self.offloads
+    }
+
+    /// The interface's MTU (read when it was opened), if known.
+    pub fn mtu(&self) -> Option<u16> {
+        self.mtu
     }
 
     /// Tries the offload sets from most to least.
@@ -302,6 +338,7 @@ mod tests {
     #[test]
     fn ifreq_layout() {
         assert_eq!(std::mem::size_of::<IfReq>(), 40);
+        assert_eq!(std::mem::size_of::<IfReqMtu>(), 40);
         let r = IfReq::named("tap7", 3);
         assert_eq!(r.name(), "tap7");
     }
