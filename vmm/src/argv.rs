@@ -112,6 +112,9 @@ impl VmConfig {
         for d in &self.disks {
             flag("disk", disk_arg(d)?);
         }
+        for n in &self.nets {
+            flag("net", n.to_string());
+        }
         if let Some(j) = &self.jail {
             flag("jail-uid", j.uid.to_string());
             flag("jail-gid", j.gid.to_string());
@@ -168,7 +171,17 @@ mod tests {
             },
         ];
         c.jail = Some(JailSpec::new(990, 991));
+        c.nets = vec![
+            crate::config::NetSpec::tap("tap0"),
+            crate::config::NetSpec::parse("fd=4,mac=02:00:00:00:00:07").unwrap(),
+        ];
         let a = c.to_args().unwrap();
+        let nets: Vec<&String> = a
+            .windows(2)
+            .filter(|w| w[0] == "--net")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(nets, ["tap=tap0", "fd=4,mac=02:00:00:00:00:07"]);
         let disks: Vec<&String> = a
             .windows(2)
             .filter(|w| w[0] == "--disk")

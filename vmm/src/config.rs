@@ -1,5 +1,7 @@
 //! The VM configuration `corral vmm` runs with, and its validation.
 
+pub mod net;
+
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
@@ -11,6 +13,7 @@ use crate::console::{DEFAULT_LOG_MAX_BYTES, MAX_LOG_MAX_BYTES, MIN_LOG_MAX_BYTES
 use crate::disk::spec::{DiskSource, DiskSpec};
 pub use crate::jail::JailSpec;
 use crate::kvm::DEFAULT_KVM_DEVICE;
+pub use net::{MacAddr, NetBackend, NetSpec};
 
 /// Smallest guest we start (the ACPI area and boot structures alone need the first MiB).
 pub const MIN_MEMORY: u64 = 16 << 20;
@@ -41,6 +44,8 @@ pub struct VmConfig {
     pub boot_protocol: BootProtocol,
     /// virtio-blk disks in guest order (vda, vdb, ...).
     pub disks: Vec<DiskSpec>,
+    /// virtio-net devices, after the disks on the virtio-mmio slots.
+    pub nets: Vec<NetSpec>,
     /// Where overlays, scratch disks and seed images are created (unnamed); `None`: the
     /// system's temporary directory.
     pub scratch_dir: Option<PathBuf>,
@@ -66,6 +71,7 @@ impl VmConfig {
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
             boot_protocol: BootProtocol::Auto,
             disks: Vec::new(),
+            nets: Vec::new(),
             scratch_dir: None,
             exit_file: None,
             jail: None,
@@ -85,11 +91,17 @@ impl VmConfig {
             .collect()
     }
 
-    /// The command line the guest gets: ours plus one `virtio_mmio.device=4K@0xADDR:GSI` per disk
-    /// (for kernels with `VIRTIO_MMIO_CMDLINE_DEVICES`; the DSDT describes them too).
+    /// Number of virtio-mmio devices: the disks, then the network devices.
+    pub fn virtio_devices(&self) -> usize {
+        self.disks.len() + self.nets.len()
+    }
+
+    /// The command line the guest gets: ours plus one `virtio_mmio.device=4K@0xADDR:GSI` per
+    /// virtio device (for kernels with `VIRTIO_MMIO_CMDLINE_DEVICES`; the DSDT describes them
+    /// too).
     pub fn kernel_cmdline(&self) -> String {
         let mut cmdline = self.cmdline.clone();
-        for i in 0..self.disks.len() {
+        for i in 0..self.virtio_devices() {
             let (base, gsi) = virtio_mmio_slot(i);
             cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
         }
@@ -115,6 +127,33 @@ impl VmConfig {
         }
         if self.disks.len() > MAX_VIRTIO_DEVICES {
             return Err(ConfigError::TooManyDisks(self.disks.len()));
+        }
+        if self.virtio_devices() > MAX_VIRTIO_DEVICES {
+            return Err(ConfigError::TooManyDevices {
+                disks: self.disks.len(),
+                nets: self.nets.len(),
+            });
+        }
+        for n in &self.nets {
+            let ok = match &n.backend {
+                NetBackend::Tap { name } => crate::devices::virtio::net::tap::valid_name(name),
+                NetBackend::Fd { fd } => *fd > 2,
+            };
+            if !ok {
+                return Err(ConfigError::Net(net::NetSpecError::Backend(n.to_string())));
+            }
+        }
+        let mut fds: Vec<_> = self
+            .nets
+            .iter()
+            .filter_map(|n| match n.backend {
+                NetBackend::Fd { fd } => Some(fd),
+                NetBackend::Tap { .. } => None,
+            })
+            .collect();
+        fds.sort_unstable();
+        if let Some(w) = fds.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::NetFdTwice(w[0]));
         }
         let cmdline_len = self.kernel_cmdline().len();
         if cmdline_len >= CMDLINE_MAX_SIZE {
@@ -166,6 +205,12 @@ pub enum ConfigError {
     Cmdline(usize),
     #[error("{0} disks; at most 18 fit (one interrupt line each)")]
     TooManyDisks(usize),
+    #[error("{disks} disks and {nets} network devices; at most 18 virtio devices fit")]
+    TooManyDevices { disks: usize, nets: usize },
+    #[error("--net fd={0} given twice")]
+    NetFdTwice(i32),
+    #[error("--net")]
+    Net(#[source] net::NetSpecError),
     #[error("{0}: no such directory")]
     NotADirectory(PathBuf),
     #[error("--memory")]
@@ -305,6 +350,33 @@ mod tests {
             ..c.clone()
         };
         assert_eq!(too_many.validate(), Err(ConfigError::TooManyDisks(19)));
+        let with_nets = VmConfig {
+            disks: vec![DiskSpec::seed(dir.path())],
+            nets: vec![NetSpec::tap("tap0"), NetSpec::parse("fd=5").unwrap()],
+            ..c.clone()
+        };
+        assert_eq!(
+            with_nets.kernel_cmdline(),
+            "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 \
+             virtio_mmio.device=4K@0xd0001000:6 virtio_mmio.device=4K@0xd0002000:7"
+        );
+        assert!(with_nets.clone().validate().is_ok());
+        let crowded = VmConfig {
+            disks: vec![DiskSpec::parse("empty=1Mi").unwrap(); 17],
+            ..with_nets.clone()
+        };
+        assert_eq!(
+            crowded.validate(),
+            Err(ConfigError::TooManyDevices { disks: 17, nets: 2 })
+        );
+        let twice = VmConfig {
+            nets: vec![
+                NetSpec::parse("fd=5").unwrap(),
+                NetSpec::parse("fd=5,mac=02:00:00:00:00:01").unwrap(),
+            ],
+            ..with_nets
+        };
+        assert_eq!(twice.validate(), Err(ConfigError::NetFdTwice(5)));
         let bad_scratch = VmConfig {
             scratch_dir: Some(image.clone()),
             ..c

@@ -3,7 +3,8 @@
 //! Its [`DeviceEvents`] subscriber owns every host-side file descriptor of the VM: the signalfd
 //! (SIGTERM/SIGINT → stop), stdin and console connections (→ serial input), the serial
 //! "receive FIFO drained" EventFd, the control socket listener and its connections. Each
-//! virtio-blk device has its own subscriber (its queue-notify EventFd), passed to [`spawn`];
+//! virtio-blk device has its own subscriber (its queue-notify EventFd), and so does each
+//! virtio-net device (its queue-notify EventFd and its tap), passed to [`spawn`];
 //! more can be added later through the manager's remote endpoint (see [`EventLoop::endpoint`]).
 //!
 //! Serial input: bytes from stdin and every console connection join one queue in arrival order

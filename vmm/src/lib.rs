@@ -10,8 +10,9 @@
 //! * **one thread per vCPU** ([`vcpu`]) runs KVM_RUN and dispatches port-IO/MMIO exits to the
 //!   devices ([`devices`]); it is kicked out of KVM_RUN with a signal + `immediate_exit`;
 //! * **one device event-loop thread** ([`event_loop`], event-manager) serves stdin, the serial
-//!   input queue, SIGTERM/SIGINT, the control socket ([`control`]) and the virtio-blk request
-//!   queues ([`devices::virtio`], one subscriber per disk, backed by [`disk`]);
+//!   input queue, SIGTERM/SIGINT, the control socket ([`control`]), the virtio-blk request
+//!   queues ([`devices::virtio`], one subscriber per disk, backed by [`disk`]) and the virtio-net
+//!   queues and taps (one subscriber per network device, [`devices::virtio::net`]);
 //! * **two read threads per disk** ([`devices::virtio::block::pool`]) copy reads from the disk
 //!   into guest memory in parallel; everything else a disk does runs on the event loop.
 //!

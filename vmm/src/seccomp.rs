@@ -13,8 +13,10 @@
 //! Lists were taken from `strace -f` of the VMM running the test guest with disks, console
 //! connections, control requests, a reset and a stop (and the start of a Linux guest), and are
 //! kept as small as that allows. ioctls are
-//! filtered by request: the main thread may issue KVM ioctls (type `0xAE`) and `FIONBIO`; a vCPU
-//! thread only `KVM_RUN` and the two register reads of a crash report; the others only `FIONBIO`.
+//! filtered by request: the main thread may issue KVM ioctls (type `0xAE`), `TUNSETOFFLOAD` and
+//! `FIONBIO`; a vCPU thread only `KVM_RUN`, the two register reads of a crash report and
+//! `TUNSETOFFLOAD` (a virtio-net driver starting its device); the others only `FIONBIO`. Taps are
+//! read and written by the event loop with `read`/`write`, which it already has.
 
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
@@ -178,6 +180,9 @@ mod ioctl {
     pub const KVM_GET_REGS: u64 = 0x8090_ae81;
     /// `_IOR(KVMIO, 0x83, struct kvm_sregs)`
     pub const KVM_GET_SREGS: u64 = 0x8138_ae83;
+    /// `_IOW('T', 208, unsigned int)`: a virtio-net device applies the guest's offloads to its
+    /// tap when the driver starts it (on a vCPU thread).
+    pub const TUNSETOFFLOAD: u64 = libc::TUNSETOFFLOAD;
     /// The type byte of every KVM ioctl (`KVMIO`).
     pub const KVM_TYPE: u64 = 0xae00;
 }
@@ -250,7 +255,8 @@ const MAIN: &[i64] = &[
 ];
 
 /// The event loop: epoll, the control socket and its connections, console input, signals,
-/// and the virtio-blk requests (host file I/O on already open disks).
+/// the virtio-blk requests (host file I/O on already open disks) and virtio-net frames (`read`
+/// and `write` on already open taps).
 const EVENT_LOOP: &[i64] = &[
     libc::SYS_epoll_wait,
     libc::SYS_epoll_pwait,
@@ -352,10 +358,12 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
                 SeccompCmpOp::MaskedEq(0xff00),
                 ioctl::KVM_TYPE,
             )?])?,
+            rule(&[arg_eq(1, ioctl::TUNSETOFFLOAD)?])?,
             fionbio,
         ],
         ThreadKind::Vcpu => vec![
             rule(&[arg_eq(1, ioctl::KVM_RUN)?])?,
+            rule(&[arg_eq(1, ioctl::TUNSETOFFLOAD)?])?,
             rule(&[arg_eq(1, ioctl::KVM_GET_REGS)?])?,
             rule(&[arg_eq(1, ioctl::KVM_GET_SREGS)?])?,
         ],
@@ -475,6 +483,17 @@ mod tests {
             run_filtered(ThreadKind::EventLoop, append_dev_null),
             libc::SIGSYS
         );
+        fn tun_offload() {
+            // SAFETY: TUNSETOFFLOAD takes its flags by value; on fd -1 the kernel fails it
+            // (EBADF) once the filter let it through.
+            unsafe { libc::ioctl(-1, libc::TUNSETOFFLOAD, 0) };
+        }
+        // A virtio-net driver starting its device (vCPU thread) sets the tap's offloads.
+        assert_eq!(run_filtered(ThreadKind::Vcpu, tun_offload), 0);
+        assert_eq!(run_filtered(ThreadKind::Main, tun_offload), 0);
+        for kind in [ThreadKind::EventLoop, ThreadKind::BlkRead] {
+            assert_eq!(run_filtered(kind, tun_offload), libc::SIGSYS, "{kind:?}");
+        }
         assert_eq!(run_filtered(ThreadKind::Main, open_root), 0);
         for kind in [ThreadKind::Vcpu, ThreadKind::EventLoop, ThreadKind::BlkRead] {
             assert_eq!(run_filtered(kind, open_root), libc::SIGSYS, "{kind:?}");

@@ -12,11 +12,14 @@ use thiserror::Error;
 
 use crate::builder::{self, BootFiles, BuildError, HostDevices};
 use crate::config::VmConfig;
+use crate::config::net::{NetBackend, default_mac};
 use crate::console::{ConsoleHub, ConsoleLog};
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
 use crate::devices::virtio::block::{Block, BlockError};
 use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::virtio::net::tap::{Tap, TapError};
+use crate::devices::virtio::net::{Net, NetError};
 use crate::disk::{self, DiskBackend, DiskError};
 use crate::event_loop::{self, DeviceEvents, EventLoopError, Subscriber};
 use crate::jail::{self, JailError, JailSpec};
@@ -63,6 +66,19 @@ pub enum VmmError {
         #[source]
         source: BlockError,
     },
+    #[error("network device {index} ({spec})")]
+    Tap {
+        index: usize,
+        spec: String,
+        #[source]
+        source: TapError,
+    },
+    #[error("network device {index}: virtio-net device")]
+    Net {
+        index: usize,
+        #[source]
+        source: NetError,
+    },
     #[error("building the VM")]
     Build(#[source] BuildError),
     #[error("entering the jail")]
@@ -73,8 +89,8 @@ pub enum VmmError {
 
 /// Runs the VM described by `config` (already validated) until it ends.
 ///
-/// Everything that needs a path is opened first (KVM, console log, disks, control socket,
-/// kernel and initrd); then, with a jail, the process enters it while still single-threaded
+/// Everything that needs a path or a privilege is opened first (KVM, console log, disks, taps,
+/// control socket, kernel and initrd); then, with a jail, the process enters it while still single-threaded
 /// (see [`crate::jail`]); only then do threads start.
 pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let signals = TerminationSignals::block().map_err(VmmError::Signals)?;
@@ -92,6 +108,7 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     let hub = Arc::new(ConsoleHub::new(true, log, state.clone()).map_err(VmmError::Serial)?);
     let serial = Arc::new(Serial::new(hub).map_err(VmmError::Serial)?);
     let backends = open_disk_backends(config)?;
+    let taps = open_taps(config)?;
     let power_button = Arc::new(PowerButton::new().map_err(VmmError::Serial)?);
     let control = ControlSocket::bind(config.control_socket.as_deref(), config.jail.as_ref())?;
     let listener = control.listener()?;
@@ -99,7 +116,10 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     if let Some(spec) = &config.jail {
         jail::enter(spec, &config.jail_dirs()).map_err(VmmError::Jail)?;
     }
-    let (virtio, handlers) = create_block_devices(backends)?;
+    let (mut virtio, mut handlers) = create_block_devices(backends)?;
+    let (nets, net_handlers) = create_net_devices(taps)?;
+    virtio.extend(nets);
+    handlers.extend(net_handlers);
     let host_devices = HostDevices {
         serial: serial.clone(),
         power_button,
@@ -190,6 +210,47 @@ fn create_block_devices(
     for (index, (backend, serial)) in backends.into_iter().enumerate() {
         let parts =
             Block::create(backend, &serial).map_err(|source| VmmError::Block { index, source })?;
+        transports.push(parts.transport);
+        handlers.push(Arc::new(std::sync::Mutex::new(parts.handler)));
+    }
+    Ok((transports, handlers))
+}
+
+/// A tap and the guest MAC on it.
+type OpenTap = (Tap, [u8; 6]);
+
+/// Opens (or takes over) every network device's tap, in guest order; the default MAC comes from
+/// the interface name.
+fn open_taps(config: &VmConfig) -> Result<Vec<OpenTap>, VmmError> {
+    config
+        .nets
+        .iter()
+        .enumerate()
+        .map(|(index, spec)| {
+            let tap = match &spec.backend {
+                NetBackend::Tap { name } => Tap::open(name),
+                NetBackend::Fd { fd } => Tap::inherit(*fd),
+            }
+            .map_err(|source| VmmError::Tap {
+                index,
+                spec: spec.to_string(),
+                source,
+            })?;
+            let mac = spec.mac.unwrap_or_else(|| default_mac(tap.name()));
+            Ok((tap, mac.0))
+        })
+        .collect()
+}
+
+/// Makes a virtio-net device of each tap; returns the transports (in guest order) and their
+/// event-loop handlers.
+fn create_net_devices(
+    taps: Vec<OpenTap>,
+) -> Result<(Vec<Arc<MmioTransport>>, Vec<Subscriber>), VmmError> {
+    let mut transports = Vec::with_capacity(taps.len());
+    let mut handlers: Vec<Subscriber> = Vec::with_capacity(taps.len());
+    for (index, (tap, mac)) in taps.into_iter().enumerate() {
+        let parts = Net::create(tap, mac).map_err(|source| VmmError::Net { index, source })?;
         transports.push(parts.transport);
         handlers.push(Arc::new(std::sync::Mutex::new(parts.handler)));
     }

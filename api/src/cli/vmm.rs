@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use vmm::config::{ConfigError, JailSpec};
+use vmm::config::{ConfigError, JailSpec, NetSpec};
 use vmm::disk::DiskSpec;
 use vmm::lifecycle::{EXIT_BAD_ARGS, EXIT_VMM_ERROR, Outcome};
 use vmm::seccomp::ThreadKind;
@@ -55,6 +55,12 @@ pub struct VmArgs {
     /// seed=DIR | empty=SIZE, each with an optional ,serial=NAME.
     #[arg(long, value_name = "SPEC")]
     pub disk: Vec<String>,
+    /// A virtio-net device, after the disks: tap=NAME (opened by the VMM; needs CAP_NET_ADMIN
+    /// unless the tap is persistent and owned by the caller) or fd=N (an inherited tap already
+    /// attached with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR), each with an optional ,mac=02:xx:..
+    /// (default: 02: and a hash of the tap's name).
+    #[arg(long, value_name = "SPEC")]
+    pub net: Vec<String>,
     /// Add a NoCloud seed disk (serial cidata) built from DIR after the --disk disks.
     #[arg(long, value_name = "DIR")]
     pub seed_dir: Option<PathBuf>,
@@ -111,6 +117,12 @@ impl VmArgs {
             .collect::<Result<Vec<_>, _>>()
             .map_err(ConfigError::Disk)?;
         disks.extend(self.seed_dir.map(DiskSpec::seed));
+        let nets = self
+            .net
+            .iter()
+            .map(|n| NetSpec::parse(n))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::Net)?;
         let console_log_max_bytes = vmm::quantity::parse_bytes(&self.console_log_max_bytes)
             .map_err(ConfigError::ConsoleLogQuantity)?;
         // Jailed, the working directory is the jail's empty root: paths used after the jail
@@ -133,6 +145,7 @@ impl VmArgs {
             kvm_device: self.kvm_device,
             boot_protocol: self.boot_protocol,
             disks,
+            nets,
             scratch_dir: self.scratch_dir,
             exit_file: absolute(self.exit_file),
             jail: self.jail_uid.map(|uid| JailSpec {
@@ -267,6 +280,10 @@ mod tests {
                 source: DiskSource::Empty { capacity: 1 << 30 },
                 serial: "scratch".into(),
             },
+        ];
+        full.nets = vec![
+            NetSpec::tap("tap-u1"),
+            NetSpec::parse("fd=3,mac=02:00:00:00:00:09").unwrap(),
         ];
         full.jail = Some(JailSpec::new(0x7c00_0001, 0x7c00_0002));
         let mut dash = VmConfig::new("/k");

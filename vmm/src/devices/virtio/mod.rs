@@ -6,7 +6,8 @@
 //! * [`queue::QueueRegs`] — what the driver programmed for one virtqueue, turned into a
 //!   `virtio_queue::Queue` at activation;
 //! * [`interrupt::VirtioInterrupt`] — the interrupt status register and the irqfd behind it;
-//! * [`block`] — virtio-blk on top of a [`crate::disk::DiskBackend`].
+//! * [`block`] — virtio-blk on top of a [`crate::disk::DiskBackend`];
+//! * [`net`] — virtio-net on top of a tap.
 //!
 //! Queue notifications arrive on an EventFd registered as an ioeventfd (a guest write to
 //! `QueueNotify` never leaves the kernel) and are served on the device event loop (block reads
@@ -17,6 +18,7 @@
 pub mod block;
 pub mod interrupt;
 pub mod mmio;
+pub mod net;
 pub mod queue;
 
 use thiserror::Error;

@@ -1,0 +1,122 @@
+//! `corral vmm --net` on the real /dev/kvm with the test guest (which has no virtio-net driver:
+//! it finds the devices and reads their ids), jailed, with one tap opened by the VMM by name and
+//! one inherited as a file descriptor — always inside a network namespace of its own: the outer
+//! test re-runs this binary under `unshare -n`, and the inner one refuses to run unless only `lo`
+//! exists. No tap is ever created in the host's namespace.
+
+use std::os::fd::IntoRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use corral_tests::vmm::{STEP, Vm, VmArgs};
+use vmm::devices::virtio::net::tap::Tap;
+
+const NETNS_ENV: &str = "CORRAL_VMM_NET_TEST_IN_NETNS";
+const JAIL_ID: u32 = vmm::jail::DYNAMIC_ID_BASE + 0x4243;
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .map(|u| u.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn jailed_vm_with_two_net_devices_in_its_own_network_namespace() {
+    if !is_root() || !Path::new("/dev/net/tun").exists() || !Path::new("/dev/kvm").exists() {
+        eprintln!("skipped: needs root, /dev/net/tun and /dev/kvm");
+        return;
+    }
+    let out = Command::new("unshare")
+        .args(["-n", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "inner_jailed_vm_with_two_net_devices",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(NETNS_ENV, "1")
+        .output()
+        .expect("running unshare -n");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// A VM run directory as the daemon prepares it: root-owned, group = the VM's gid, 01770.
+fn run_dir(parent: &Path) -> PathBuf {
+    let dir = parent.join("run");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(0), Some(JAIL_ID)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1770)).unwrap();
+    dir
+}
+
+#[test]
+#[ignore = "run by jailed_vm_with_two_net_devices_in_its_own_network_namespace under `unshare -n`"]
+fn inner_jailed_vm_with_two_net_devices() {
+    assert_eq!(std::env::var(NETNS_ENV).as_deref(), Ok("1"));
+    let links = Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    let links = String::from_utf8_lossy(&links.stdout);
+    assert_eq!(links.lines().count(), 1, "not a fresh namespace: {links}");
+    assert!(links.contains(": lo:"), "{links}");
+
+    // The daemon's way: the parent opens the tap and the VMM inherits it.
+    let fd = Tap::open("cvmmnet1").unwrap().into_raw_fd();
+    // SAFETY: fcntl on our own open fd; clearing FD_CLOEXEC lets the VMM inherit it.
+    let rc = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    assert_eq!(rc, 0);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let run = run_dir(tmp.path());
+    let cmdline = "console=ttyS0 mode=poweroff";
+    let mut vm = Vm::spawn(
+        VmArgs::testguest(cmdline)
+            .args([
+                "--boot-protocol".to_string(),
+                "linux".into(),
+                "--jail-uid".into(),
+                JAIL_ID.to_string(),
+                "--exit-file".into(),
+                run.join("exit.json").display().to_string(),
+                "--disk".into(),
+                "empty=1Mi".into(),
+                "--net".into(),
+                "tap=cvmmnet0".into(),
+                "--net".into(),
+                format!("fd={fd},mac=02:00:00:00:00:42"),
+            ])
+            .no_stdin(),
+    );
+    let code = vm.exit_code(STEP);
+    let out = vm.output();
+    assert_eq!(code, 0, "output:\n{out}\nstderr:\n{}", vm.stderr());
+    assert!(out.contains("testguest: poweroff"), "{out}");
+    assert!(
+        out.contains(
+            "virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 \
+             virtio_mmio.device=4K@0xd0002000:7\""
+        ),
+        "{out}"
+    );
+    assert!(out.contains("testguest: virtio devices=3"), "{out}");
+    for (dev, base, gsi) in [(1, "0xd0001000", 6), (2, "0xd0002000", 7)] {
+        let line =
+            format!("testguest: virtio dev={dev} base={base} gsi={gsi} via=dsdt device_id=1");
+        assert!(out.contains(&line), "no {line:?} in:\n{out}");
+    }
+}
