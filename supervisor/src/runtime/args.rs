@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use vmm::VmConfig;
+use vmm::config::net::{MacAddr, NetBackend, NetSpec};
 use vmm::disk::{DiskSource, DiskSpec};
 use vmm::jail::JailSpec;
 
@@ -134,8 +135,10 @@ pub fn vmm_config(
         });
     }
     if let Some(mac) = nic {
-        // NETSPEC: c.nets.push(...) once the VMM has virtio-net.
-        let _ = mac;
+        c.nets.push(NetSpec {
+            backend: NetBackend::Fd { fd: TAP_FD },
+            mac: Some(MacAddr(mac)),
+        });
     }
     Ok(c)
 }
@@ -239,6 +242,14 @@ mod tests {
                 .any(|w| w[0] == "--jail-uid" && w[1] == uid.to_string())
         );
         assert!(a.contains(&"--no-stdin".to_string()));
+        assert!(!a.contains(&"--net".to_string()), "no NIC asked for");
+        // A pod NIC: the tap inherited at TAP_FD, with the VMI's MAC.
+        let a = vmm_args(&plan, &dirs, None, Some([2, 0xab, 0, 0, 0, 1])).unwrap();
+        assert!(
+            a.windows(2)
+                .any(|w| w[0] == "--net" && w[1] == "fd=3,mac=02:ab:00:00:00:01"),
+            "{a:?}"
+        );
     }
 
     #[test]
