@@ -39,6 +39,46 @@ fn sh_in(netns: &Path, cmd: &str, args: &[&str]) -> String {
     sh("nsenter", &all)
 }
 
+/// `curl` from the test's namespace, bounded in time and retries (the guest may still be
+/// getting its lease).
+fn curl(url: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--fail",
+            "--max-time",
+            "10",
+            "--retry",
+            "20",
+            "--retry-connrefused",
+            "--retry-delay",
+            "1",
+            "--retry-max-time",
+            "60",
+            url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A round trip through the guest's TCP echo port; None if the connection fails.
+fn echo(ip: &str) -> Option<Vec<u8>> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::new(ip.parse().unwrap(), 7);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"corral").ok()?;
+    let mut buf = [0u8; 6];
+    s.read_exact(&mut buf).ok()?;
+    Some(buf.to_vec())
+}
+
 fn ready_vmis(d: &Daemon, n: usize) -> Vec<Value> {
     wait_for(BOOT, &format!("{n} ready VMIs"), || {
         let vs: Vec<Value> = d.get_json(VMI)["items"]
@@ -170,6 +210,26 @@ fn every_vmi_gets_a_pod_ip_kept_across_restarts_and_nothing_leaks() {
             "{nat}"
         );
     }
+    // The guests: DHCP from the pod's server, then the host reaches each guest's HTTP server at
+    // its pod IP (through the pod's dnat).
+    for (v, (uid, ip, _)) in vs.iter().zip(&addrs) {
+        let name = v["metadata"]["name"].as_str().unwrap();
+        let console = d.run_dir.join("vms").join(uid).join("console.log");
+        let lease = wait_for(BOOT, &format!("{name}'s DHCP lease"), || {
+            let log = std::fs::read_to_string(&console).unwrap_or_default();
+            log.lines()
+                .find(|l| l.contains("testguest: net dhcp "))
+                .map(str::to_string)
+        });
+        assert!(
+            lease.contains("ip=10.0.2.2/24 gw=10.0.2.1"),
+            "{name}: {lease}"
+        );
+        let body = curl(&format!("http://{ip}/"));
+        assert_eq!(body.trim(), format!("hello from {name}"), "{name} via {ip}");
+        sh("ping", &["-c", "1", "-W", "5", ip]);
+        assert_eq!(echo(ip).as_deref(), Some(&b"corral"[..]), "echo via {ip}");
+    }
     let pids = d.vmm_pids();
 
     // kill -9 of the daemon: the VMs and their pods stay, the IPs do not change.
@@ -182,6 +242,9 @@ fn every_vmi_gets_a_pod_ip_kept_across_restarts_and_nothing_leaks() {
     addrs_sorted.sort();
     assert_eq!(again, addrs_sorted, "pod IPs after a daemon restart");
     assert_eq!(d.vmm_pids(), pids, "re-adopted, not restarted");
+    for (_, ip, _) in &addrs {
+        assert!(curl(&format!("http://{ip}/")).starts_with("hello from "));
+    }
 
     // Scale cycles: every pod is torn down again (CNI DEL frees its IP).
     let t0 = Instant::now();
@@ -217,4 +280,48 @@ fn every_vmi_gets_a_pod_ip_kept_across_restarts_and_nothing_leaks() {
         (0, before.links.clone(), 0),
         "leftovers after {made} pods"
     );
+}
+
+/// `ports` is an allow-list: only the listed ports of the pod IP reach the guest.
+#[test]
+fn only_listed_ports_reach_the_guest() {
+    corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
+    let tmp = tempfile::tempdir().unwrap();
+    let conf_dir = tmp.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let conf = supervisor::network::DefaultConfList {
+        ipam_data_dir: Some(tmp.path().join("ipam")),
+        ..Default::default()
+    };
+    std::fs::write(
+        conf_dir.join("10-corral.conflist"),
+        conf.to_json().to_string(),
+    )
+    .unwrap();
+    let reg = testguest_registry();
+    let d = Daemon::start_networked(&[
+        "--insecure-registry",
+        &reg.addr,
+        "--cni-conf-dir",
+        conf_dir.to_str().unwrap(),
+    ]);
+    // The seed set's VMI template, as a VMI whose interface lists port 80 only.
+    let set: Value = serde_norway::from_str(&seed_set(&reg)).unwrap();
+    let mut vmi = set["spec"]["template"].clone();
+    vmi["apiVersion"] = json!("kubevirt.io/v1");
+    vmi["kind"] = json!("VirtualMachineInstance");
+    vmi["metadata"] = json!({"name": "web", "namespace": "default"});
+    vmi["spec"]["domain"]["devices"]["interfaces"][0]["ports"] =
+        json!([{"name": "http", "port": 80}]);
+    let r = d.req(
+        "POST",
+        VMI,
+        Some("application/json"),
+        vmi.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let vs = ready_vmis(&d, 1);
+    let (_, ip, _) = addresses(&vs).remove(0);
+    assert_eq!(curl(&format!("http://{ip}/")).trim(), "hello from web");
+    assert_eq!(echo(&ip), None, "port 7 is not listed, so it must not reach the guest");
 }
