@@ -323,5 +323,9 @@ fn only_listed_ports_reach_the_guest() {
     let vs = ready_vmis(&d, 1);
     let (_, ip, _) = addresses(&vs).remove(0);
     assert_eq!(curl(&format!("http://{ip}/")).trim(), "hello from web");
-    assert_eq!(echo(&ip), None, "port 7 is not listed, so it must not reach the guest");
+    assert_eq!(
+        echo(&ip),
+        None,
+        "port 7 is not listed, so it must not reach the guest"
+    );
 }
