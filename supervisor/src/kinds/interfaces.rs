@@ -125,25 +125,28 @@ pub fn resolve(
         }
         let mac = match iface.mac_address.as_deref() {
             None | Some("") => None,
-            Some(s) => match parse_mac(&s.replace('-', ":").to_ascii_lowercase()) {
-                Some(m) if m[0] & 1 == 0 => Some(m),
-                Some(_) => {
-                    inv.push(FieldError::invalid(
-                        format!("{field}.macAddress"),
-                        shown(s),
-                        "a multicast address cannot be a NIC's",
-                    ));
-                    None
+            Some(s) => {
+                let text = s.replace('-', ":");
+                let multicast = text
+                    .get(..2)
+                    .and_then(|b| u8::from_str_radix(b, 16).ok())
+                    .is_some_and(|b| b & 1 == 1);
+                match parse_mac(&text) {
+                    Some(m) => Some(m),
+                    None => {
+                        inv.push(FieldError::invalid(
+                            format!("{field}.macAddress"),
+                            shown(s),
+                            if multicast {
+                                "a multicast address cannot be a NIC's"
+                            } else {
+                                "must be six hex octets, e.g. 02:00:00:00:00:01"
+                            },
+                        ));
+                        None
+                    }
                 }
-                None => {
-                    inv.push(FieldError::invalid(
-                        format!("{field}.macAddress"),
-                        shown(s),
-                        "must be six hex octets, e.g. 02:00:00:00:00:01",
-                    ));
-                    None
-                }
-            },
+            }
         };
         let ports = ports(iface.ports.as_ref(), &format!("{field}.ports"), inv);
         out.push(ResolvedInterface {

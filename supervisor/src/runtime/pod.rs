@@ -151,16 +151,10 @@ impl PodNetworks {
     }
 }
 
-/// A stable, locally administered unicast MAC for a NIC without `macAddress`: `02:` and five
-/// bytes of an FNV-1a hash of the VMI uid and interface name.
+/// A stable, locally administered unicast MAC for a NIC without `macAddress`: the VMM's own
+/// default (`02:` and five bytes of an FNV-1a hash) of `<VMI uid>/<interface>`.
 pub fn generated_mac(vmi_uid: &str, interface: &str) -> [u8; 6] {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in vmi_uid.bytes().chain([0]).chain(interface.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let b = h.to_be_bytes();
-    [0x02, b[0], b[1], b[2], b[3], b[4]]
+    vmm::config::net::default_mac(&format!("{vmi_uid}/{interface}")).0
 }
 
 #[cfg(test)]
