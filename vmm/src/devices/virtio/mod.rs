@@ -81,3 +81,16 @@ pub trait VirtioDevice: Send + Sync {
         false
     }
 }
+
+/// Copies `data.len()` bytes of a device's config space from `offset`; bytes past its end read
+/// as 0 (a guest may read any offset).
+pub fn read_config_bytes(config: &[u8], offset: u64, data: &mut [u8]) {
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = offset
+            .checked_add(i as u64)
+            .and_then(|at| usize::try_from(at).ok())
+            .and_then(|at| config.get(at))
+            .copied()
+            .unwrap_or(0);
+    }
+}

@@ -138,13 +138,7 @@ impl VirtioDevice for Block {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        for (i, b) in data.iter_mut().enumerate() {
-            *b = offset
-                .checked_add(i as u64)
-                .and_then(|at| self.config.get(at as usize))
-                .copied()
-                .unwrap_or(0);
-        }
+        super::super::read_config_bytes(&self.config, offset, data);
     }
 
     fn activate(
