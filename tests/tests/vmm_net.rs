@@ -1,5 +1,5 @@
-//! `corral vmm --net` on the real /dev/kvm with the test guest (which has no virtio-net driver:
-//! it finds the devices and reads their ids), jailed, with one tap opened by the VMM by name and
+//! `corral vmm --net` on the real /dev/kvm with the test guest (first finding the devices and
+//! reading their ids, then with its virtio-net driver and TCP/IP stack: HTTP and TCP echo), jailed, with one tap opened by the VMM by name and
 //! one inherited as a file descriptor — always inside a network namespace of its own: the outer
 //! test re-runs this binary under `unshare -n`, and the inner one refuses to run unless only `lo`
 //! exists. No tap is ever created in the host's namespace.
@@ -119,4 +119,61 @@ fn inner_jailed_vm_with_two_net_devices() {
             format!("testguest: virtio dev={dev} base={base} gsi={gsi} via=dsdt device_id=1");
         assert!(out.contains(&line), "no {line:?} in:\n{out}");
     }
+
+    // Traffic through the device: the test guest's own driver and TCP/IP stack (static address)
+    // on a jailed VMM's inherited tap; the host side of the tap is 10.0.2.1/24.
+    let fd = Tap::open("cvmmnet2").unwrap().into_raw_fd();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::fcntl(fd, libc::F_SETFD, 0) }, 0);
+    for args in [
+        &["addr", "add", "10.0.2.1/24", "dev", "cvmmnet2"][..],
+        &["link", "set", "cvmmnet2", "up"][..],
+    ] {
+        assert!(Command::new("ip").args(args).status().unwrap().success());
+    }
+    let run2 = tmp.path().join("run2");
+    std::fs::rename(&run, &run2).unwrap();
+    let vm = Vm::spawn(
+        VmArgs::testguest("console=ttyS0 net=static:10.0.2.2/24,gw=10.0.2.1")
+            .args([
+                "--jail-uid".to_string(),
+                JAIL_ID.to_string(),
+                "--exit-file".into(),
+                run2.join("exit.json").display().to_string(),
+                "--net".into(),
+                format!("fd={fd}"),
+            ])
+            .no_stdin(),
+    );
+    vm.wait_for("testguest: net listening", STEP);
+    let answer = http_get("10.0.2.2:80", "/");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello from testguest"),
+        "{answer}"
+    );
+    // 64 KiB through the echo port and back, byte for byte.
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect("10.0.2.2:7").unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    let data: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        let data = data.clone();
+        std::thread::spawn(move || w.write_all(&data).unwrap())
+    };
+    let mut back = vec![0u8; data.len()];
+    s.read_exact(&mut back).unwrap();
+    writer.join().unwrap();
+    assert!(back == data, "the echo differs");
+}
+
+/// One HTTP/1.0 GET over a plain socket: the whole answer (head and body).
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(STEP)).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.trim_end().to_string()
 }
