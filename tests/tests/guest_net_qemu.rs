@@ -9,12 +9,15 @@
 //! echo round trips and 1 MiB of bulk echo, then 200 sequential `Connection: close` requests and 200 keep-alive
 //! requests, timed; their rates are printed (`guest_net_qemu: http ...`) and appended to
 //! `target/nested/guest-net-qemu.log`; then the idle guest must cost QEMU < 10% of a core.
-//! A second boot uses `net=static:...` and no seed. Every wait is bounded.
+//! A second boot uses `net=static:...` and no seed. A boot with no `net=` option at all (the
+//! default mode, as corral's daemon boots the guest) must bring the network up with DHCP by
+//! itself, with the serial console still taking commands (`echo`, `burn` stopped by Enter,
+//! `poweroff`); `net=off` keeps the default mode off the network. Every wait is bounded.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,6 +30,8 @@ const REQUESTS: usize = 200;
 /// A QEMU process whose serial console is collected by a reader thread; killed on drop.
 struct Qemu {
     child: Child,
+    /// The guest's serial console input.
+    stdin: ChildStdin,
     out: Arc<Mutex<String>>,
 }
 
@@ -49,6 +54,27 @@ impl Qemu {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Waits up to `timeout` for a console line equal to `line`.
+    fn wait_exact(&self, line: &str, timeout: Duration) {
+        let end = Instant::now() + timeout;
+        while !self.output().lines().any(|l| l == line) {
+            assert!(
+                Instant::now() < end,
+                "no line {line:?} within {timeout:?}; console:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types `line` and Enter on the guest's serial console.
+    fn send(&mut self, line: &str) {
+        self.stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .unwrap();
+        self.stdin.flush().unwrap();
     }
 }
 
@@ -138,12 +164,13 @@ fn boot(cmdline: &str, seed: Option<&Path>, extra: &[&str], http: u16, echo: u16
             "-device",
             "virtio-net-device,netdev=n0,mac=02:00:00:c0:ff:ee",
         ])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("qemu-system-x86_64 (apt qemu-system-x86)");
     let out = Arc::new(Mutex::new(String::new()));
+    let stdin = child.stdin.take().unwrap();
     let stdout = child.stdout.take().unwrap();
     let sink = out.clone();
     std::thread::spawn(move || {
@@ -154,7 +181,7 @@ fn boot(cmdline: &str, seed: Option<&Path>, extra: &[&str], http: u16, echo: u16
             s.push('\n');
         }
     });
-    Qemu { child, out }
+    Qemu { child, stdin, out }
 }
 
 fn connect(port: u16) -> TcpStream {
@@ -452,4 +479,101 @@ fn rates_at_pvm_instruction_pace() {
         r.close_busy_us / 256.0,
         r.keepalive_busy_us / 256.0
     ));
+}
+
+/// QEMU's CPU use (% of one core) over `secs` seconds.
+fn cpu_pct(vm: &Qemu, secs: u64) -> f64 {
+    let hz = corral_tests::vmm::ticks_per_second();
+    let before = cpu_ticks(vm.child.id());
+    std::thread::sleep(Duration::from_secs(secs));
+    (cpu_ticks(vm.child.id()) - before) as f64 * 100.0 / (secs * hz) as f64
+}
+
+/// The default mode (no `net=`, no `mode=`) with a NIC: DHCP comes up by itself (like CirrOS's
+/// udhcpc on eth0) and the console keeps working beside the network: `echo`, a `burn` that Enter
+/// stops (the network answers again afterwards, and the guest is idle again), `poweroff`.
+#[test]
+fn default_mode_brings_the_network_up_and_keeps_the_console() {
+    let (http, echo) = (free_port(), free_port());
+    let mut vm = boot("console=ttyS0", None, &[], http, echo);
+    assert_eq!(
+        vm.wait_line("testguest: net dhcp ", Duration::from_secs(60)),
+        "testguest: net dhcp ip=10.0.2.15/24 gw=10.0.2.2 dns=10.0.2.3"
+    );
+    vm.wait_line("testguest: net listening echo=7 http=80", IO_TIMEOUT);
+    assert_eq!(get(http, "/"), (200, "hello from testguest\n".to_string()));
+
+    vm.send("echo hi from the console");
+    vm.wait_exact("hi from the console", IO_TIMEOUT);
+    vm.send("bogus");
+    vm.wait_exact("testguest: unknown command \"bogus\"", IO_TIMEOUT);
+
+    vm.send("burn");
+    vm.wait_exact("testguest: burn started", IO_TIMEOUT);
+    let burning = cpu_pct(&vm, 1);
+    assert!(
+        burning > 50.0,
+        "a console burn cost QEMU only {burning:.1}% of a core"
+    );
+    vm.send("");
+    let stopped = vm.wait_line("testguest: burn stopped ms=", IO_TIMEOUT);
+    let ms: u64 = stopped.rsplit('=').next().unwrap().parse().unwrap();
+    assert!(ms >= 500, "{stopped}");
+    // The network runs on after the burn, and the guest is idle again.
+    assert_eq!(get(http, "/"), (200, "hello from testguest\n".to_string()));
+    let mut s = connect(echo);
+    s.write_all(b"after burn").unwrap();
+    let mut got = [0u8; 10];
+    s.read_exact(&mut got).unwrap();
+    assert_eq!(&got, b"after burn");
+    drop(s);
+    std::thread::sleep(Duration::from_millis(500));
+    let idle = cpu_pct(&vm, 2);
+    assert!(
+        idle < 10.0,
+        "idle guest after the burn cost QEMU {idle:.1}% of a core"
+    );
+    // `burn` then a command: the command stops the burn and runs.
+    vm.send("burn");
+    std::thread::sleep(Duration::from_millis(200));
+    vm.send("echo second");
+    vm.wait_exact("second", IO_TIMEOUT);
+    assert_eq!(
+        vm.output().matches("testguest: burn stopped ms=").count(),
+        2,
+        "{}",
+        vm.output()
+    );
+
+    vm.send("poweroff");
+    let end = Instant::now() + IO_TIMEOUT;
+    while vm.child.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < end,
+            "no power-off; console:\n{}",
+            vm.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = vm.output();
+    assert!(
+        !out.contains("net=dhcp") && !out.contains("mode=net"),
+        "{out}"
+    );
+    record(&format!(
+        "guest_net_qemu: default-mode console burn_cpu_pct={burning:.0} idle_after_pct={idle:.1}"
+    ));
+}
+
+/// `net=off`: the default mode ignores the NIC and stays interactive, with no network lines.
+#[test]
+fn net_off_keeps_the_default_mode_off_the_network() {
+    let (http, echo) = (free_port(), free_port());
+    let mut vm = boot("console=ttyS0 net=off", None, &[], http, echo);
+    vm.wait_exact("TESTGUEST READY", Duration::from_secs(60));
+    vm.send("echo still interactive");
+    vm.wait_exact("still interactive", IO_TIMEOUT);
+    let out = vm.output();
+    assert!(!out.contains("testguest: net"), "{out}");
+    assert!(out.contains("virtio devices=1"), "{out}");
 }

@@ -2,13 +2,15 @@
 //!
 //! Command-line tokens (others, like `console=ttyS0`, are ignored):
 //! * `burn=MS` — after READY, spin for MS ms of guest time, print `testguest: burn done ms=MS`;
-//! * `mode=idle` (default) — interactive: wait for console lines with `sti; hlt`;
+//! * `mode=idle` (default) — interactive: wait for console lines with `sti; hlt`; with a
+//!   virtio-net device it first brings the network up with DHCP (the network mode, which keeps
+//!   the console), unless the command line says `net=off`;
 //! * `mode=poweroff` — ACPI S5; `mode=reboot` — i8042 reset; `mode=reboot-acpi` — FADT reset
 //!   register; `mode=echo` — print every input line as `testguest: echo LINE`;
 //!   `mode=crash` — triple fault; `mode=internal-error` — make KVM fail to emulate;
 //!   `mode=hang` — halt with interrupts off (ignores the console and the power button).
 //!
-//! Console commands (interactive mode, one per line): `burn` (or any line containing
+//! Console commands (interactive and network modes, one per line): `burn` (or any line containing
 //! `dd if=/dev/zero`) spins until the next line; `stop` / `killall ...` stop a burn;
 //! `echo TEXT` prints TEXT; `poweroff`; `reboot`; `reboot acpi`; `blk ...` (virtio-blk, see
 //! `blk`).
@@ -38,14 +40,21 @@ pub struct Plan {
     pub mode: Mode,
     pub burn_ms: Option<u64>,
     pub net: Option<NetConfig>,
+    /// `net=off`: the default mode stays off the network even with a virtio-net device.
+    pub net_off: bool,
 }
 
 pub fn parse_cmdline(cmdline: &str) -> Plan {
-    let mut plan = Plan { mode: Mode::Idle, burn_ms: None, net: None };
+    let mut plan = Plan { mode: Mode::Idle, burn_ms: None, net: None, net_off: false };
     for token in cmdline.split_ascii_whitespace() {
         match token.split_once('=') {
             Some(("burn", ms)) => plan.burn_ms = ms.parse().ok(),
+            Some(("net", "off")) => {
+                plan.net = None;
+                plan.net_off = true;
+            }
             Some(("net", value)) => {
+                plan.net_off = false;
                 plan.net = crate::net::parse(value);
                 if plan.net.is_none() {
                     println!("testguest: net: bad net={value}");
@@ -120,6 +129,11 @@ pub fn run(plan: Plan, acpi: Option<&AcpiInfo>) -> ! {
                 power::power_off(acpi);
             }
         },
+        // Like a CirrOS VM bringing up eth0 with udhcpc: a virtio-net device means DHCP.
+        Mode::Idle if !plan.net_off && crate::net::virtio_net::present() => {
+            crate::net::run(NetConfig::Dhcp, acpi);
+            interactive(acpi)
+        }
         Mode::Idle => interactive(acpi),
         Mode::Net => {
             crate::net::run(plan.net.unwrap_or(NetConfig::Dhcp), acpi);
@@ -134,46 +148,56 @@ pub fn run(plan: Plan, acpi: Option<&AcpiInfo>) -> ! {
 
 fn interactive(acpi: Option<&AcpiInfo>) -> ! {
     let mut buf = [0u8; 256];
-    let mut pending: Option<([u8; 256], usize)> = None;
     loop {
-        let line_buf;
-        let line: &str = match pending.take() {
-            Some((b, n)) => {
-                line_buf = b;
-                core::str::from_utf8(&line_buf[..n]).unwrap_or("")
-            }
-            None => wait_line(&mut buf, acpi),
-        };
+        let line = wait_line(&mut buf, acpi);
+        console_line(line, acpi);
+    }
+}
+
+/// Runs one console line of the interactive mode (also the network mode's console). A `burn`
+/// spins until the next line arrives, which is then run in turn unless it is empty, `stop` or
+/// `killall ...`.
+pub fn console_line(line: &str, acpi: Option<&AcpiInfo>) {
+    let mut buf = [0u8; 256];
+    let mut owned = [0u8; 256];
+    let mut len = line.len().min(owned.len());
+    owned[..len].copy_from_slice(&line.as_bytes()[..len]);
+    loop {
+        let line = core::str::from_utf8(&owned[..len]).unwrap_or("");
         if line.is_empty() {
-            continue;
+            return;
         }
-        if line == "burn" || line.contains("dd if=/dev/zero") {
-            println!("testguest: burn started");
-            let start = time::ticks();
-            while !serial::line_ready() {
-                time::ticks(); // keep the PIT clock wrapped-around correctly
-                power::check_button(acpi);
-                pause();
-            }
-            let ms = time::ticks_to_ms(time::ticks() - start);
-            let next = wait_line(&mut buf, acpi);
-            println!("testguest: burn stopped ms={ms}");
-            if !next.is_empty() && next != "stop" && !next.starts_with("killall") {
-                let mut copy = [0u8; 256];
-                copy[..next.len()].copy_from_slice(next.as_bytes());
-                pending = Some((copy, next.len()));
-            }
-            continue;
+        if line != "burn" && !line.contains("dd if=/dev/zero") {
+            command(line, acpi);
+            return;
         }
-        match line.split_once(' ').unwrap_or((line, "")) {
-            ("poweroff", _) => power::power_off(acpi),
-            ("reboot", "acpi") => power::reboot(ResetVia::Acpi, acpi),
-            ("reboot", _) => power::reboot(ResetVia::I8042, acpi),
-            ("echo", text) => println!("{text}"),
-            ("blk", rest) => crate::blk::command(rest, acpi),
-            ("stop", _) => println!("testguest: idle"),
-            ("killall", _) => println!("testguest: idle"),
-            _ => println!("testguest: unknown command \"{line}\""),
+        println!("testguest: burn started");
+        let start = time::ticks();
+        while !serial::line_ready() {
+            time::ticks(); // keep the PIT clock wrapped-around correctly
+            power::check_button(acpi);
+            pause();
         }
+        let ms = time::ticks_to_ms(time::ticks() - start);
+        let next = wait_line(&mut buf, acpi);
+        println!("testguest: burn stopped ms={ms}");
+        if next.is_empty() || next == "stop" || next.starts_with("killall") {
+            return;
+        }
+        len = next.len();
+        owned[..len].copy_from_slice(next.as_bytes());
+    }
+}
+
+fn command(line: &str, acpi: Option<&AcpiInfo>) {
+    match line.split_once(' ').unwrap_or((line, "")) {
+        ("poweroff", _) => power::power_off(acpi),
+        ("reboot", "acpi") => power::reboot(ResetVia::Acpi, acpi),
+        ("reboot", _) => power::reboot(ResetVia::I8042, acpi),
+        ("echo", text) => println!("{text}"),
+        ("blk", rest) => crate::blk::command(rest, acpi),
+        ("stop", _) => println!("testguest: idle"),
+        ("killall", _) => println!("testguest: idle"),
+        _ => println!("testguest: unknown command \"{line}\""),
     }
 }

@@ -3,7 +3,8 @@
 //! server on port 80 ([`http`]).
 //!
 //! Selected on the command line: `net=dhcp` (also `mode=net`) or
-//! `net=static:10.0.2.2/24,gw=10.0.2.1` (the `gw=` part is optional). Output lines:
+//! `net=static:10.0.2.2/24,gw=10.0.2.1` (the `gw=` part is optional); the default mode enters it
+//! with DHCP by itself when there is a virtio-net device (not with `net=off`). Output lines:
 //! ```text
 //! testguest: net dev=N mac=52:54:00:12:34:56 tsc_khz=N lapic_per_ms=N
 //! testguest: net dhcp ip=10.0.2.15/24 gw=10.0.2.2 dns=10.0.2.3   (or `net static ...`)
@@ -18,6 +19,10 @@
 //! (or for up to the APIC timer's range). Transmit completions do not interrupt, except while
 //! every transmit slot is in flight and the loop halts for one. The ACPI power button powers
 //! off. `GET /stats` (see [`http`]) reports the loop's halts and busy time.
+//!
+//! The serial console stays live: a received line ends the halt (COM1 interrupt) and is run as
+//! in the interactive mode ([`commands::console_line`]); a console `burn` stalls the network
+//! until the next line stops it.
 
 pub mod dhcp;
 mod echo;
@@ -35,7 +40,7 @@ use smoltcp::wire::{EthernetAddress, Ipv4Address, Ipv4Cidr};
 
 use crate::acpi::AcpiInfo;
 use crate::io::{cli, sti, sti_hlt};
-use crate::{power, println, time};
+use crate::{commands, power, println, serial, time};
 
 /// How the interface gets its address.
 #[derive(Clone, Copy)]
@@ -122,8 +127,13 @@ pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
         echo::PORT,
         http::PORT
     );
+    let mut line = [0u8; 256];
     loop {
         power::check_button(acpi);
+        if let Some(len) = serial::take_line(&mut line) {
+            let text = core::str::from_utf8(&line[..len]).unwrap_or("").trim();
+            commands::console_line(text, acpi);
+        }
         iface.poll(now(), &mut dev, &mut sockets);
         if let Some(h) = dhcp_handle {
             if let Some(event) = sockets.get_mut::<dhcpv4::Socket>(h).poll() {
@@ -151,8 +161,8 @@ pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
     }
 }
 
-/// Halts until a frame arrives, the deadline `delay` passes, the power button is pressed or,
-/// with `for_tx`, a transmit completes.
+/// Halts until a frame or a console line arrives, the deadline `delay` passes, the power button
+/// is pressed or, with `for_tx`, a transmit completes.
 fn wait(
     nic: &RefCell<virtio_net::Nic>,
     delay: Option<Duration>,
@@ -162,7 +172,7 @@ fn wait(
     cli();
     power::check_button(acpi);
     let tx_done = for_tx && nic.borrow_mut().tx_interrupts(true);
-    if tx_done || nic.borrow().rx_pending() {
+    if tx_done || nic.borrow().rx_pending() || serial::line_ready() {
         if for_tx {
             nic.borrow_mut().tx_interrupts(false);
         }

@@ -50,6 +50,13 @@ pub struct Nic {
     kick_tx: bool,
 }
 
+/// Whether a virtio-net device started.
+pub fn present() -> bool {
+    virtio::devices()
+        .iter()
+        .any(|d| d.is_some_and(|d| d.device_id == ID_NET))
+}
+
 impl Nic {
     /// The first virtio-net device that started, with every receive buffer posted.
     pub fn find() -> Option<Nic> {
