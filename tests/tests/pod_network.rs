@@ -217,7 +217,9 @@ fn every_vmi_gets_a_pod_ip_kept_across_restarts_and_nothing_leaks() {
         let console = d.run_dir.join("vms").join(uid).join("console.log");
         let lease = wait_for(BOOT, &format!("{name}'s DHCP lease"), || {
             let log = std::fs::read_to_string(&console).unwrap_or_default();
-            log.lines()
+            // Complete lines only: the guest may be in the middle of one.
+            let done = &log[..log.rfind('\n').map_or(0, |i| i + 1)];
+            done.lines()
                 .find(|l| l.contains("testguest: net dhcp "))
                 .map(str::to_string)
         });
