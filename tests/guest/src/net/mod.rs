@@ -1,6 +1,6 @@
 //! Network mode: a virtio-net driver ([`virtio_net`]), smoltcp over it ([`phy`]), addressing by
 //! DHCPv4 or statically ([`dhcp`]), a TCP echo server on port 7 ([`echo`]) and a tiny HTTP/1.1
-//! server on port 80 ([`http`]).
+//! server on port 80 ([`http`]); the console's `net get` is an HTTP client ([`client`]).
 //!
 //! Selected on the command line: `net=dhcp` (also `mode=net`) or
 //! `net=static:10.0.2.2/24,gw=10.0.2.1` (the `gw=` part is optional); the default mode enters it
@@ -24,6 +24,7 @@
 //! in the interactive mode ([`commands::console_line`]); a console `burn` stalls the network
 //! until the next line stops it.
 
+pub mod client;
 pub mod dhcp;
 mod echo;
 mod http;
@@ -122,6 +123,7 @@ pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
     let mut leased = false;
     let mut echo = echo::Echo::new(&mut sockets);
     let mut http = http::Http::new(&mut sockets);
+    let mut client = client::Client::new(&mut sockets);
     println!(
         "testguest: net listening echo={} http={}",
         echo::PORT,
@@ -140,7 +142,10 @@ pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
                 leased = dhcp::on_event(&mut iface, event, leased);
             }
         }
-        if echo.poll(&mut sockets) | http.poll(&mut sockets, acpi) {
+        if echo.poll(&mut sockets)
+            | http.poll(&mut sockets, acpi)
+            | client.poll(&mut iface, &mut sockets)
+        {
             // Send what the servers queued. Egress only: nothing new reaches the sockets, so the
             // servers have seen all there is and the loop may halt (a frame that arrived
             // meanwhile is still in the receive ring, and `wait` checks it).
@@ -150,7 +155,10 @@ pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
             ) {}
         }
         nic.borrow_mut().flush();
-        let delay = iface.poll_delay(now(), &sockets);
+        let delay = match (iface.poll_delay(now(), &sockets), client.delay()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         // With every transmit slot in flight, smoltcp's "send now" cannot be met: halt until a
         // transmit completion interrupts instead of spinning on the used ring.
         let stalled = nic.borrow_mut().tx_stalled();
