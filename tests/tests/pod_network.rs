@@ -67,6 +67,41 @@ fn curl(url: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Complete console lines of VM `uid` that contain `needle`.
+fn console_lines(d: &Daemon, uid: &str, needle: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(d.run_dir.join("vms").join(uid).join("console.log"))
+        .unwrap_or_default();
+    // Complete lines only: the guest may be in the middle of one.
+    log[..log.rfind('\n').map_or(0, |i| i + 1)]
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Types `net get TARGET` on the VMI's serial console and returns the guest's answer line.
+fn net_get(d: &Daemon, name: &str, uid: &str, target: &str) -> String {
+    const ANSWER: &str = "testguest: net get ";
+    let before = console_lines(d, uid, ANSWER).len();
+    let r = d.req(
+        "POST",
+        &format!(
+            "/apis/subresources.kubevirt.io/v1/namespaces/default/virtualmachineinstances/{name}/consoleinput?waitMillis=0"
+        ),
+        Some("text/plain"),
+        format!("net get {target}\n").as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{name}: net get {target}"),
+        || {
+            let lines = console_lines(d, uid, ANSWER);
+            (lines.len() > before).then(|| lines[before].clone())
+        },
+    )
+}
+
 /// A round trip through the guest's TCP echo port; None if the connection fails.
 fn echo(ip: &str) -> Option<Vec<u8>> {
     use std::io::{Read, Write};
@@ -214,14 +249,8 @@ fn every_vmi_gets_a_pod_ip_kept_across_restarts_and_nothing_leaks() {
     // its pod IP (through the pod's dnat).
     for (v, (uid, ip, _)) in vs.iter().zip(&addrs) {
         let name = v["metadata"]["name"].as_str().unwrap();
-        let console = d.run_dir.join("vms").join(uid).join("console.log");
         let lease = wait_for(BOOT, &format!("{name}'s DHCP lease"), || {
-            let log = std::fs::read_to_string(&console).unwrap_or_default();
-            // Complete lines only: the guest may be in the middle of one.
-            let done = &log[..log.rfind('\n').map_or(0, |i| i + 1)];
-            done.lines()
-                .find(|l| l.contains("testguest: net dhcp "))
-                .map(str::to_string)
+            console_lines(&d, uid, "testguest: net dhcp ").pop()
         });
         assert!(
             lease.contains("ip=10.0.2.2/24 gw=10.0.2.1"),
@@ -231,6 +260,50 @@ fn every_vmi_gets_a_pod_ip_kept_across_restarts_and_nothing_leaks() {
         assert_eq!(body.trim(), format!("hello from {name}"), "{name} via {ip}");
         assert_eq!(echo(ip).as_deref(), Some(&b"corral"[..]), "echo via {ip}");
     }
+    // Guest-initiated traffic: each guest fetches from a server on the node (the test's
+    // namespace, at the node bridge's gateway address, through the pod's masquerade) and from the
+    // other VMI's pod IP.
+    let node = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = node.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut peers = BTreeSet::new();
+        for _ in 0..2 {
+            let (mut c, peer) = node.accept().unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 512];
+            let _ = c.read(&mut buf);
+            c.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 13\r\n\r\nfrom the node")
+                .unwrap();
+            peers.insert(peer.ip().to_string());
+        }
+        peers
+    });
+    for (i, v) in vs.iter().enumerate() {
+        let name = v["metadata"]["name"].as_str().unwrap();
+        let uid = &addrs[i].0;
+        let reply = net_get(&d, name, uid, &format!("10.244.0.1:{port}/x"));
+        assert!(
+            reply.contains("status=200") && reply.contains("body=from the node"),
+            "{name} -> node: {reply}"
+        );
+        let (other, other_ip) = (
+            vs[1 - i]["metadata"]["name"].as_str().unwrap(),
+            &addrs[1 - i].1,
+        );
+        let reply = net_get(&d, name, uid, other_ip);
+        assert!(
+            reply.contains(&format!("body=hello from {other}")),
+            "{name} -> {other} at {other_ip}: {reply}"
+        );
+    }
+    // The node saw the guests as their pod IPs (masqueraded from 10.0.2.2).
+    let peers = server.join().unwrap();
+    assert_eq!(
+        peers,
+        ips.iter().map(|s| s.to_string()).collect(),
+        "sources seen by the node"
+    );
     let pids = d.vmm_pids();
 
     // kill -9 of the daemon: the VMs and their pods stay, the IPs do not change.
