@@ -12,7 +12,9 @@
 //! A second boot uses `net=static:...` and no seed. A boot with no `net=` option at all (the
 //! default mode, as corral's daemon boots the guest) must bring the network up with DHCP by
 //! itself, with the serial console still taking commands (`echo`, `burn` stopped by Enter,
-//! `poweroff`); `net=off` keeps the default mode off the network. Every wait is bounded.
+//! `net get` to an HTTP server on the host's loopback via slirp's 10.0.2.2, `poweroff`);
+//! `net=off` keeps the default mode off the network (`net get` answers `error=no network`).
+//! Every wait is bounded.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -481,6 +483,34 @@ fn rates_at_pvm_instruction_pace() {
     ));
 }
 
+/// A one-answer-per-connection HTTP server on a loopback port for the guest's `net get`
+/// (slirp forwards the guest's 10.0.2.2 to the host's loopback): answers `from the host` and
+/// records each request head.
+fn host_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && matches!(s.read(&mut b), Ok(1)) {
+                head.push(b[0]);
+            }
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&head).to_string());
+            let _ = s.write_all(
+                b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 14\r\n\r\nfrom the host\n",
+            );
+        }
+    });
+    (port, seen)
+}
+
 /// QEMU's CPU use (% of one core) over `secs` seconds.
 fn cpu_pct(vm: &Qemu, secs: u64) -> f64 {
     let hz = corral_tests::vmm::ticks_per_second();
@@ -545,6 +575,46 @@ fn default_mode_brings_the_network_up_and_keeps_the_console() {
         vm.output()
     );
 
+    // Guest → host: `net get` through slirp's gateway to a server on the host's loopback, while
+    // the guest's own servers keep answering; then a port nobody listens on.
+    let (port, seen) = host_server();
+    vm.send(&format!("net get 10.0.2.2:{port}/x"));
+    let got = vm.wait_line("testguest: net get ", Duration::from_secs(20));
+    assert!(
+        got.starts_with("testguest: net get status=200 bytes=")
+            && got.ends_with(" body=from the host"),
+        "{got}; console:\n{}",
+        vm.output()
+    );
+    assert_eq!(get(http, "/"), (200, "hello from testguest\n".to_string()));
+    let head = seen.lock().unwrap()[0].clone();
+    assert!(
+        head.starts_with("GET /x HTTP/1.0\r\n") && head.contains("Host: 10.0.2.2\r\n"),
+        "{head:?}"
+    );
+    vm.send(&format!("net get 10.0.2.2:{}", free_port()));
+    let end = Instant::now() + Duration::from_secs(20);
+    while vm.output().matches("testguest: net get ").count() < 2 {
+        assert!(
+            Instant::now() < end,
+            "no second net get line; console:\n{}",
+            vm.output()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = vm.output();
+    let refused = out
+        .lines()
+        .filter(|l| l.starts_with("testguest: net get "))
+        .nth(1)
+        .unwrap();
+    assert!(
+        refused.starts_with("testguest: net get error="),
+        "{refused}"
+    );
+    vm.send("net get 10.0.2");
+    vm.wait_exact("testguest: net get error=bad address", IO_TIMEOUT);
+
     vm.send("poweroff");
     let end = Instant::now() + IO_TIMEOUT;
     while vm.child.try_wait().unwrap().is_none() {
@@ -573,7 +643,13 @@ fn net_off_keeps_the_default_mode_off_the_network() {
     vm.wait_exact("TESTGUEST READY", Duration::from_secs(60));
     vm.send("echo still interactive");
     vm.wait_exact("still interactive", IO_TIMEOUT);
+    vm.send("net get 10.0.2.2/");
+    vm.wait_exact("testguest: net get error=no network", IO_TIMEOUT);
     let out = vm.output();
-    assert!(!out.contains("testguest: net"), "{out}");
+    assert!(
+        out.lines()
+            .all(|l| !l.starts_with("testguest: net") || l.starts_with("testguest: net get ")),
+        "{out}"
+    );
     assert!(out.contains("virtio devices=1"), "{out}");
 }
