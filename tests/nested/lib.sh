@@ -40,11 +40,12 @@ api() { curl -sS --max-time 30 --unix-socket "$SOCK" "$@"; }
 api_get() { curl -sf --max-time 30 --unix-socket "$SOCK" "http://localhost$1"; }
 readyz() { api_get /readyz >/dev/null 2>&1; }
 
-# start_daemon [FLAGS...]: corral daemon on $STATE/$RUN, log in /out/daemon.log.
+# start_daemon [FLAGS...]: corral daemon on $STATE/$RUN, log in /out/daemon.log. VMs have no
+# NIC unless the scenario set POD_NETWORK=1 (its L1 has the CNI plugins: with_pod_network).
 start_daemon() {
   mkdir -p "$STATE" "$RUN"
-  # No CNI plugins in L1 yet: VMs without NICs.
-  corral daemon --state-dir "$STATE" --run-dir "$RUN" --no-pod-network "$@" >> /out/daemon.log 2>&1 &
+  [ -n "$POD_NETWORK" ] || set -- --no-pod-network "$@"
+  corral daemon --state-dir "$STATE" --run-dir "$RUN" "$@" >> /out/daemon.log 2>&1 &
   echo $! > /run/daemon.pid
   wait_until 60 "the daemon to serve /readyz" readyz
   say "daemon $(cat /run/daemon.pid) serves"
@@ -117,3 +118,18 @@ collect_vm_logs() {
 }
 # save_console VMI NAME: keeps a VMI's console log as /out/NAME.log (before it is deleted).
 save_console() { console_of "$1" > "/out/$2.log"; }
+
+# Loads what pod networks need (the L1 image lists them when built with_pod_network).
+net_modules() {
+  [ -e /etc/l1-net-modules ] || fail "L1 has no pod network tools (Scenario::with_pod_network)"
+  while read m; do
+    insmod /lib/modules/$(uname -r)/$m.ko || fail "insmod $m.ko"
+  done < /etc/l1-net-modules
+}
+# run_in VMI CMDS: runs shell commands on the VMI's console (logged in) and prints their output
+# (between markers the typed text does not contain).
+run_in() {
+  console_send "$1" "echo BEGIN-\$((6*7)); $2; echo END-\$((6*7))\n" 'END-42' \
+    | sed -n '/^BEGIN-42/,/^END-42/p' | sed '1d;$d' | tr -d '\r'
+}
+vmi_ip() { api_get "$NS/virtualmachineinstances/$1" | jq -r '.status.interfaces[0].ipAddress // empty'; }

@@ -102,3 +102,16 @@ fn restart() {
     let out = run(Scenario::new("restart").deadline(Duration::from_secs(300)));
     out.assert_passed();
 }
+
+/// Pod networks with real Linux guests (CNI in L1, KubeVirt's masquerade binding): udhcpc's
+/// lease, route, DNS and hostname; wget guest -> node and guest -> guest; curl node -> guest;
+/// deletion leaves nothing.
+#[test]
+fn network() {
+    let out = run(Scenario::new("network")
+        .with_pod_network()
+        .deadline(Duration::from_secs(420)));
+    out.assert_passed();
+    assert_eq!(out.values["lease"], "10.0.2.2/24,router=10.0.2.1,mtu=1500");
+    assert_eq!(out.values["reached"], "l1->guest,guest->l1,guest->guest");
+}

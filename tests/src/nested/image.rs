@@ -47,6 +47,34 @@ pub const L1_MODULES: &[&str] = &[
     "virtio-rng",
 ];
 
+/// The modules pod networks need (tun, bridge, veth, nf_tables NAT, the xtables targets the
+/// bridge plugin's iptables rules use), in dependency order (`/etc/l1-net-modules`).
+pub const L1_NET_MODULES: &[&str] = &[
+    "tun",
+    "llc",
+    "stp",
+    "bridge",
+    "veth",
+    "nfnetlink",
+    "libcrc32c",
+    "x_tables",
+    "nf_defrag_ipv4",
+    "nf_defrag_ipv6",
+    "nf_conntrack",
+    "nf_nat",
+    "nf_tables",
+    "nft_chain_nat",
+    "nft_nat",
+    "nft_masq",
+    "nft_ct",
+    "nft_compat",
+    "xt_MASQUERADE",
+    "xt_comment",
+    "xt_addrtype",
+    "xt_conntrack",
+    "xt_mark",
+];
+
 impl Contents {
     fn parent_dirs(&mut self, path: &str) {
         let mut acc = String::new();

@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use image::{Contents, Kernel, L1_MODULES};
+use image::{Contents, Kernel, L1_MODULES, L1_NET_MODULES};
 
 /// One scenario run in its own L1 machine.
 #[derive(Debug, Clone)]
@@ -41,6 +41,9 @@ pub struct Scenario {
     pub cpus: u32,
     /// Also put QEMU (the microvm peer) into L1.
     pub with_qemu: bool,
+    /// Also put what pod networks need into L1: the CNI plugins, nft, iptables (nft backend,
+    /// for the bridge plugin's ipMasq), iperf3, and the modules `/etc/l1-net-modules` lists.
+    pub with_pod_network: bool,
     /// `NESTED_<KEY>=<value>` in the script's environment.
     pub env: Vec<(String, String)>,
 }
@@ -53,6 +56,7 @@ impl Scenario {
             memory_mib: 2048,
             cpus: 2,
             with_qemu: false,
+            with_pod_network: false,
             env: Vec::new(),
         }
     }
@@ -64,6 +68,11 @@ impl Scenario {
 
     pub fn with_qemu(mut self) -> Self {
         self.with_qemu = true;
+        self
+    }
+
+    pub fn with_pod_network(mut self) -> Self {
+        self.with_pod_network = true;
         self
     }
 
@@ -259,6 +268,9 @@ fn contents(s: &Scenario, kernel: &Kernel, cache: &Path) -> Contents {
             c.file(&p.display().to_string(), 0o644, &p);
         }
     }
+    if s.with_pod_network {
+        pod_network(&mut c, kernel, cache);
+    }
     c.file(
         "etc/ssl/certs/ca-certificates.crt",
         0o644,
@@ -320,6 +332,55 @@ fn contents(s: &Scenario, kernel: &Kernel, cache: &Path) -> Contents {
         vmm::seed::image(&files).expect("seed image"),
     );
     c
+}
+
+/// The pod network's tools in L1: CNI plugins where corral looks for them, nft, iptables (the
+/// bridge plugin's ipMasq runs it; Debian's is the nft backend, whose extensions are loaded
+/// with dlopen), iperf3, and the kernel modules, loaded by `net_modules` in lib.sh.
+fn pod_network(c: &mut Contents, kernel: &Kernel, cache: &Path) {
+    for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+        let p = Path::new("/usr/lib/cni").join(plugin);
+        assert!(
+            p.exists(),
+            "{}: missing (apt containernetworking-plugins)",
+            p.display()
+        );
+        c.file(&p.display().to_string(), 0o755, &p);
+    }
+    for p in [
+        "/usr/sbin/nft",
+        "/usr/sbin/xtables-nft-multi",
+        "/usr/bin/iperf3",
+    ] {
+        c.program(Path::new(p));
+    }
+    // iproute2's ip (corral runs `ip -batch`), ahead of busybox's applet on PATH.
+    c.file("usr/local/bin/ip", 0o755, Path::new("/usr/bin/ip"));
+    c.libraries(Path::new("/usr/bin/ip"));
+    for name in ["iptables", "iptables-save", "iptables-restore", "ip6tables"] {
+        c.symlink(&format!("usr/sbin/{name}"), "xtables-nft-multi");
+    }
+    let xt = Path::new("/usr/lib/x86_64-linux-gnu/xtables");
+    let mut exts: Vec<PathBuf> = std::fs::read_dir(xt)
+        .unwrap_or_else(|e| panic!("{}: {e} (apt iptables)", xt.display()))
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    exts.sort();
+    for p in exts {
+        let real = std::fs::canonicalize(&p).unwrap_or_else(|_| p.clone());
+        c.file(&p.display().to_string(), 0o644, &real);
+    }
+    let mdir = format!("lib/modules/{}", kernel.version);
+    let mut load = String::new();
+    for m in L1_NET_MODULES {
+        if let Some(p) = kernel.module(m, cache) {
+            c.file(&format!("{mdir}/{m}.ko"), 0o644, &p);
+            load.push_str(m);
+            load.push('\n');
+        }
+    }
+    c.bytes("etc/l1-net-modules", 0o644, load);
 }
 
 /// What one L1 boot printed.
