@@ -1,8 +1,10 @@
 //! `corral vmm --net` on the real /dev/kvm with the test guest (first finding the devices and
 //! reading their ids, then with its virtio-net driver and TCP/IP stack: HTTP and TCP echo), jailed, with one tap opened by the VMM by name and
-//! one inherited as a file descriptor — always inside a network namespace of its own: the outer
-//! test re-runs this binary under `unshare -n`, and the inner one refuses to run unless only `lo`
-//! exists. No tap is ever created in the host's namespace.
+//! one inherited as a file descriptor — always inside a network namespace of its own: the test
+//! thread first enters a fresh one ([`corral_tests::netns::enter_private`]) and refuses to go on
+//! unless only `lo` exists there; the taps, `ip` and the VMMs are all made or spawned from that
+//! thread, so they live in (or inherit) that namespace. No tap is ever created in the host's
+//! namespace.
 
 use std::os::fd::IntoRawFd;
 use std::os::unix::fs::PermissionsExt;
@@ -12,7 +14,6 @@ use std::process::Command;
 use corral_tests::vmm::{STEP, Vm, VmArgs};
 use vmm::devices::virtio::net::tap::Tap;
 
-const NETNS_ENV: &str = "CORRAL_VMM_NET_TEST_IN_NETNS";
 const JAIL_ID: u32 = vmm::jail::DYNAMIC_ID_BASE + 0x4243;
 
 fn is_root() -> bool {
@@ -32,41 +33,13 @@ fn jailed_vm_with_two_net_devices_in_its_own_network_namespace() {
         eprintln!("skipped: needs root, /dev/net/tun and /dev/kvm");
         return;
     }
-    let out = Command::new("unshare")
-        .args(["-n", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "inner_jailed_vm_with_two_net_devices",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(NETNS_ENV, "1")
-        .output()
-        .expect("running unshare -n");
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    // Before anything touches the network: this thread (and whatever it spawns from now on)
+    // leaves the host's namespace for an empty one, and stops there unless that worked.
+    corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
+    assert!(
+        corral_tests::netns::in_private(),
+        "the test thread is still in the process's network namespace"
     );
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("1 passed"), "{text}");
-}
-
-/// A VM run directory as the daemon prepares it: root-owned, group = the VM's gid, 01770.
-fn run_dir(parent: &Path) -> PathBuf {
-    let dir = parent.join("run");
-    std::fs::create_dir(&dir).unwrap();
-    std::os::unix::fs::chown(&dir, Some(0), Some(JAIL_ID)).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1770)).unwrap();
-    dir
-}
-
-#[test]
-#[ignore = "run by jailed_vm_with_two_net_devices_in_its_own_network_namespace under `unshare -n`"]
-fn inner_jailed_vm_with_two_net_devices() {
-    assert_eq!(std::env::var(NETNS_ENV).as_deref(), Ok("1"));
     let links = Command::new("ip")
         .args(["-o", "link", "show"])
         .output()
@@ -165,6 +138,15 @@ fn inner_jailed_vm_with_two_net_devices() {
     s.read_exact(&mut back).unwrap();
     writer.join().unwrap();
     assert!(back == data, "the echo differs");
+}
+
+/// A VM run directory as the daemon prepares it: root-owned, group = the VM's gid, 01770.
+fn run_dir(parent: &Path) -> PathBuf {
+    let dir = parent.join("run");
+    std::fs::create_dir(&dir).unwrap();
+    std::os::unix::fs::chown(&dir, Some(0), Some(JAIL_ID)).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1770)).unwrap();
+    dir
 }
 
 /// One HTTP/1.0 GET over a plain socket: the whole answer (head and body).

@@ -14,14 +14,12 @@ use std::os::fd::IntoRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-use virtio_queue::desc::{RawDescriptor, split::Descriptor};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm::devices::virtio::VirtioDevice;
 use vmm::devices::virtio::net::handler::{RX_BUDGET, TX_BUDGET};
 use vmm::devices::virtio::net::tap::Tap;
 use vmm::devices::virtio::net::{Net, features};
-use vmm::devices::virtio::queue::QueueRegs;
+use vmm::devices::virtio::testing::{GuestRing, W};
 
 const NETNS_ENV: &str = "CORRAL_NET_TEST_IN_NETNS";
 const TAP: &str = "cnettap0";
@@ -76,72 +74,6 @@ fn ip(args: &[&str]) -> String {
     let out = Command::new("ip").args(args).output().expect("running ip");
     assert!(out.status.success(), "ip {args:?}: {out:?}");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The driver side: guest memory and two rings.
-struct Driver {
-    mem: GuestMemoryMmap,
-    next_desc: [u16; 2],
-    used_seen: [u16; 2],
-}
-
-impl Driver {
-    fn layout(q: usize) -> (u64, u64, u64) {
-        if q == 0 { RXQ } else { TXQ }
-    }
-
-    fn regs(q: usize) -> QueueRegs {
-        let (desc, avail, used) = Self::layout(q);
-        QueueRegs {
-            size: SIZE,
-            ready: true,
-            desc,
-            avail,
-            used,
-            ..QueueRegs::new(256)
-        }
-    }
-
-    fn push(&mut self, q: usize, descs: &[(u64, u32, u16)]) {
-        let (desc, avail, _) = Self::layout(q);
-        let head = self.next_desc[q];
-        for (i, &(a, l, f)) in descs.iter().enumerate() {
-            let idx = (head + i as u16) % SIZE;
-            let last = i == descs.len() - 1;
-            let (flags, next) = if last {
-                (f, 0)
-            } else {
-                (f | VRING_DESC_F_NEXT as u16, (idx + 1) % SIZE)
-            };
-            let d = RawDescriptor::from(Descriptor::new(a, l, flags, next));
-            self.mem
-                .write_obj(d, GuestAddress(desc + 16 * u64::from(idx)))
-                .unwrap();
-        }
-        self.next_desc[q] = (head + descs.len() as u16) % SIZE;
-        let idx: u16 = self.mem.read_obj(GuestAddress(avail + 2)).unwrap();
-        self.mem
-            .write_obj(head, GuestAddress(avail + 4 + 2 * u64::from(idx % SIZE)))
-            .unwrap();
-        self.mem
-            .write_obj(idx.wrapping_add(1), GuestAddress(avail + 2))
-            .unwrap();
-    }
-
-    fn used(&mut self, q: usize) -> Vec<(u32, u32)> {
-        let (_, _, used) = Self::layout(q);
-        let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
-        let mut out = Vec::new();
-        while self.used_seen[q] != idx {
-            let e = used + 4 + 8 * u64::from(self.used_seen[q] % SIZE);
-            out.push((
-                self.mem.read_obj(GuestAddress(e)).unwrap(),
-                self.mem.read_obj(GuestAddress(e + 4)).unwrap(),
-            ));
-            self.used_seen[q] = self.used_seen[q].wrapping_add(1);
-        }
-        out
-    }
 }
 
 fn ip_checksum(header: &[u8]) -> u16 {
@@ -232,14 +164,12 @@ fn inner_tap_round_trip() {
         "mac, status LINK_UP, one queue pair, no mtu"
     );
     let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-    let mut d = Driver {
-        mem: mem.clone(),
-        next_desc: [0; 2],
-        used_seen: [0; 2],
-    };
+    // The driver side: receive and transmit rings.
+    let mut rx = GuestRing::new(&mem, SIZE, RXQ);
+    let mut tx = GuestRing::new(&mem, SIZE, TXQ);
     let queues = vec![
-        Driver::regs(0).build(&mem, true).unwrap(),
-        Driver::regs(1).build(&mem, true).unwrap(),
+        rx.regs().build(&mem, true).unwrap(),
+        tx.regs().build(&mem, true).unwrap(),
     ];
     // No guest offloads: the tap must hand over plain, checksummed frames.
     let negotiated = net.features()
@@ -261,13 +191,10 @@ fn inner_tap_round_trip() {
         .unwrap();
     mem.write_slice(&frame[12..], GuestAddress(0x11000))
         .unwrap();
-    d.push(
-        1,
-        &[(0x10000, 12, 0), (0x11000, (frame.len() - 12) as u32, 0)],
-    );
+    tx.push(&[(0x10000, 12, 0), (0x11000, (frame.len() - 12) as u32, 0)]);
     let pass = net.state().lock().unwrap().process_tx(TX_BUDGET).unwrap();
     assert_eq!(pass.used, 1);
-    assert_eq!(d.used(1), [(0, 0)]);
+    assert_eq!(tx.used(), [(0, 0)]);
     let mut buf = [0u8; 100];
     let (n, from) = host.recv_from(&mut buf).expect("the guest's datagram");
     assert_eq!(&buf[..n], b"hello from the guest");
@@ -276,17 +203,14 @@ fn inner_tap_round_trip() {
 
     // Host → guest: mergeable buffers of 1 KiB.
     for i in 0..8u64 {
-        d.push(
-            0,
-            &[(0x20000 + i * 0x1000, 1024, VRING_DESC_F_WRITE as u16)],
-        );
+        rx.push(&[(0x20000 + i * 0x1000, 1024, W)]);
     }
     let payload = vec![0x5a; 1400]; // one frame under the tap's 1500 MTU
     host.send_to(&payload, "10.99.0.2:7777").unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     let got = loop {
         net.state().lock().unwrap().process_rx(RX_BUDGET).unwrap();
-        let used = d.used(0);
+        let used = rx.used();
         // Gather every frame delivered (one or more buffers each) and look for ours.
         let mut found = None;
         let mut i = 0;

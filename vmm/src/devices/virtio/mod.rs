@@ -7,7 +7,9 @@
 //!   `virtio_queue::Queue` at activation;
 //! * [`interrupt::VirtioInterrupt`] — the interrupt status register and the irqfd behind it;
 //! * [`block`] — virtio-blk on top of a [`crate::disk::DiskBackend`];
-//! * [`net`] — virtio-net on top of a tap.
+//! * [`net`] — virtio-net on top of a tap;
+//! * `testing` (tests only: unit tests, and `vmm/tests` through the `testing` feature) — a
+//!   driver-side ring writer for device tests.
 //!
 //! Queue notifications arrive on an EventFd registered as an ioeventfd (a guest write to
 //! `QueueNotify` never leaves the kernel) and are served on the device event loop (block reads
@@ -20,6 +22,8 @@ pub mod interrupt;
 pub mod mmio;
 pub mod net;
 pub mod queue;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;

@@ -447,12 +447,9 @@ impl MutEventSubscriber for BlockHandler {
 mod tests {
     use super::*;
     use crate::devices::virtio::block::types;
+    use crate::devices::virtio::testing::{GuestRing, W};
     use crate::disk::mem::MemDisk;
-    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-    use virtio_queue::desc::{RawDescriptor, split::Descriptor};
 
-    const W: u16 = VRING_DESC_F_WRITE as u16;
-    const N: u16 = VRING_DESC_F_NEXT as u16;
     const DISK: usize = 64 * 1024;
 
     fn disk_bytes() -> Vec<u8> {
@@ -464,7 +461,7 @@ mod tests {
     struct Rig {
         mem: GuestMemoryMmap,
         state: BlockState,
-        next_desc: u16,
+        ring: GuestRing,
     }
 
     const SIZE: u16 = 32;
@@ -490,60 +487,25 @@ mod tests {
                 let done = EventFd::new(libc::EFD_NONBLOCK).unwrap();
                 state = state.with_pool(ReadPool::new(2, done).unwrap());
             }
-            let regs = crate::devices::virtio::queue::QueueRegs {
-                size: SIZE,
-                ready: true,
-                desc: DESC,
-                avail: AVAIL,
-                used: USED,
-                ..crate::devices::virtio::queue::QueueRegs::new(256)
-            };
-            let queue = regs.build(&mem, false).unwrap();
+            let ring = GuestRing::new(&mem, SIZE, (DESC, AVAIL, USED));
+            let queue = ring.regs().build(&mem, false).unwrap();
             state.active = Some(ActiveQueue {
                 mem: mem.clone(),
                 queue,
             });
-            Rig {
-                mem,
-                state,
-                next_desc: 0,
-            }
-        }
-
-        fn avail_idx(&self) -> u16 {
-            self.mem.read_obj(GuestAddress(AVAIL + 2)).unwrap()
+            Rig { mem, state, ring }
         }
 
         /// Queues one chain: a 16-byte header, then `descs` (addr, len, flags).
         fn push(&mut self, kind: u32, sector: u64, descs: &[(u64, u32, u16)]) {
-            let hdr = 0x8000 + u64::from(self.next_desc) * 0x20;
+            let hdr = 0x8000 + u64::from(self.ring.next_head()) * 0x20;
             let mut h = [0u8; 16];
             h[0..4].copy_from_slice(&kind.to_le_bytes());
             h[8..16].copy_from_slice(&sector.to_le_bytes());
             self.mem.write_slice(&h, GuestAddress(hdr)).unwrap();
             let mut all = vec![(hdr, 16, 0)];
             all.extend_from_slice(descs);
-            let head = self.next_desc;
-            for (i, &(a, l, f)) in all.iter().enumerate() {
-                let idx = (head + i as u16) % SIZE;
-                let last = i == all.len() - 1;
-                let (flags, next) = if last {
-                    (f, 0)
-                } else {
-                    (f | N, (idx + 1) % SIZE)
-                };
-                let d = RawDescriptor::from(Descriptor::new(a, l, flags, next));
-                self.mem
-                    .write_obj(d, GuestAddress(DESC + 16 * u64::from(idx)))
-                    .unwrap();
-            }
-            self.next_desc = (head + all.len() as u16) % SIZE;
-            let avail = self.avail_idx();
-            let slot = GuestAddress(AVAIL + 4 + 2 * u64::from(avail % SIZE));
-            self.mem.write_obj(head, slot).unwrap();
-            self.mem
-                .write_obj(avail.wrapping_add(1), GuestAddress(AVAIL + 2))
-                .unwrap();
+            self.ring.push(&all);
         }
 
         fn status(&self, at: u64) -> u8 {
@@ -552,11 +514,7 @@ mod tests {
 
         /// Used ring entry `i`: (descriptor head, length).
         fn used(&self, i: u16) -> (u32, u32) {
-            let e = USED + 4 + 8 * u64::from(i);
-            (
-                self.mem.read_obj(GuestAddress(e)).unwrap(),
-                self.mem.read_obj(GuestAddress(e + 4)).unwrap(),
-            )
+            self.ring.used_entry(i)
         }
 
         fn bytes(&self, at: u64, len: usize) -> Vec<u8> {

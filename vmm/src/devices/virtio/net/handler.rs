@@ -508,14 +508,10 @@ impl MutEventSubscriber for NetHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devices::virtio::queue::QueueRegs;
+    use crate::devices::virtio::testing::{GuestRing, W};
     use std::os::unix::net::UnixDatagram;
-    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-    use virtio_queue::desc::{RawDescriptor, split::Descriptor};
     use vm_memory::{Bytes, GuestAddress};
 
-    const W: u16 = VRING_DESC_F_WRITE as u16;
-    const N: u16 = VRING_DESC_F_NEXT as u16;
     const SIZE: u16 = 16;
     /// (descriptor table, available ring, used ring) of the receive and transmit queues.
     const RXQ: (u64, u64, u64) = (0x0, 0x1000, 0x2000);
@@ -526,19 +522,8 @@ mod tests {
         mem: GuestMemoryMmap,
         state: NetState,
         peer: UnixDatagram,
-        next_desc: [u16; 2],
-        used_seen: [u16; 2],
-    }
-
-    fn q(layout: (u64, u64, u64)) -> QueueRegs {
-        QueueRegs {
-            size: SIZE,
-            ready: true,
-            desc: layout.0,
-            avail: layout.1,
-            used: layout.2,
-            ..QueueRegs::new(256)
-        }
+        /// Indexed by queue ([`RX_Q`], [`TX_Q`]).
+        rings: [GuestRing; 2],
     }
 
     impl Rig {
@@ -548,18 +533,19 @@ mod tests {
             ours.set_nonblocking(true).unwrap();
             peer.set_nonblocking(true).unwrap();
             let mut state = NetState::new(Tap::stand_in(ours.into()));
+            let rings: [GuestRing; 2] =
+                std::array::from_fn(|queue| GuestRing::new(&mem, SIZE, Self::layout(queue)));
             state.active = Some(ActiveNet {
                 mem: mem.clone(),
-                rx: q(RXQ).build(&mem, false).unwrap(),
-                tx: q(TXQ).build(&mem, false).unwrap(),
+                rx: rings[RX_Q].regs().build(&mem, false).unwrap(),
+                tx: rings[TX_Q].regs().build(&mem, false).unwrap(),
                 mergeable,
             });
             Rig {
                 mem,
                 state,
                 peer,
-                next_desc: [0; 2],
-                used_seen: [0; 2],
+                rings,
             }
         }
 
@@ -569,45 +555,12 @@ mod tests {
 
         /// Queues one chain of (addr, len, flags) on `queue`; returns its head.
         fn push(&mut self, queue: usize, descs: &[(u64, u32, u16)]) -> u16 {
-            let (desc, avail, _) = Self::layout(queue);
-            let head = self.next_desc[queue];
-            for (i, &(a, l, f)) in descs.iter().enumerate() {
-                let idx = (head + i as u16) % SIZE;
-                let last = i == descs.len() - 1;
-                let (flags, next) = if last {
-                    (f, 0)
-                } else {
-                    (f | N, (idx + 1) % SIZE)
-                };
-                let d = RawDescriptor::from(Descriptor::new(a, l, flags, next));
-                self.mem
-                    .write_obj(d, GuestAddress(desc + 16 * u64::from(idx)))
-                    .unwrap();
-            }
-            self.next_desc[queue] = (head + descs.len().max(1) as u16) % SIZE;
-            let idx: u16 = self.mem.read_obj(GuestAddress(avail + 2)).unwrap();
-            let slot = GuestAddress(avail + 4 + 2 * u64::from(idx % SIZE));
-            self.mem.write_obj(head, slot).unwrap();
-            self.mem
-                .write_obj(idx.wrapping_add(1), GuestAddress(avail + 2))
-                .unwrap();
-            head
+            self.rings[queue].push(descs)
         }
 
         /// Used entries (head, len) added since the last call.
         fn used(&mut self, queue: usize) -> Vec<(u32, u32)> {
-            let (_, _, used) = Self::layout(queue);
-            let idx: u16 = self.mem.read_obj(GuestAddress(used + 2)).unwrap();
-            let mut out = Vec::new();
-            while self.used_seen[queue] != idx {
-                let e = used + 4 + 8 * u64::from(self.used_seen[queue] % SIZE);
-                out.push((
-                    self.mem.read_obj(GuestAddress(e)).unwrap(),
-                    self.mem.read_obj(GuestAddress(e + 4)).unwrap(),
-                ));
-                self.used_seen[queue] = self.used_seen[queue].wrapping_add(1);
-            }
-            out
+            self.rings[queue].used()
         }
 
         fn bytes(&self, at: u64, len: usize) -> Vec<u8> {

@@ -4,7 +4,8 @@
 //! Two ways in: [`Tap::open`] attaches to (or creates) the interface by name, which needs
 //! `CAP_NET_ADMIN` unless the tap is persistent and owned by the caller; [`Tap::inherit`] takes an
 //! already attached tap file descriptor from the parent (how the daemon hands one to a jailed
-//! VMM, which never needs `CAP_NET_ADMIN`). Both run before the jail: the jail's seccomp filters
+//! VMM, which never needs `CAP_NET_ADMIN`; the daemon opens it with [`Tap::open_fd`], after
+//! creating a persistent tap from [`attach`]). Both run before the jail: the jail's seccomp filters
 //! only let the vCPU threads issue `TUNSETOFFLOAD` (the guest's offloads, applied when the
 //! driver starts the device).
 //!
@@ -151,32 +152,62 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Opens `/dev/net/tun` (close-on-exec, and non-blocking if `nonblocking`) and attaches it to tap
+/// `name` with `TUNSETIFF` (`IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`), creating the interface if it
+/// does not exist and the caller may. Nothing else is set: this is the first step of
+/// [`Tap::open`] and [`Tap::open_fd`], and what a caller that only configures the interface
+/// itself (e.g. `TUNSETPERSIST`) needs.
+pub fn attach(name: &str, nonblocking: bool) -> Result<OwnedFd, TapError> {
+    if !valid_name(name) {
+        return Err(TapError::Name(name.to_string()));
+    }
+    let flags = libc::O_CLOEXEC | if nonblocking { libc::O_NONBLOCK } else { 0 };
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(flags)
+        .open("/dev/net/tun")
+        .map_err(TapError::OpenTun)?;
+    let req = IfReq::named(
+        name,
+        (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16,
+    );
+    // SAFETY: TUNSETIFF reads a `struct ifreq` (our `IfReq` has its size and layout) and `file`
+    // is an open /dev/net/tun.
+    let rc = unsafe { ioctl_with_ref(&file, libc::TUNSETIFF, &req) };
+    check(rc).map_err(|e| TapError::SetIff(name.to_string(), e))?;
+    Ok(file.into())
+}
+
+/// `TUNSETVNETHDRSZ` to [`VNET_HDR_LEN`] on the attached tap `file` (named `name` in errors).
+fn set_vnet_hdr_size(file: &File, name: &str) -> Result<(), TapError> {
+    let size = VNET_HDR_LEN as libc::c_int;
+    // SAFETY: TUNSETVNETHDRSZ reads one int from `size`; `file` is an attached tap.
+    let rc = unsafe { ioctl_with_ref(file, libc::TUNSETVNETHDRSZ, &size) };
+    check(rc).map_err(|e| TapError::VnetHdrSize(name.to_string(), e))
+}
+
 impl Tap {
     /// Opens `/dev/net/tun` and attaches to tap `name` (created if it does not exist and the
     /// caller may).
     pub fn open(name: &str) -> Result<Tap, TapError> {
-        if !valid_name(name) {
-            return Err(TapError::Name(name.to_string()));
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-            .open("/dev/net/tun")
-            .map_err(TapError::OpenTun)?;
-        let req = IfReq::named(
-            name,
-            (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16,
-        );
-        // SAFETY: TUNSETIFF reads a `struct ifreq` (our `IfReq` has its size and layout) and
-        // `file` is an open /dev/net/tun.
-        let rc = unsafe { ioctl_with_ref(&file, libc::TUNSETIFF, &req) };
-        check(rc).map_err(|e| TapError::SetIff(name.to_string(), e))?;
+        let file = File::from(attach(name, true)?);
         let mut tap = Self::finish(file, name.to_string())?;
         // Only for a tap opened here: an inherited one may live in another network namespace,
         // where its name means another interface.
         tap.mtu = interface_mtu(name);
         Ok(tap)
+    }
+
+    /// Opens tap `name` for another process to [`inherit`](Tap::inherit): attached
+    /// ([`attach`]), non-blocking, close-on-exec, with the 12-byte vnet header size set, and
+    /// nothing more. Unlike [`Tap::open`] it neither probes nor resets the offloads (they belong to
+    /// the interface, which a running VMM may be using) nor reads the MTU: the inheriting VMM does
+    /// both.
+    pub fn open_fd(name: &str) -> Result<OwnedFd, TapError> {
+        let file = File::from(attach(name, true)?);
+        set_vnet_hdr_size(&file, name)?;
+        Ok(file.into())
     }
 
     /// Takes ownership of the inherited tap file descriptor `fd` (already attached with
@@ -209,10 +240,7 @@ impl Tap {
     }
 
     fn finish(file: File, name: String) -> Result<Tap, TapError> {
-        let size = VNET_HDR_LEN as libc::c_int;
-        // SAFETY: TUNSETVNETHDRSZ reads one int from `size`; `file` is an attached tap.
-        let rc = unsafe { ioctl_with_ref(&file, libc::TUNSETVNETHDRSZ, &size) };
-        check(rc).map_err(|e| TapError::VnetHdrSize(name.clone(), e))?;
+        set_vnet_hdr_size(&file, &name)?;
         let mut tap = Tap {
             file,
             name,
@@ -333,6 +361,8 @@ mod tests {
             assert!(!valid_name(bad), "{bad}");
         }
         assert!(matches!(Tap::open("a/b"), Err(TapError::Name(_))));
+        assert!(matches!(Tap::open_fd("a b"), Err(TapError::Name(_))));
+        assert!(matches!(attach("", false), Err(TapError::Name(_))));
     }
 
     #[test]
@@ -341,6 +371,58 @@ mod tests {
         assert_eq!(std::mem::size_of::<IfReqMtu>(), 40);
         let r = IfReq::named("tap7", 3);
         assert_eq!(r.name(), "tap7");
+    }
+
+    /// `attach`/`open_fd` against the real driver, on a thread that first moves into a network
+    /// namespace of its own (nothing is created in the host's); skipped without root.
+    #[test]
+    fn open_fd_in_a_private_network_namespace() {
+        if !std::path::Path::new("/dev/net/tun").exists() {
+            eprintln!("skipped: no /dev/net/tun");
+            return;
+        }
+        let res = std::thread::spawn(|| -> Result<(), String> {
+            // SAFETY: unshare takes flags only; it moves this test thread alone.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(format!("unshare: {}", io::Error::last_os_error()));
+            }
+            let fd = Tap::open_fd("ctapfd0").unwrap();
+            let mut req = IfReq::default();
+            // SAFETY: TUNGETIFF writes a `struct ifreq` into `req` (same size and layout).
+            let rc = unsafe { ioctl_with_mut_ref(&fd, libc::TUNGETIFF, &mut req) };
+            check(rc).unwrap();
+            assert_eq!(req.name(), "ctapfd0");
+            let want = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+            assert_eq!(req.flags & want, want);
+            let mut size: libc::c_int = 0;
+            // SAFETY: TUNGETVNETHDRSZ writes one int into `size`.
+            let rc = unsafe { ioctl_with_mut_ref(&fd, libc::TUNGETVNETHDRSZ, &mut size) };
+            check(rc).unwrap();
+            assert_eq!(size as usize, VNET_HDR_LEN);
+            let status = |fd: &OwnedFd| {
+                // SAFETY: F_GETFL and F_GETFD take no argument; `fd` is open.
+                unsafe {
+                    (
+                        libc::fcntl(fd.as_raw_fd(), libc::F_GETFL),
+                        libc::fcntl(fd.as_raw_fd(), libc::F_GETFD),
+                    )
+                }
+            };
+            let (fl, fdfl) = status(&fd);
+            assert_ne!(fl & libc::O_NONBLOCK, 0);
+            assert_ne!(fdfl & libc::FD_CLOEXEC, 0);
+            drop(fd);
+            let fd = attach("ctapfd1", false).unwrap();
+            let (fl, fdfl) = status(&fd);
+            assert_eq!(fl & libc::O_NONBLOCK, 0);
+            assert_ne!(fdfl & libc::FD_CLOEXEC, 0);
+            Ok(())
+        })
+        .join()
+        .unwrap();
+        if let Err(e) = res {
+            eprintln!("skipped: {e} (needs CAP_SYS_ADMIN)");
+        }
     }
 
     #[test]
