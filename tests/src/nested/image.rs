@@ -48,7 +48,8 @@ pub const L1_MODULES: &[&str] = &[
 ];
 
 /// The modules pod networks need (tun, bridge, veth, nf_tables NAT, the xtables targets the
-/// bridge plugin's iptables rules use), in dependency order (`/etc/l1-net-modules`).
+/// bridge plugin's iptables rules use) and vhost-net (bench/net's ceiling), in dependency
+/// order (`/etc/l1-net-modules`).
 pub const L1_NET_MODULES: &[&str] = &[
     "tun",
     "llc",
@@ -73,6 +74,10 @@ pub const L1_NET_MODULES: &[&str] = &[
     "xt_addrtype",
     "xt_conntrack",
     "xt_mark",
+    "vhost_iotlb",
+    "vhost",
+    "tap",
+    "vhost_net",
 ];
 
 impl Contents {

@@ -381,6 +381,41 @@ fn pod_network(c: &mut Contents, kernel: &Kernel, cache: &Path) {
         }
     }
     c.bytes("etc/l1-net-modules", 0o644, load);
+    // bench/net: iperf3 for the guest on its own disk, and a seed whose user-data mounts it
+    // and starts `iperf3 -s` (as files for corral, as the FAT image for QEMU). iperf3 keeps
+    // its stream buffers in files under $TMPDIR; the guest's /tmp is on its read-only root.
+    let fx = crate::bin::fixtures();
+    c.file(
+        "nested/fixtures/net-tools.ext4",
+        0o644,
+        &fx.join("images/net-tools/disk.ext4"),
+    );
+    let seed = [
+        (
+            "meta-data",
+            "instance-id: iid-bench-net\nlocal-hostname: bench-net\n",
+        ),
+        (
+            "user-data",
+            "#!/bin/sh\n\
+             mkdir -p /run/tools && mount -o ro LABEL=net-tools /run/tools || exit 1\n\
+             export TMPDIR=/run\n\
+             /run/tools/lib/ld-linux-x86-64.so.2 --library-path /run/tools/lib \
+             /run/tools/bin/iperf3 -s -D --logfile /run/iperf3.log && echo IPERF3-SERVER-UP\n",
+        ),
+    ];
+    let files: Vec<(String, Vec<u8>)> = seed
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.as_bytes().to_vec()))
+        .collect();
+    for (n, t) in &files {
+        c.bytes(&format!("nested/fixtures/net-seed/{n}"), 0o644, t.clone());
+    }
+    c.bytes(
+        "nested/fixtures/net-seed.img",
+        0o644,
+        vmm::seed::image(&files).expect("seed image"),
+    );
 }
 
 /// What one L1 boot printed.
