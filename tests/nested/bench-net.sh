@@ -8,6 +8,7 @@ RUNS=${NESTED_RUNS:-3}; SECS=${NESTED_SECS:-10}; CPUS=${NESTED_CPUS:-1}; MEM=${N
 MAC=52:54:00:c0:ff:ee; GUEST=192.168.100.2
 # (busybox sh runs its own `ip` applet first; iproute2 is /usr/local/bin/ip.)
 net_modules
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 import_image
 KERNEL=$(image_field kernel); INITRD=$(image_field initrd); DISK=$(image_field disk_raw)
 CMDLINE=$(image_field cmdline)
@@ -59,7 +60,17 @@ one() {  # one VMM-config run-number
   fi
   ping -c 20 -i 0.2 -q $GUEST > /tmp/ping.txt 2>&1
   rtt=$(sed -n 's#.*min/avg/max = [0-9.]*/\([0-9.]*\)/.*#\1#p' /tmp/ping.txt)
+  # The VMM's syscalls and context switches over the L1 -> guest run (all threads).
+  procstat() {
+    cat /proc/$pid/io; grep ctxt_switches /proc/$pid/task/*/status
+    for t in /proc/$pid/task/*; do echo "cpu $(basename $t)-$(cat $t/comm | tr ' ' _) $(awk '{print $14 + $15}' $t/stat)"; done
+    echo "l1 idle $(awk '/^cpu / {print $5}' /proc/stat)"
+    for c in tx_packets rx_packets tx_bytes rx_bytes; do echo "tap $c $(cat /sys/class/net/tapb/statistics/$c)"; done
+    for f in /sys/kernel/debug/kvm/$pid-*/*; do [ -f "$f" ] && echo "kvm $(basename $f) $(cat $f)"; done 2>/dev/null
+  }
+  procstat > /out/$vmm-$run-proc-before.txt
   iperf3 -c $GUEST -t "$SECS" -J > /out/$vmm-$run-up.json 2>&1
+  procstat > /out/$vmm-$run-proc-after.txt
   iperf3 -c $GUEST -t "$SECS" -R -J > /out/$vmm-$run-down.json 2>&1
   tx=$(jq -r '.end.sum_received.bits_per_second // empty' /out/$vmm-$run-up.json)
   rx=$(jq -r '.end.sum_received.bits_per_second // empty' /out/$vmm-$run-down.json)

@@ -12,7 +12,9 @@ use corral_tests::nested::{Scenario, run};
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     let Some(name) = args.next() else {
-        eprintln!("usage: nested SCENARIO [KEY=VALUE ...] [--qemu] [--pod-network] [--deadline SECS]");
+        eprintln!(
+            "usage: nested SCENARIO [KEY=VALUE ...] [--qemu] [--pod-network] [--deadline SECS]"
+        );
         return ExitCode::from(2);
     };
     let mut s = Scenario::new(&name);

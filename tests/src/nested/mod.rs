@@ -400,6 +400,7 @@ fn pod_network(c: &mut Contents, kernel: &Kernel, cache: &Path) {
             "#!/bin/sh\n\
              mkdir -p /run/tools && mount -o ro LABEL=net-tools /run/tools || exit 1\n\
              export TMPDIR=/run\n\
+             echo NET-FEATURES $(cat /sys/class/net/eth0/device/features)\n\
              /run/tools/lib/ld-linux-x86-64.so.2 --library-path /run/tools/lib \
              /run/tools/bin/iperf3 -s -D --logfile /run/iperf3.log && echo IPERF3-SERVER-UP\n",
         ),

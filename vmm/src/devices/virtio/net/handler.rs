@@ -522,6 +522,8 @@ mod tests {
         mem: GuestMemoryMmap,
         state: NetState,
         peer: UnixDatagram,
+        /// A second descriptor for the device's end of the stand-in tap (to fill its queue).
+        ours: UnixDatagram,
         /// Indexed by queue ([`RX_Q`], [`TX_Q`]).
         rings: [GuestRing; 2],
     }
@@ -532,6 +534,7 @@ mod tests {
             let (ours, peer) = UnixDatagram::pair().unwrap();
             ours.set_nonblocking(true).unwrap();
             peer.set_nonblocking(true).unwrap();
+            let ours_too = ours.try_clone().unwrap();
             let mut state = NetState::new(Tap::stand_in(ours.into()));
             let rings: [GuestRing; 2] =
                 std::array::from_fn(|queue| GuestRing::new(&mem, SIZE, Self::layout(queue)));
@@ -545,6 +548,7 @@ mod tests {
                 mem,
                 state,
                 peer,
+                ours: ours_too,
                 rings,
             }
         }
@@ -650,6 +654,54 @@ mod tests {
         let pass = rig.state.process_tx(3).unwrap();
         assert_eq!((pass.used, pass.more), (2, false));
         assert_eq!(rig.state.stats.tx_frames, 5);
+    }
+
+    #[test]
+    fn a_full_tap_keeps_the_chains_until_it_is_writable() {
+        let mut rig = Rig::new(true);
+        // Fill the tap's queue (the peer reads nothing yet).
+        let filler = [0u8; 64];
+        let mut queued = 0;
+        while rig.ours.send(&filler).is_ok() {
+            queued += 1;
+        }
+        rig.mem
+            .write_slice(&frame(100, 9), GuestAddress(0x10000))
+            .unwrap();
+        let heads: Vec<u16> = (0..3)
+            .map(|_| rig.push(TX_Q, &[(0x10000, 112, 0)]))
+            .collect();
+        let pass = rig.state.process_tx(TX_BUDGET).unwrap();
+        assert_eq!(
+            (pass.used, pass.notify),
+            (0, false),
+            "nothing sent, nothing used"
+        );
+        assert!(rig.state.tx_wait);
+        assert!(
+            rig.state.interest().contains(EventSet::OUT),
+            "waits for EPOLLOUT"
+        );
+        assert!(rig.used(TX_Q).is_empty());
+        // Still waiting: another pass does not retry the write.
+        assert_eq!(rig.state.process_tx(TX_BUDGET).unwrap().used, 0);
+        // The peer drains the queue; the handler sees EPOLLOUT and sends all three.
+        for _ in 0..queued {
+            assert_eq!(rig.frame_at_peer().map(|f| f.len()), Some(64));
+        }
+        rig.state.tx_wait = false;
+        let pass = rig.state.process_tx(TX_BUDGET).unwrap();
+        assert_eq!(pass.used, 3);
+        assert!(!rig.state.interest().contains(EventSet::OUT));
+        let want: Vec<(u32, u32)> = heads.iter().map(|h| (u32::from(*h), 0)).collect();
+        assert_eq!(rig.used(TX_Q), want);
+        for _ in 0..3 {
+            assert_eq!(rig.frame_at_peer().unwrap(), frame(100, 9));
+        }
+        assert_eq!(
+            (rig.state.stats.tx_frames, rig.state.stats.tx_dropped),
+            (3, 0)
+        );
     }
 
     #[test]
