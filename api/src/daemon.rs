@@ -48,6 +48,8 @@ pub struct DaemonConfig {
     pub vmm_jail: supervisor::runtime::args::VmmJail,
     /// Pod networking (`--no-pod-network`: None).
     pub network: Option<supervisor::network::NetworkConfig>,
+    /// Services' cluster IP range (`--service-cluster-ip-range`).
+    pub service_range: supervisor::kinds::services::Cidr,
     /// Where `token` was read from (its mode is checked at start).
     pub token_file: Option<PathBuf>,
     /// Connection, handshake, header and body limits of the API listeners.
@@ -176,9 +178,15 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
     });
     let (metrics, autoscaler) = crate::daemon_metrics::start(&cfg, runtime.clone(), placer);
     controller::spawn(ctx, vm_rx, Some(autoscaler));
+    supervisor::proxy::spawn(Arc::new(supervisor::proxy::Proxy::new(
+        store.clone(),
+        Box::new(supervisor::proxy::Nft::new()),
+    )));
 
     let state = AppState {
-        service: Arc::new(Service::new(store.clone(), Arc::new(capacity))),
+        service: Arc::new(
+            Service::new(store.clone(), Arc::new(capacity)).with_service_range(cfg.service_range),
+        ),
         store,
         runtime,
         ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -43,12 +43,26 @@ fn served(metrics: bool) -> Vec<GroupVersion> {
         GroupVersion {
             group: "",
             version: "v1",
-            resources: vec![Res {
-                kind: Kind::Event,
-                verbs: &["get", "list", "watch"],
-                subresources: &[],
-                categories: &[],
-            }],
+            resources: vec![
+                Res {
+                    kind: Kind::Event,
+                    verbs: &["get", "list", "watch"],
+                    subresources: &[],
+                    categories: &[],
+                },
+                Res {
+                    kind: Kind::Service,
+                    verbs: &VERBS,
+                    subresources: &[("status", "", "v1", "Service")],
+                    categories: &["all"],
+                },
+                Res {
+                    kind: Kind::Endpoints,
+                    verbs: &VERBS,
+                    subresources: &[],
+                    categories: &[],
+                },
+            ],
         },
         GroupVersion {
             group: "kubevirt.io",
@@ -82,6 +96,16 @@ fn served(metrics: bool) -> Vec<GroupVersion> {
             resources: vec![],
         },
     ];
+    out.push(GroupVersion {
+        group: "discovery.k8s.io",
+        version: "v1",
+        resources: vec![Res {
+            kind: Kind::EndpointSlice,
+            verbs: &VERBS,
+            subresources: &[],
+            categories: &[],
+        }],
+    });
     for v in ["v2", "v1"] {
         out.push(GroupVersion {
             group: "autoscaling",

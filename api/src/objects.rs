@@ -484,7 +484,12 @@ fn patch_type(headers: &HeaderMap, kind: Kind) -> Result<PatchType, ApiError> {
         "application/merge-patch+json" => Ok(PatchType::Merge),
         "application/json-patch+json" => Ok(PatchType::Json),
         "application/apply-patch+yaml" | "application/apply-patch+json" => Ok(PatchType::Apply),
-        "application/strategic-merge-patch+json" if matches!(kind, Kind::Hpa | Kind::Event) => {
+        "application/strategic-merge-patch+json"
+            if matches!(
+                kind,
+                Kind::Hpa | Kind::Event | Kind::Service | Kind::Endpoints | Kind::EndpointSlice
+            ) =>
+        {
             Ok(PatchType::Strategic)
         }
         "application/strategic-merge-patch+json" => Err(ApiError::unsupported_media(

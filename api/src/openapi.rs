@@ -13,8 +13,9 @@ use crate::status::ApiError;
 /// Served group-versions and the kinds in each.
 fn group_versions() -> Vec<(&'static str, &'static str, Vec<Kind>)> {
     vec![
-        ("", "v1", vec![Kind::Event]),
+        ("", "v1", vec![Kind::Event, Kind::Service, Kind::Endpoints]),
         ("kubevirt.io", "v1", vec![Kind::ReplicaSet, Kind::Vmi]),
+        ("discovery.k8s.io", "v1", vec![Kind::EndpointSlice]),
         ("autoscaling", "v1", vec![Kind::Hpa]),
         ("autoscaling", "v2", vec![Kind::Hpa]),
     ]

@@ -89,6 +89,84 @@ pub fn columns(kind: Kind) -> Value {
             col("Object", "string", "", "", 0),
             col("Message", "string", "", "", 0),
         ]),
+        Kind::Service => json!([
+            name,
+            col("Type", "string", "", "The type of the service.", 0),
+            col(
+                "Cluster-IP",
+                "string",
+                "",
+                "The cluster IP of the service.",
+                0
+            ),
+            col(
+                "External-IP",
+                "string",
+                "",
+                "The external IP of the service.",
+                0
+            ),
+            col("Port(s)", "string", "", "The ports of the service.", 0),
+            age,
+            col("Selector", "string", "", "The selector of the service.", 1),
+        ]),
+        Kind::Endpoints => json!([
+            name,
+            col("Endpoints", "string", "", "Endpoints of the service.", 0),
+            age,
+        ]),
+        Kind::EndpointSlice => json!([
+            name,
+            col("AddressType", "string", "", "", 0),
+            col("Ports", "string", "", "", 0),
+            col("Endpoints", "string", "", "", 0),
+            age,
+        ]),
+    }
+}
+
+/// The Service `PORT(S)` cell (`80:30080/TCP,443/TCP`).
+pub fn service_ports(obj: &Value) -> String {
+    let ports: Vec<String> = obj
+        .pointer("/spec/ports")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let proto = p["protocol"].as_str().unwrap_or("TCP");
+            match p["nodePort"].as_u64() {
+                Some(n) => format!("{}:{n}/{proto}", p["port"]),
+                None => format!("{}/{proto}", p["port"]),
+            }
+        })
+        .collect();
+    if ports.is_empty() {
+        "<none>".into()
+    } else {
+        ports.join(",")
+    }
+}
+
+/// The Endpoints `ENDPOINTS` cell (`10.244.0.2:80,10.244.0.3:80`, at most three then
+/// `+ N more...`, as kubectl prints it).
+pub fn endpoint_list(obj: &Value) -> String {
+    let mut all = Vec::new();
+    for s in obj["subsets"].as_array().into_iter().flatten() {
+        for a in s["addresses"].as_array().into_iter().flatten() {
+            let ip = a["ip"].as_str().unwrap_or("");
+            let ports = s["ports"].as_array().cloned().unwrap_or_default();
+            if ports.is_empty() {
+                all.push(ip.to_string());
+            }
+            for p in ports {
+                all.push(format!("{ip}:{}", p["port"]));
+            }
+        }
+    }
+    match all.len() {
+        0 => "<none>".into(),
+        n if n > 3 => format!("{} + {} more...", all[..3].join(","), n - 3),
+        _ => all.join(","),
     }
 }
 
@@ -231,6 +309,64 @@ pub fn cells(kind: Kind, obj: &Value) -> Value {
                         .unwrap_or("")
                 ),
                 obj.get("message").cloned().unwrap_or(Value::Null),
+            ])
+        }
+        Kind::Service => {
+            let selector = obj
+                .pointer("/spec/selector")
+                .and_then(Value::as_object)
+                .filter(|m| !m.is_empty())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_else(|| "<none>".into());
+            json!([
+                meta::name(obj),
+                obj.pointer("/spec/type")
+                    .cloned()
+                    .unwrap_or(json!("ClusterIP")),
+                obj.pointer("/spec/clusterIP")
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                "<none>",
+                service_ports(obj),
+                age,
+                selector,
+            ])
+        }
+        Kind::Endpoints => json!([meta::name(obj), endpoint_list(obj), age]),
+        Kind::EndpointSlice => {
+            let ports: Vec<String> = obj["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_u64().map(|p| p.to_string()))
+                .collect();
+            let ips: Vec<&str> = obj["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|e| e["addresses"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            let shown = match ips.len() {
+                0 => "<unset>".to_string(),
+                n if n > 3 => format!("{} + {} more...", ips[..3].join(","), n - 3),
+                _ => ips.join(","),
+            };
+            json!([
+                meta::name(obj),
+                obj["addressType"].clone(),
+                if ports.is_empty() {
+                    "<unset>".to_string()
+                } else {
+                    ports.join(",")
+                },
+                shown,
+                age,
             ])
         }
     }

@@ -16,6 +16,7 @@ pub mod meta;
 pub mod metrics;
 pub mod names;
 pub mod network;
+pub mod proxy;
 pub mod quantity;
 pub mod runtime;
 pub mod selector;

@@ -20,9 +20,33 @@ pub fn generate(base: &str) -> String {
     out
 }
 
+/// 5 characters of [`ALPHABET`] derived from `key` (FNV-1a): a stable suffix for names a
+/// controller must find again (an EndpointSlice per Service and port set).
+pub fn short_hash(key: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (0..SUFFIX_LEN)
+        .map(|_| {
+            let c = ALPHABET[(h % ALPHABET.len() as u64) as usize] as char;
+            h /= ALPHABET.len() as u64;
+            c
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_hashes_are_stable_and_spread() {
+        assert_eq!(short_hash("default/web"), short_hash("default/web"));
+        assert_ne!(short_hash("default/web"), short_hash("default/web2"));
+        assert_eq!(short_hash("x").len(), 5);
+    }
 
     #[test]
     fn suffix_uses_the_alphabet() {

@@ -2,13 +2,14 @@
 //! status/scale subresources, patches and deletion propagation. The HTTP layer only parses and
 //! maps; everything that decides lives here.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
 use crate::capacity::Fit;
 use crate::controller::replicaset::{FOREGROUND, ORPHAN};
 use crate::controller::vmi::VMI_FINALIZER;
+use crate::kinds::services::{Cidr, Taken, default_and_allocate};
 use crate::kinds::validation::{FieldError, Invalid, decode};
 use crate::kinds::vmi::VmiSpec;
 use crate::kinds::{AdmitError, FieldValidation, Kind, admit};
@@ -90,10 +91,17 @@ impl CapacityCheck for crate::capacity::Capacity {
 pub struct Service {
     pub store: Arc<Store>,
     capacity: Arc<dyn CapacityCheck>,
+    /// The range cluster IPs of Services come from.
+    service_range: Cidr,
+    /// Serializes the allocation of cluster IPs and node ports with the store write.
+    allocation: Mutex<()>,
 }
 
+/// Kubernetes' (kubeadm's) default service range.
+pub const DEFAULT_SERVICE_RANGE: &str = "10.96.0.0/12";
+
 fn strip_status_for_create(kind: Kind, obj: &mut Value) {
-    if matches!(kind, Kind::ReplicaSet | Kind::Vmi) {
+    if matches!(kind, Kind::ReplicaSet | Kind::Vmi | Kind::Service) {
         if let Some(o) = obj.as_object_mut() {
             o.remove("status");
         }
@@ -112,6 +120,61 @@ fn strip_directives(v: &mut Value) {
     }
 }
 
+/// Strategic merge of the list `parent.field` whose elements are keyed by `key` (a Service's
+/// `spec.ports`, keyed by `port`): patch elements merge into the element with the same key or
+/// are added, `$patch: delete` removes one, `$setElementOrder/<field>` orders the result. The
+/// list is taken out of `patch` so the plain merge that follows leaves it alone.
+fn merge_keyed_list(doc: &mut Value, patch: &mut Value, parent: &str, field: &str, key: &str) {
+    let Some(pp) = patch.get_mut(parent).and_then(Value::as_object_mut) else {
+        return;
+    };
+    let order = pp.remove(&format!("$setElementOrder/{field}"));
+    // null (delete the list) or a non-list: left to the plain merge.
+    if !pp.get(field).is_some_and(Value::is_array) {
+        return;
+    }
+    let Some(Value::Array(items)) = pp.remove(field) else {
+        return;
+    };
+    let mut list: Vec<Value> = doc
+        .pointer(&format!("/{parent}/{field}"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    for item in items {
+        let k = item.get(key).cloned();
+        let at = list
+            .iter()
+            .position(|e| e.get(key) == k.as_ref() && k.is_some());
+        let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+        match (at, delete) {
+            (Some(i), true) => {
+                list.remove(i);
+            }
+            (None, true) => {}
+            (Some(i), false) => json_patch::merge(&mut list[i], &item),
+            (None, false) => {
+                let mut fresh = Value::Null;
+                json_patch::merge(&mut fresh, &item);
+                list.push(fresh);
+            }
+        }
+    }
+    if let Some(Value::Array(order)) = order {
+        let rank = |e: &Value| {
+            order
+                .iter()
+                .position(|o| o.get(key) == e.get(key))
+                .unwrap_or(usize::MAX)
+        };
+        list.sort_by_key(rank);
+    }
+    if !doc.get(parent).is_some_and(Value::is_object) {
+        doc[parent] = json!({});
+    }
+    doc[parent][field] = Value::Array(list);
+}
+
 /// Applies a patch document to `target`.
 pub fn apply_patch(target: &Value, patch: &Value, pt: PatchType) -> Result<Value, OpError> {
     let mut doc = target.clone();
@@ -124,6 +187,7 @@ pub fn apply_patch(target: &Value, patch: &Value, pt: PatchType) -> Result<Value
             }
             let mut p = patch.clone();
             if pt == PatchType::Strategic {
+                merge_keyed_list(&mut doc, &mut p, "spec", "ports", "port");
                 strip_directives(&mut p);
             }
             json_patch::merge(&mut doc, &p);
@@ -146,7 +210,27 @@ pub fn apply_patch(target: &Value, patch: &Value, pt: PatchType) -> Result<Value
 impl Service {
     /// A service over `store`.
     pub fn new(store: Arc<Store>, capacity: Arc<dyn CapacityCheck>) -> Self {
-        Service { store, capacity }
+        Service {
+            store,
+            capacity,
+            service_range: Cidr::parse(DEFAULT_SERVICE_RANGE).expect("the default range parses"),
+            allocation: Mutex::new(()),
+        }
+    }
+
+    /// Takes cluster IPs from `range` instead of [`DEFAULT_SERVICE_RANGE`].
+    pub fn with_service_range(mut self, range: Cidr) -> Self {
+        self.service_range = range;
+        self
+    }
+
+    /// Defaults a Service and allocates its cluster IP and node ports against the stored ones.
+    fn allocate(&self, ns: &str, obj: &mut Value, old: Option<&Value>) -> Result<(), OpError> {
+        let name = meta::meta_str(obj, "name").unwrap_or_default().to_string();
+        let (all, _) = self.store.list(Kind::Service, None, |_| true);
+        let taken = Taken::from_services(all.iter().map(|a| a.as_ref()), &format!("{ns}/{name}"));
+        default_and_allocate(obj, old, self.service_range, &taken)
+            .map_err(|e| OpError::Admit(AdmitError::Invalid(e)))
     }
 
     fn check_capacity(&self, kind: Kind, obj: &Value) -> Result<(), OpError> {
@@ -247,6 +331,10 @@ impl Service {
             }
             meta::set_finalizers(&mut obj, &fins);
         }
+        let _held = (kind == Kind::Service).then(|| self.allocation.lock());
+        if kind == Kind::Service {
+            self.allocate(ns, &mut obj, None)?;
+        }
         let created = self.store.create(kind, ns, obj, true)?;
         Ok((created, warnings))
     }
@@ -282,6 +370,11 @@ impl Service {
             self.check_vmi_spec_unchanged(ns, name, &obj)?;
         }
         let key = ObjectKey::new(kind, ns, name);
+        let _held = (kind == Kind::Service).then(|| self.allocation.lock());
+        if kind == Kind::Service {
+            let cur = self.store.get_or_404(&key)?;
+            self.allocate(ns, &mut obj, Some(&cur))?;
+        }
         let updated = self.store.update(&key, true, |cur| {
             Self::check_rv(kind, name, &obj, cur)?;
             let mut n = obj.clone();
@@ -575,6 +668,31 @@ mod tests {
             matches!(err, OpError::Store(StoreError::Conflict { .. })),
             "{err}"
         );
+    }
+
+    #[test]
+    fn strategic_patches_merge_service_ports_by_port() {
+        let cur = json!({"spec": {"selector": {"a": "b"}, "ports": [
+            {"name": "http", "port": 80, "targetPort": 80},
+            {"name": "https", "port": 443, "targetPort": 443}]}});
+        // What `kubectl apply` sends after changing one targetPort and dropping https.
+        let patch = json!({"spec": {
+            "$setElementOrder/ports": [{"port": 80}, {"port": 8443}],
+            "ports": [{"port": 80, "targetPort": 8080}, {"port": 443, "$patch": "delete"},
+                      {"name": "alt", "port": 8443}]}});
+        let out = apply_patch(&cur, &patch, PatchType::Strategic).unwrap();
+        assert_eq!(
+            out["spec"]["ports"],
+            json!([{"name": "http", "port": 80, "targetPort": 8080}, {"name": "alt", "port": 8443}])
+        );
+        assert_eq!(out["spec"]["selector"], json!({"a": "b"}));
+        let cleared = apply_patch(
+            &cur,
+            &json!({"spec": {"ports": null}}),
+            PatchType::Strategic,
+        )
+        .unwrap();
+        assert!(cleared["spec"].get("ports").is_none());
     }
 
     #[test]

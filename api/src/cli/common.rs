@@ -136,7 +136,7 @@ pub fn resolve_kind(s: &str) -> Result<Kind, CmdError> {
         }
     }
     Err(CmdError::Usage(format!(
-        "the server doesn't have a resource type \"{s}\" (known: vmirs, vmi, hpa, events)"
+        "the server doesn't have a resource type \"{s}\" (known: vmirs, vmi, hpa, events, svc, endpoints)"
     )))
 }
 

@@ -95,6 +95,9 @@ pub struct Args {
     /// Directory of CNI plugin binaries (repeatable).
     #[arg(long = "cni-bin-dir", default_value = "/usr/lib/cni")]
     pub cni_bin_dirs: Vec<PathBuf>,
+    /// Where Services' cluster IPs come from (kube-apiserver's flag and default).
+    #[arg(long, default_value = supervisor::service::DEFAULT_SERVICE_RANGE)]
+    pub service_cluster_ip_range: String,
     /// Most API connections served at once per listener (more wait to be accepted).
     #[arg(long, default_value_t = 1024)]
     pub api_max_connections: usize,
@@ -139,6 +142,7 @@ struct FileConfig {
     no_pod_network: Option<bool>,
     cni_conf_dir: Option<PathBuf>,
     cni_bin_dirs: Option<Vec<PathBuf>>,
+    service_cluster_ip_range: Option<String>,
     api_max_connections: Option<usize>,
     api_max_handshakes: Option<usize>,
     api_handshake_timeout: Option<String>,
@@ -225,6 +229,7 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             no_pod_network,
             cni_conf_dir,
             cni_bin_dirs,
+            service_cluster_ip_range,
             cgroup_root,
             tls_sans,
             api_max_connections,
@@ -372,6 +377,12 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
         .scratch_dir
         .clone()
         .unwrap_or_else(|| a.state_dir.join("scratch"));
+    let service_range = supervisor::kinds::services::Cidr::parse(&a.service_cluster_ip_range)
+        .map_err(|message| ConfigError::Value {
+            flag: "service-cluster-ip-range",
+            value: a.service_cluster_ip_range.clone(),
+            message,
+        })?;
     let network = (!a.no_pod_network).then(|| {
         let mut n = supervisor::network::NetworkConfig::new(&a.run_dir);
         n.cni_conf_dir = a.cni_conf_dir.clone();
@@ -404,6 +415,7 @@ pub fn resolve(mut a: Args, m: &ArgMatches) -> Result<DaemonConfig, ConfigError>
             root: Some(a.cgroup_root),
         },
         network,
+        service_range,
         vmm_jail,
     })
 }

@@ -39,6 +39,7 @@ pub mod console;
 pub mod daemon;
 pub mod delete;
 pub mod describe;
+pub mod expose;
 pub mod get;
 pub mod image;
 pub mod kubeconfig;
@@ -68,6 +69,8 @@ pub enum Command {
     Delete(delete::Args),
     /// Set the replicas of a replica set.
     Scale(scale::Args),
+    /// Put a Service in front of a replica set or VMI (virtctl expose).
+    Expose(expose::Args),
     /// Show an object and its events.
     Describe(describe::Args),
     /// Attach to a VMI's serial console (Ctrl+] detaches).
@@ -97,6 +100,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
         Command::Apply(a) => apply::run(a),
         Command::Delete(a) => delete::run(a),
         Command::Scale(a) => scale::run(a),
+        Command::Expose(a) => expose::run(a),
         Command::Describe(a) => describe::run(a),
         Command::Console(a) => console::run(a),
         Command::Logs(a) => logs::run(a),

@@ -87,7 +87,8 @@ fn route(ctx: &Ctx, key: &ObjectKey, obj: &serde_json::Value, deleted: bool) {
             ctx.queue.add(WorkKey::Vmi(ns, name));
         }
         Kind::Hpa => ctx.queue.add(WorkKey::Hpa(ns, name)),
-        Kind::Event => {}
+        // Services and Endpoints have their own loop (crate::proxy).
+        Kind::Event | Kind::Service | Kind::Endpoints | Kind::EndpointSlice => {}
     }
 }
 

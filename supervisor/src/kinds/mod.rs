@@ -3,6 +3,7 @@
 
 pub mod hpa;
 pub mod interfaces;
+pub mod services;
 pub mod validation;
 pub mod vmi;
 pub mod vmirs;
@@ -21,6 +22,9 @@ pub enum Kind {
     Vmi,
     Hpa,
     Event,
+    Service,
+    Endpoints,
+    EndpointSlice,
 }
 
 /// How a kind appears in the API.
@@ -37,7 +41,15 @@ pub struct KindInfo {
 
 impl Kind {
     /// Every kind, in storage order.
-    pub const ALL: [Kind; 4] = [Kind::ReplicaSet, Kind::Vmi, Kind::Hpa, Kind::Event];
+    pub const ALL: [Kind; 7] = [
+        Kind::ReplicaSet,
+        Kind::Vmi,
+        Kind::Hpa,
+        Kind::Event,
+        Kind::Service,
+        Kind::Endpoints,
+        Kind::EndpointSlice,
+    ];
 
     /// API coordinates of the kind.
     pub fn info(self) -> &'static KindInfo {
@@ -78,6 +90,33 @@ impl Kind {
                 singular: "event",
                 short_names: &["ev"],
             },
+            Kind::Service => &KindInfo {
+                kind: "Service",
+                list_kind: "ServiceList",
+                group: "",
+                version: "v1",
+                plural: "services",
+                singular: "service",
+                short_names: &["svc"],
+            },
+            Kind::Endpoints => &KindInfo {
+                kind: "Endpoints",
+                list_kind: "EndpointsList",
+                group: "",
+                version: "v1",
+                plural: "endpoints",
+                singular: "endpoints",
+                short_names: &["ep"],
+            },
+            Kind::EndpointSlice => &KindInfo {
+                kind: "EndpointSlice",
+                list_kind: "EndpointSliceList",
+                group: "discovery.k8s.io",
+                version: "v1",
+                plural: "endpointslices",
+                singular: "endpointslice",
+                short_names: &[],
+            },
         }
     }
 
@@ -108,6 +147,9 @@ impl Kind {
             Kind::Vmi => "vmi",
             Kind::Hpa => "hpa",
             Kind::Event => "event",
+            Kind::Service => "svc",
+            Kind::Endpoints => "ep",
+            Kind::EndpointSlice => "eps",
         }
     }
 
@@ -156,6 +198,17 @@ struct Envelope<S> {
     #[serde(default)]
     #[allow(dead_code)]
     status: Option<Value>,
+}
+
+/// Endpoints have no `spec`: metadata and `subsets`.
+#[derive(Deserialize)]
+struct EndpointsEnvelope {
+    #[serde(default)]
+    metadata: Option<ObjectMeta>,
+}
+
+fn meta_name(obj: &Value) -> Option<&str> {
+    obj.pointer("/metadata/name").and_then(Value::as_str)
 }
 
 fn check_meta(meta: &ObjectMeta, kind: Kind, inv: &mut Invalid) {
@@ -269,6 +322,53 @@ pub fn admit(kind: Kind, obj: &Value, fv: FieldValidation) -> Result<Vec<String>
             let (env, unknown) = decode_envelope::<Value>(obj)?;
             check_meta(&env.metadata.unwrap_or_default(), kind, &mut inv);
             finish(inv, unknown, fv)
+        }
+        Kind::Service => {
+            let (env, unknown) = decode_envelope::<services::ServiceSpec>(obj)?;
+            check_meta(&env.metadata.unwrap_or_default(), kind, &mut inv);
+            if let Some(name) = meta_name(obj) {
+                // A Service's name is a DNS label (it becomes a DNS name in a cluster).
+                if !validation::is_dns1123_label(name) {
+                    inv.push(FieldError::invalid(
+                        "metadata.name",
+                        format!("\"{name}\""),
+                        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character",
+                    ));
+                }
+            }
+            match env.spec {
+                None => inv.push(FieldError::required("spec", "")),
+                Some(spec) => spec.validate(&mut inv),
+            }
+            finish(inv, unknown, fv)
+        }
+        Kind::Endpoints => {
+            decode_envelope::<Value>(obj)?;
+            check_meta(
+                &decode::<EndpointsEnvelope>(obj, "")
+                    .map_err(|e| AdmitError::Invalid(e.into()))?
+                    .value
+                    .metadata
+                    .unwrap_or_default(),
+                kind,
+                &mut inv,
+            );
+            services::validate_endpoints(obj, &mut inv);
+            finish(inv, Vec::new(), fv)
+        }
+        Kind::EndpointSlice => {
+            decode_envelope::<Value>(obj)?;
+            check_meta(
+                &decode::<EndpointsEnvelope>(obj, "")
+                    .map_err(|e| AdmitError::Invalid(e.into()))?
+                    .value
+                    .metadata
+                    .unwrap_or_default(),
+                kind,
+                &mut inv,
+            );
+            services::validate_endpoint_slice(obj, &mut inv);
+            finish(inv, Vec::new(), fv)
         }
     }
 }

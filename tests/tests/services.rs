@@ -1,0 +1,408 @@
+//! Services end to end: a real daemon with pod networking, the real CNI plugins and `nft`, two
+//! test-guest VMIs of the seed set, all inside a network namespace this test makes (no traffic
+//! leaves it). `corral expose` and kubectl create Services; requests through the NodePort on
+//! 127.0.0.1 and through the ClusterIP spread over the VMIs, follow scale-down, and nothing is
+//! left in nftables when the Services go.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use corral_tests::daemon::{Daemon, wait_for};
+use corral_tests::lab::{seed_set, testguest_registry};
+use serde_json::{Value, json};
+
+const RS: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstancereplicasets";
+const SET: &str = "lab05-cirros-replicaset";
+const VMI: &str = "/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstances";
+const SVC: &str = "/api/v1/namespaces/default/services";
+const EP: &str = "/api/v1/namespaces/default/endpoints";
+const BOOT: Duration = Duration::from_secs(90);
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One HTTP GET on a new connection; the answering VMI's name (from "hello from NAME").
+fn hello(addr: SocketAddr) -> Result<String, String> {
+    let mut s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
+        .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    out.lines()
+        .find_map(|l| l.strip_prefix("hello from "))
+        .map(str::to_string)
+        .ok_or_else(|| format!("no greeting in {out:?}"))
+}
+
+/// `n` requests (each its own connection) → answers per VMI; panics on a failed request.
+fn spread(addr: SocketAddr, n: usize) -> BTreeMap<String, usize> {
+    let mut by = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    for i in 0..n {
+        assert!(
+            Instant::now() < deadline,
+            "{n} requests to {addr} took over 240 s"
+        );
+        let name = hello(addr).unwrap_or_else(|e| {
+            let rules = Command::new("nft")
+                .args(["list", "ruleset"])
+                .output()
+                .unwrap();
+            panic!(
+                "request {i} to {addr}: {e}\n{}",
+                String::from_utf8_lossy(&rules.stdout)
+            )
+        });
+        *by.entry(name).or_default() += 1;
+    }
+    by
+}
+
+fn ready_vmis(d: &Daemon, n: usize) -> Vec<Value> {
+    wait_for(BOOT, &format!("{n} ready VMIs"), || {
+        let vs: Vec<Value> = d.get_json(VMI)["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|v| v["metadata"]["deletionTimestamp"].is_null())
+            .cloned()
+            .collect();
+        let ready = |v: &Value| {
+            v["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        };
+        (vs.len() == n && vs.iter().all(ready)).then_some(vs)
+    })
+}
+
+/// Ready endpoint IPs of Service `name`.
+fn endpoint_ips(d: &Daemon, name: &str) -> Vec<String> {
+    let r = d.req("GET", &format!("{EP}/{name}"), None, b"");
+    if r.status != 200 {
+        return Vec::new();
+    }
+    let ep: Value = serde_json::from_slice(&r.body).unwrap();
+    let mut ips: Vec<String> = ep["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["addresses"].as_array().cloned().unwrap_or_default())
+        .map(|a| a["ip"].as_str().unwrap().to_string())
+        .collect();
+    ips.sort();
+    ips
+}
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+    cache: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(d: &Daemon, addr: &str, token: &Path) -> Kubectl {
+        let ca = d.state_dir.join("tls/ca.crt");
+        let out = d.cli(&[
+            "kubeconfig",
+            "--server",
+            addr,
+            "--token-file",
+            token.to_str().unwrap(),
+            "--ca-file",
+            ca.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let kubeconfig = d.dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, &out.stdout).unwrap();
+        Kubectl {
+            kubeconfig,
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let bin = corral_tests::bin::workspace().join(".venv/bin/kubectl");
+        assert!(
+            bin.exists(),
+            "{} missing: run .ci/install-deps.sh",
+            bin.display()
+        );
+        let o = Command::new(bin)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "kubectl {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+#[test]
+fn services_spread_connections_over_ready_vmis_and_leave_nothing_behind() {
+    corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
+    let tmp = tempfile::tempdir().unwrap();
+    let conf_dir = tmp.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let conf = supervisor::network::DefaultConfList {
+        ipam_data_dir: Some(tmp.path().join("ipam")),
+        ..Default::default()
+    };
+    std::fs::write(
+        conf_dir.join("10-corral.conflist"),
+        conf.to_json().to_string(),
+    )
+    .unwrap();
+    let token = tmp.path().join("token");
+    std::fs::write(&token, "services-test-token\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let api = format!("127.0.0.1:{port}");
+    let reg = testguest_registry();
+    let d = Daemon::start_networked(&[
+        "--insecure-registry",
+        &reg.addr,
+        "--cni-conf-dir",
+        conf_dir.to_str().unwrap(),
+        "--listen",
+        &api,
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    // No Service yet: no table of ours.
+    assert!(!sh("nft", &["list", "tables"]).contains("corral_services"));
+    let r = d.req(
+        "POST",
+        RS,
+        Some("application/yaml"),
+        seed_set(&reg).as_bytes(),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let vs = ready_vmis(&d, 2);
+    // Ready means the VM runs (KubeVirt's meaning without a probe): wait for each guest's HTTP
+    // server at its pod IP (DHCP first).
+    for v in &vs {
+        let ip = v["status"]["interfaces"][0]["ipAddress"].as_str().unwrap();
+        let addr: SocketAddr = format!("{ip}:80").parse().unwrap();
+        wait_for(BOOT, &format!("the guest at {ip}"), || hello(addr).ok());
+    }
+    let mut names: Vec<String> = vs
+        .iter()
+        .map(|v| v["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+
+    // virtctl's way: a NodePort Service selecting the set's matchLabels.
+    let out = d.cli(&[
+        "expose",
+        "vmirs",
+        SET,
+        "--name",
+        "lab",
+        "--port",
+        "80",
+        "--target-port",
+        "80",
+        "--type",
+        "NodePort",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "Service lab successfully exposed for virtualmachineinstancereplicaset"
+    );
+    let svc = d.get_json(&format!("{SVC}/lab"));
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    assert!(cluster_ip.starts_with("10.9"), "{svc}");
+    assert_eq!(
+        svc["spec"]["selector"],
+        json!({"kubevirt.io/domain": "lab05-cirros"}),
+        "{svc}"
+    );
+    let node_port = svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap() as u16;
+    assert!((30000..=32767).contains(&node_port), "{svc}");
+    let t0 = Instant::now();
+    wait_for(Duration::from_secs(5), "two endpoints", || {
+        (endpoint_ips(&d, "lab").len() == 2).then_some(())
+    });
+    eprintln!("endpoints after {:?}", t0.elapsed());
+
+    // ≥ 1000 connections through the node port on loopback: an even share each (round robin).
+    let node: SocketAddr = format!("127.0.0.1:{node_port}").parse().unwrap();
+    let t0 = Instant::now();
+    let by = spread(node, 1000);
+    eprintln!(
+        "1000 requests via the node port in {:?}: {by:?}",
+        t0.elapsed()
+    );
+    assert_eq!(by.keys().cloned().collect::<Vec<_>>(), names, "{by:?}");
+    for (name, n) in &by {
+        assert!((450..=550).contains(n), "{name} got {n} of 1000: {by:?}");
+    }
+
+    // Through the cluster IP (the host reaches it by its default route, as with kube-proxy).
+    sh("ip", &["route", "add", "default", "dev", "corral0"]);
+    let vip: SocketAddr = format!("{cluster_ip}:80").parse().unwrap();
+    let by = spread(vip, 40);
+    assert_eq!(by.keys().cloned().collect::<Vec<_>>(), names, "{by:?}");
+
+    // kubectl sees the Service and its endpoints; apply of a second Service works.
+    let k = Kubectl::new(&d, &api, &token);
+    let out = k.ok(&["get", "svc", "lab"]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..5],
+        [
+            "lab",
+            "NodePort",
+            cluster_ip.as_str(),
+            "<none>",
+            &format!("80:{node_port}/TCP")
+        ],
+        "{out}"
+    );
+    let out = k.ok(&["get", "endpoints", "lab"]);
+    let ips = endpoint_ips(&d, "lab");
+    assert!(
+        out.contains(&format!("{}:80,{}:80", ips[0], ips[1])),
+        "{out}"
+    );
+    let out = k.ok(&[
+        "get",
+        "endpointslices",
+        "-l",
+        "kubernetes.io/service-name=lab",
+    ]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert!(row[0].starts_with("lab-"), "{out}");
+    assert_eq!(
+        row[1..4],
+        ["IPv4", "80", &format!("{},{}", ips[0], ips[1])],
+        "{out}"
+    );
+    let described = k.ok(&["describe", "svc", "lab"]);
+    for want in [
+        "Type:                     NodePort".to_string(),
+        format!("IP:                       {cluster_ip}"),
+        format!("NodePort:                 <unset>  {node_port}/TCP"),
+        format!("Endpoints:                {}:80,{}:80", ips[0], ips[1]),
+        "Session Affinity:         None".to_string(),
+    ] {
+        assert!(
+            described.contains(&want),
+            "missing {want:?} in\n{described}"
+        );
+    }
+    let manifest = tmp.path().join("svc.yaml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: sticky\nspec:\n  selector:\n    kubevirt.io/domain: lab05-cirros\n  sessionAffinity: ClientIP\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 80\n"
+        ),
+    )
+    .unwrap();
+    assert!(
+        k.ok(&["apply", "-f", manifest.to_str().unwrap()])
+            .contains("service/sticky created")
+    );
+    // A second apply with a changed port goes through kubectl's strategic merge patch.
+    let text = std::fs::read_to_string(&manifest)
+        .unwrap()
+        .replace("port: 8080", "port: 8081");
+    std::fs::write(&manifest, text).unwrap();
+    assert!(
+        k.ok(&["apply", "-f", manifest.to_str().unwrap()])
+            .contains("service/sticky configured")
+    );
+    let sticky = d.get_json(&format!("{SVC}/sticky"));
+    assert_eq!(
+        sticky["spec"]["ports"],
+        json!([{"name": "http", "port": 8081, "protocol": "TCP", "targetPort": 80}]),
+        "{sticky}"
+    );
+    // ClientIP affinity: one client, one VMI.
+    let sticky_ip = sticky["spec"]["clusterIP"].as_str().unwrap();
+    wait_for(Duration::from_secs(5), "sticky's endpoints", || {
+        (endpoint_ips(&d, "sticky").len() == 2).then_some(())
+    });
+    // The rules follow the endpoints within the same pass (milliseconds); until then the
+    // address has no route here, so the first request may need another try.
+    let sticky_addr: SocketAddr = format!("{sticky_ip}:8081").parse().unwrap();
+    wait_for(Duration::from_secs(10), "sticky's rules", || {
+        hello(sticky_addr).ok()
+    });
+    let by = spread(sticky_addr, 20);
+    assert_eq!(by.len(), 1, "ClientIP affinity: {by:?}");
+
+    // Refusals name the field.
+    let r = d.req(
+        "POST",
+        SVC,
+        Some("application/json"),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "lb"},
+            "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}})
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("spec.type"), "{}", r.text());
+
+    // Scale down: the remaining VMI takes every connection.
+    let r = d.req(
+        "PATCH",
+        &format!("{RS}/{SET}/scale"),
+        Some("application/merge-patch+json"),
+        json!({"spec": {"replicas": 1}}).to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let left = ready_vmis(&d, 1);
+    let survivor = left[0]["metadata"]["name"].as_str().unwrap().to_string();
+    wait_for(Duration::from_secs(10), "one endpoint", || {
+        (endpoint_ips(&d, "lab").len() == 1).then_some(())
+    });
+    let by = spread(node, 50);
+    assert_eq!(by, BTreeMap::from([(survivor, 50)]));
+
+    // The Services go, and with them their endpoints and every rule.
+    for name in ["lab", "sticky"] {
+        let r = d.req("DELETE", &format!("{SVC}/{name}"), None, b"");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    wait_for(Duration::from_secs(5), "no table left", || {
+        (!sh("nft", &["list", "tables"]).contains("corral_services")).then_some(())
+    });
+    assert_eq!(d.get_json(EP)["items"], json!([]));
+    assert!(hello(node).is_err(), "the node port must be closed");
+}
