@@ -278,6 +278,20 @@ fn services_spread_connections_over_ready_vmis_and_leave_nothing_behind() {
     let by = spread(vip, 40);
     assert_eq!(by.keys().cloned().collect::<Vec<_>>(), names, "{by:?}");
 
+    // corral's CLI prints the same columns as kubectl.
+    let out = d.cli(&["get", "svc"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("NAME"), "{text}");
+    assert!(text.contains(&format!("80:{node_port}/TCP")), "{text}");
+    let out = d.cli(&["get", "svc", "lab", "-o", "json"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["spec"]["ports"][0]["nodePort"], node_port);
+    let out = d.cli(&["get", "endpoints", "lab"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(":80,"),
+        "{out:?}"
+    );
+
     // kubectl sees the Service and its endpoints; apply of a second Service works.
     let k = Kubectl::new(&d, &api, &token);
     let out = k.ok(&["get", "svc", "lab"]);
@@ -328,9 +342,7 @@ fn services_spread_connections_over_ready_vmis_and_leave_nothing_behind() {
     let manifest = tmp.path().join("svc.yaml");
     std::fs::write(
         &manifest,
-        format!(
-            "apiVersion: v1\nkind: Service\nmetadata:\n  name: sticky\nspec:\n  selector:\n    kubevirt.io/domain: lab05-cirros\n  sessionAffinity: ClientIP\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 80\n"
-        ),
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: sticky\nspec:\n  selector:\n    kubevirt.io/domain: lab05-cirros\n  sessionAffinity: ClientIP\n  ports:\n  - name: http\n    port: 8080\n    targetPort: 80\n",
     )
     .unwrap();
     assert!(

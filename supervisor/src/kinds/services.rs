@@ -339,15 +339,16 @@ impl ServiceSpec {
             match p.name.as_deref().filter(|n| !n.is_empty()) {
                 None if ports.len() > 1 => inv.push(FieldError::required(format!("{at}.name"), "")),
                 None => {}
-                Some(n) => {
-                    if check_dns1123_label(inv, &format!("{at}.name"), n) && !names.insert(n) {
-                        inv.push(FieldError {
-                            reason: "FieldValueDuplicate",
-                            field: format!("{at}.name"),
-                            message: format!("Duplicate value: {}", shown(n)),
-                        });
-                    }
+                Some(n)
+                    if check_dns1123_label(inv, &format!("{at}.name"), n) && !names.insert(n) =>
+                {
+                    inv.push(FieldError {
+                        reason: "FieldValueDuplicate",
+                        field: format!("{at}.name"),
+                        message: format!("Duplicate value: {}", shown(n)),
+                    });
                 }
+                Some(_) => {}
             }
             match p.port {
                 None => inv.push(FieldError::required(format!("{at}.port"), "")),
@@ -371,15 +372,14 @@ impl ServiceSpec {
             one_of(inv, &format!("{at}.protocol"), &p.protocol, &["TCP"]);
             match &p.target_port {
                 None => {}
-                Some(Value::Number(n)) => {
-                    if !n.as_i64().is_some_and(|n| (1..=65535).contains(&n)) {
-                        inv.push(FieldError::invalid(
-                            format!("{at}.targetPort"),
-                            n,
-                            "must be between 1 and 65535, inclusive",
-                        ));
-                    }
+                Some(Value::Number(n)) if !n.as_i64().is_some_and(|n| (1..=65535).contains(&n)) => {
+                    inv.push(FieldError::invalid(
+                        format!("{at}.targetPort"),
+                        n,
+                        "must be between 1 and 65535, inclusive",
+                    ));
                 }
+                Some(Value::Number(_)) => {}
                 Some(Value::String(s)) if is_port_name(s) => {}
                 Some(v) => inv.push(FieldError::invalid(
                     format!("{at}.targetPort"),

@@ -133,7 +133,9 @@ fn port_list(ports: &[(String, u16)], always_named: bool) -> Value {
 /// `addresses` with `publishNotReadyAddresses`); VMIs being deleted are left out. VMIs with the
 /// same resolved ports share a subset. `None` for a Service without a selector.
 pub fn subsets<'a>(service: &Value, vmis: impl IntoIterator<Item = &'a Value>) -> Option<Value> {
-    let mut groups: BTreeMap<Vec<(String, u16)>, (Vec<Value>, Vec<Value>)> = BTreeMap::new();
+    // Resolved ports → (ready addresses, not-ready addresses).
+    type Addresses = (Vec<Value>, Vec<Value>);
+    let mut groups: BTreeMap<Vec<(String, u16)>, Addresses> = BTreeMap::new();
     for m in members(service, vmis)? {
         if m.terminating {
             continue;

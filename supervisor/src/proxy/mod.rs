@@ -261,12 +261,14 @@ pub fn spawn(proxy: Arc<Proxy>) {
         let mut backoff = Duration::from_millis(100);
         let mut first = true;
         loop {
-            while !first {
-                match rx.recv().await {
-                    Ok(ev) if relevant(&ev) => break,
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => break,
-                    Err(RecvError::Closed) => return,
+            if !first {
+                loop {
+                    match rx.recv().await {
+                        Ok(ev) if relevant(&ev) => break,
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return,
+                    }
                 }
             }
             first = false;

@@ -189,8 +189,10 @@ fn asked_addresses_and_ports_must_be_free_and_in_range() {
     default_and_allocate(&mut ok, None, range(), &taken).unwrap();
     assert_eq!(ok["spec"]["clusterIP"], "10.96.0.9");
     assert_eq!(ok["spec"]["ports"][0]["nodePort"], 31000);
-    let mut full = Taken::default();
-    full.ips = range().hosts().collect();
+    let full = Taken {
+        ips: range().hosts().collect(),
+        ..Default::default()
+    };
     let mut s = svc(json!({"ports": [{"port": 80}]}));
     assert!(
         default_and_allocate(&mut s, None, range(), &full)
