@@ -175,6 +175,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         },
         launch_lock: Default::default(),
         crash_loops: Default::default(),
+        probes: Default::default(),
     });
     let (metrics, autoscaler) = crate::daemon_metrics::start(&cfg, runtime.clone(), placer);
     controller::spawn(ctx, vm_rx, Some(autoscaler));

@@ -292,5 +292,6 @@ fn bench_ctx(store: Arc<Store>) -> supervisor::controller::Ctx {
         config: supervisor::controller::ControllerConfig::default(),
         launch_lock: Default::default(),
         crash_loops: Default::default(),
+        probes: Default::default(),
     }
 }

@@ -80,6 +80,7 @@ fn world(config: AutoscalerConfig) -> World {
         config: ControllerConfig::default(),
         launch_lock: Mutex::new(()),
         crash_loops: Mutex::new(Default::default()),
+        probes: Default::default(),
     };
     let cpu = Arc::new(Table::default());
     let clock: SharedClock = Arc::new(Mutex::new((Duration::from_secs(1000), t0())));

@@ -6,6 +6,7 @@
 //! come from store changes, VM runtime notifications, and a periodic resync.
 
 pub mod images;
+pub mod probes;
 pub mod queue;
 pub mod replicas;
 pub mod replicaset;
@@ -71,6 +72,8 @@ pub struct Ctx {
     pub launch_lock: Mutex<()>,
     /// Crash-loop state per replica set uid.
     pub crash_loops: Mutex<std::collections::HashMap<String, replicaset::CrashLoop>>,
+    /// Readiness and liveness probes of running VMIs.
+    pub probes: probes::Prober,
 }
 
 fn route(ctx: &Ctx, key: &ObjectKey, obj: &serde_json::Value, deleted: bool) {

@@ -75,6 +75,7 @@ fn world(fail_images: bool, auto_ready: bool) -> World {
         config: ControllerConfig::default(),
         launch_lock: Mutex::new(()),
         crash_loops: Mutex::new(Default::default()),
+        probes: Default::default(),
     });
     let (_, rx) = ctx.store.watch(None).unwrap();
     World {

@@ -127,38 +127,66 @@ pub fn reconcile(ctx: &Ctx, key: &ObjectKey) -> Result<Requeue, StoreError> {
             )?;
             Ok(None)
         }
-        Observed::Running { ready, .. } => {
-            let target = if ready {
+        Observed::Running {
+            ready: vm_ready, ..
+        } => {
+            let target = if vm_ready {
                 Phase::Running
             } else {
                 Phase::Scheduled
             };
+            let ifaces = interfaces_status(ctx, &vmi.uid);
+            let probe = probe(ctx, &vmi, vm_ready, &ifaces);
+            if !probe.live {
+                // The kubelet kills a container whose liveness probe failed; KubeVirt fails
+                // the VMI, and its set replaces it.
+                ctx.events.record(
+                    Kind::Vmi,
+                    &vmi.obj,
+                    EventKind::Normal,
+                    "Killing",
+                    "Stopping the VM: its liveness probe failed",
+                );
+                ctx.runtime.stop(&vmi.uid, grace(&vmi.spec, &vmi.obj));
+                return Ok(None);
+            }
+            let ready = vm_ready && probe.ready;
             let was_ready = super::status::condition(&vmi.obj, "Ready") == Some(true);
             let phase_changed = vmi.phase != target;
-            let ifaces = interfaces_status(ctx, &vmi.uid);
             let ifaces_changed = vmi
                 .obj
                 .get("status")
                 .and_then(|s| s.get("interfaces"))
                 .unwrap_or(&json!([]))
                 != &ifaces;
-            if phase_changed || was_ready != ready || ifaces_changed {
+            let (reason, msg) = if ready {
+                ("", "")
+            } else if vm_ready {
+                ("ReadinessProbeFailed", probe.message.as_str())
+            } else {
+                (
+                    "GuestNotRunning",
+                    "the VMM started; waiting for its vCPUs to enter the guest",
+                )
+            };
+            let cond = vmi
+                .obj
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"));
+            let why_changed = cond.is_some_and(|c| {
+                c.get("reason").and_then(Value::as_str).unwrap_or("") != reason
+                    || c.get("message").and_then(Value::as_str).unwrap_or("") != msg
+            });
+            if phase_changed || was_ready != ready || ifaces_changed || why_changed {
                 let now = now_rfc3339();
                 let obj = update_status(ctx, key, |st| {
                     set_phase(st, target, &now);
                     st["nodeName"] = json!(crate::host::node_name());
-                    let (reason, msg) = if ready {
-                        ("", "")
-                    } else {
-                        (
-                            "GuestNotRunning",
-                            "the VMM started; waiting for its vCPUs to enter the guest",
-                        )
-                    };
                     set_condition(st, "Ready", ready, reason, msg, &now);
                     st["interfaces"] = ifaces;
                 })?;
-                if ready && phase_changed {
+                if vm_ready && phase_changed {
                     ctx.events.record(
                         Kind::Vmi,
                         &obj,
@@ -172,9 +200,78 @@ pub fn reconcile(ctx: &Ctx, key: &ObjectKey) -> Result<Requeue, StoreError> {
         }
         Observed::Stopping { .. } => Ok(None),
         Observed::Exited(info) => {
-            set_final(ctx, &vmi, info.succeeded, &info.reason, &info.message)?;
+            if ctx.probes.liveness_failed(&vmi.uid) {
+                set_final(
+                    ctx,
+                    &vmi,
+                    false,
+                    "LivenessProbeFailed",
+                    "the VM was stopped because its liveness probe failed",
+                )?;
+            } else {
+                set_final(ctx, &vmi, info.succeeded, &info.reason, &info.message)?;
+            }
             Ok(None)
         }
+    }
+}
+
+/// What the probes say about a running VMI.
+struct ProbeView {
+    ready: bool,
+    live: bool,
+    /// Why it is not ready (the Ready condition's message).
+    message: String,
+}
+
+/// Starts (idempotently) the VMI's probes once its guest runs and it has a pod IP, reports
+/// their failures as events (`Unhealthy`, as the kubelet does) and returns their verdicts. No
+/// readiness probe: ready. A readiness probe that has not passed yet: not ready.
+fn probe(ctx: &Ctx, vmi: &Vmi, vm_ready: bool, ifaces: &Value) -> ProbeView {
+    let spec = vmi.obj.get("spec").cloned().unwrap_or(Value::Null);
+    let has_readiness = vmi.spec.readiness_probe.is_some();
+    let ip = ifaces
+        .pointer("/0/ipAddress")
+        .and_then(Value::as_str)
+        .and_then(|ip| ip.parse().ok());
+    let results = match ip {
+        Some(ip) if vm_ready => ctx.probes.ensure(
+            &ctx.queue,
+            (&vmi.uid, &vmi.key.namespace, &vmi.key.name),
+            &spec,
+            ip,
+        ),
+        _ => None,
+    };
+    let Some(results) = results else {
+        let message = if has_readiness && ip.is_none() {
+            "the readiness probe needs a pod network (the VMI has no pod IP)"
+        } else {
+            "the readiness probe has not run yet"
+        };
+        return ProbeView {
+            ready: !has_readiness,
+            live: true,
+            message: message.into(),
+        };
+    };
+    let (ready, live, failures, last) = {
+        let mut r = results.lock().unwrap_or_else(|p| p.into_inner());
+        (
+            r.ready.unwrap_or(true),
+            r.live,
+            std::mem::take(&mut r.unreported),
+            r.last_failure.clone(),
+        )
+    };
+    for f in failures {
+        ctx.events
+            .record(Kind::Vmi, &vmi.obj, EventKind::Warning, "Unhealthy", &f);
+    }
+    ProbeView {
+        ready,
+        live,
+        message: last.unwrap_or_else(|| "the readiness probe has not succeeded yet".into()),
     }
 }
 
@@ -185,6 +282,7 @@ fn set_final(
     reason: &str,
     message: &str,
 ) -> Result<(), StoreError> {
+    ctx.probes.forget(&vmi.uid);
     let now = now_rfc3339();
     let phase = if ok { Phase::Succeeded } else { Phase::Failed };
     let obj = update_status(ctx, &vmi.key, |st| {
@@ -645,6 +743,7 @@ fn interfaces_status(ctx: &Ctx, uid: &str) -> Value {
 
 /// The VMI is being deleted: stop its VM, then drop the finalizer.
 fn finalize(ctx: &Ctx, vmi: &Vmi) -> Result<Requeue, StoreError> {
+    ctx.probes.forget(&vmi.uid);
     if let Observed::Running { .. } = ctx.runtime.observe(&vmi.uid) {
         ctx.runtime.stop(&vmi.uid, grace(&vmi.spec, &vmi.obj));
     }

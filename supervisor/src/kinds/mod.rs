@@ -3,6 +3,7 @@
 
 pub mod hpa;
 pub mod interfaces;
+pub mod probes;
 pub mod services;
 pub mod validation;
 pub mod vmi;

@@ -2,7 +2,7 @@
 //! the status fields corral writes.
 //!
 //! Only the subset of KubeVirt's schema listed here is known; sub-objects corral stores but never
-//! interprets (affinity, probes, clock, ...) are typed as opaque JSON so strict validation accepts
+//! interprets (affinity, clock, ...) are typed as opaque JSON so strict validation accepts
 //! them as KubeVirt would.
 
 use std::collections::BTreeMap;
@@ -67,9 +67,9 @@ pub struct VmiSpec {
     #[serde(default)]
     pub start_strategy: Opaque,
     #[serde(default)]
-    pub liveness_probe: Opaque,
+    pub liveness_probe: Option<super::probes::ProbeSpec>,
     #[serde(default)]
-    pub readiness_probe: Opaque,
+    pub readiness_probe: Option<super::probes::ProbeSpec>,
     #[serde(default)]
     pub dns_policy: Opaque,
     #[serde(default)]
@@ -486,6 +486,17 @@ impl VmiSpec {
         }
         check_kernel_boot(domain, path, &mut inv);
         super::interfaces::resolve(self, domain, path, &mut inv);
+        for (probe, name, liveness) in [
+            (&self.readiness_probe, "readinessProbe", false),
+            (&self.liveness_probe, "livenessProbe", true),
+        ] {
+            if let Some(Err(e)) = probe
+                .as_ref()
+                .map(|p| p.validate(&format!("{path}.{name}"), liveness))
+            {
+                inv.causes.extend(e.causes);
+            }
+        }
         match (inv.into_result(), needs) {
             (Ok(()), Some(needs)) => Ok((needs, disks)),
             (Err(inv), _) => Err(inv),

@@ -119,33 +119,65 @@ impl Proxy {
             by_ns.entry(meta::namespace(v)).or_default().push(v);
         }
         let key = |o: &Value| format!("{}/{}", meta::namespace(o), meta::name(o));
-        let mut wanted = BTreeSet::new();
-        let mut wanted_slices = BTreeSet::new();
+        // What the endpoints controllers want, in memory first.
+        let mut endpoints_wanted: BTreeMap<String, Value> = BTreeMap::new();
+        let mut slices_wanted: Vec<Value> = Vec::new();
         for s in &services {
             let ns = meta::namespace(s);
             let vmis = || by_ns.get(ns).into_iter().flatten().copied();
             let Some(subsets) = endpoints::subsets(s, vmis()) else {
                 continue;
             };
-            wanted.insert(key(s));
-            self.write_derived(
-                Kind::Endpoints,
-                endpoints::endpoints_object(s, subsets),
-                &["subsets"],
-            )?;
-            for slice in endpoints::slices(s, vmis()).unwrap_or_default() {
-                wanted_slices.insert(key(&slice));
-                self.write_derived(
-                    Kind::EndpointSlice,
-                    slice,
-                    &["addressType", "endpoints", "ports"],
-                )?;
+            endpoints_wanted.insert(key(s), endpoints::endpoints_object(s, subsets));
+            slices_wanted.extend(endpoints::slices(s, vmis()).unwrap_or_default());
+        }
+        // The rules go first (from the wanted Endpoints, and the stored ones of Services
+        // without a selector), so whoever sees the new Endpoints finds them programmed.
+        let (stored, _) = self.store.list(Kind::Endpoints, None, |_| true);
+        let mut by_key: BTreeMap<String, &Value> =
+            stored.iter().map(|e| (key(e), e.as_ref())).collect();
+        for (k, e) in &endpoints_wanted {
+            by_key.insert(k.clone(), e);
+        }
+        let svcs: Vec<&Value> = services
+            .iter()
+            .map(|s| s.as_ref())
+            .filter(|s| !meta::is_deleting(s))
+            .collect();
+        let script = if svcs.is_empty() {
+            String::new()
+        } else {
+            rules::script(&rules::plan(&svcs, &by_key))
+        };
+        {
+            let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+            if loaded.as_deref() != Some(script.as_str()) {
+                if script.is_empty() {
+                    self.dataplane.remove()
+                } else {
+                    self.dataplane.apply(&script)
+                }
+                .map_err(ProxyError::Dataplane)?;
+                *loaded = Some(script);
             }
         }
-        let (eps, _) = self.store.list(Kind::Endpoints, None, |_| true);
-        for e in &eps {
+        // Then the objects.
+        let wanted_slices: BTreeSet<String> = slices_wanted.iter().map(key).collect();
+        for (_, e) in endpoints_wanted.iter() {
+            self.write_derived(Kind::Endpoints, e.clone(), &["subsets"])?;
+        }
+        for slice in slices_wanted {
+            self.write_derived(
+                Kind::EndpointSlice,
+                slice,
+                &["addressType", "endpoints", "ports"],
+            )?;
+        }
+        for e in &stored {
             let has_service = services.iter().any(|s| key(s) == key(e));
-            if meta::labels(e).contains_key(MANAGED_BY) && !wanted.contains(&key(e)) && !has_service
+            if meta::labels(e).contains_key(MANAGED_BY)
+                && !endpoints_wanted.contains_key(&key(e))
+                && !has_service
             {
                 self.remove(Kind::Endpoints, e)?;
             }
@@ -159,36 +191,6 @@ impl Proxy {
             if ours && !wanted_slices.contains(&key(e)) {
                 self.remove(Kind::EndpointSlice, e)?;
             }
-        }
-        let (eps, _) = self.store.list(Kind::Endpoints, None, |_| true);
-        let by_key: BTreeMap<String, &Value> = eps
-            .iter()
-            .map(|e| {
-                (
-                    format!("{}/{}", meta::namespace(e), meta::name(e)),
-                    e.as_ref(),
-                )
-            })
-            .collect();
-        let svcs: Vec<&Value> = services
-            .iter()
-            .map(|s| s.as_ref())
-            .filter(|s| !meta::is_deleting(s))
-            .collect();
-        let script = if svcs.is_empty() {
-            String::new()
-        } else {
-            rules::script(&rules::plan(&svcs, &by_key))
-        };
-        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if loaded.as_deref() != Some(script.as_str()) {
-            if script.is_empty() {
-                self.dataplane.remove()
-            } else {
-                self.dataplane.apply(&script)
-            }
-            .map_err(ProxyError::Dataplane)?;
-            *loaded = Some(script);
         }
         Ok(())
     }
