@@ -39,3 +39,66 @@ fn loadtest_script_reproduces_the_lab() {
         assert!(text.contains(needle), "missing {needle:?}:\n{text}");
     }
 }
+
+/// `--service`: the same lab driven by curl load through a NodePort Service alone, in a network
+/// namespace this test makes (the daemon's pods, the Service's rules and the load stay there).
+#[test]
+fn loadtest_service_mode_scales_on_curl_load_alone() {
+    corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
+    let tmp = tempfile::tempdir().unwrap();
+    let conf_dir = tmp.path().join("net.d");
+    std::fs::create_dir_all(&conf_dir).unwrap();
+    let conf = supervisor::network::DefaultConfList {
+        ipam_data_dir: Some(tmp.path().join("ipam")),
+        ..Default::default()
+    };
+    std::fs::write(
+        conf_dir.join("10-corral.conflist"),
+        conf.to_json().to_string(),
+    )
+    .unwrap();
+    let reg = lab::testguest_registry();
+    let d = corral_tests::daemon::Daemon::start_networked(&[
+        "--insecure-registry",
+        &reg.addr,
+        "--cni-conf-dir",
+        conf_dir.to_str().unwrap(),
+        "--hpa-sync-period",
+        "5s",
+        "--metrics-resolution",
+        "5s",
+        "--hpa-downscale-stabilization",
+        "30s",
+    ]);
+    let script = corral_tests::bin::workspace().join("scripts/loadtest.sh");
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(["--image", &reg.reference(lab::TESTGUEST)])
+        .args(["--window", "30", "--up-timeout", "120"])
+        .args(["--service", "--rate", "10", "--burn", "20", "--max-load", "180"])
+        .output()
+        .expect("run scripts/loadtest.sh");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "loadtest.sh --service failed:\n{text}\ndaemon log:\n{}",
+        d.log()
+    );
+    for needle in [
+        "exposed lab05-cirros-replicaset as Service",
+        "SCALED UP",
+        "the new VMI takes its share",
+        " 0 failed",
+        "SCALED DOWN",
+        "PASS",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?}:\n{text}");
+    }
+}
