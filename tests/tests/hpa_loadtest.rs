@@ -77,7 +77,15 @@ fn loadtest_service_mode_scales_on_curl_load_alone() {
         .arg(&d.socket)
         .args(["--image", &reg.reference(lab::TESTGUEST)])
         .args(["--window", "30", "--up-timeout", "120"])
-        .args(["--service", "--rate", "10", "--burn", "20", "--max-load", "180"])
+        .args([
+            "--service",
+            "--rate",
+            "10",
+            "--burn",
+            "20",
+            "--max-load",
+            "180",
+        ])
         .output()
         .expect("run scripts/loadtest.sh");
     let text = format!(

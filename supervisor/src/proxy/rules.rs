@@ -2,8 +2,8 @@
 //! `nft -f -` batch (the layout follows kube-proxy's nftables mode): a `services` dispatch chain
 //! hooked at prerouting and output (dstnat), a chain per service port choosing an endpoint per
 //! connection (`numgen inc`: round robin, or the client's last endpoint with ClientIP affinity),
-//! a chain per endpoint doing the DNAT, masquerade for traffic from the host itself, hairpin and
-//! node ports, and a reject for service ports without endpoints. Pure: planned from Services and
+//! a chain per endpoint doing the DNAT, masquerade for loopback sources (127.0.0.1 cannot leave
+//! the host), hairpin and node ports, and a reject for service ports without endpoints. Pure: planned from Services and
 //! Endpoints, table-tested below.
 
 use std::collections::BTreeMap;
@@ -32,8 +32,8 @@ pub struct PortPlan {
     pub endpoints: Vec<(Ipv4Addr, u16)>,
     /// ClientIP affinity timeout in seconds.
     pub affinity: Option<u32>,
-    /// `externalTrafficPolicy: Local`: node-port clients keep their address (except from the
-    /// host itself, which must be masqueraded to leave loopback).
+    /// `externalTrafficPolicy: Local`: node-port clients keep their address (except loopback
+    /// ones, which must be masqueraded to leave the host).
     pub keep_source: bool,
 }
 
@@ -175,14 +175,14 @@ pub fn script(ports: &[PortPlan]) -> String {
             );
             let _ = writeln!(chains, "  chain ext-{c} {{");
             if p.keep_source {
-                let _ = writeln!(chains, "    fib saddr type local jump mark-for-masquerade");
+                let _ = writeln!(chains, "    ip saddr 127.0.0.0/8 jump mark-for-masquerade");
             } else {
                 let _ = writeln!(chains, "    jump mark-for-masquerade");
             }
             let _ = writeln!(chains, "    goto {c}\n  }}");
         }
         let _ = writeln!(chains, "  chain {c} {{");
-        let _ = writeln!(chains, "    fib saddr type local jump mark-for-masquerade");
+        let _ = writeln!(chains, "    ip saddr 127.0.0.0/8 jump mark-for-masquerade");
         if p.affinity.is_some() {
             for i in 0..p.endpoints.len() {
                 let _ = writeln!(chains, "    ip saddr @aff-{c}-{i} goto ep-{c}-{i}");

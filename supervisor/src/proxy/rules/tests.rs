@@ -101,7 +101,7 @@ fn client_ip_affinity_remembers_the_endpoint_per_client() {
         "set aff-svc-default-web-80-0 {\n    type ipv4_addr; flags dynamic,timeout; timeout 60s;\n  }",
         "ip saddr @aff-svc-default-web-80-0 goto ep-svc-default-web-80-0",
         "update @aff-svc-default-web-80-0 { ip saddr }\n    meta l4proto tcp dnat to 10.244.0.2:80",
-        "chain ext-svc-default-web-80 {\n    fib saddr type local jump mark-for-masquerade\n    goto",
+        "chain ext-svc-default-web-80 {\n    ip saddr 127.0.0.0/8 jump mark-for-masquerade\n    goto",
     ] {
         assert!(text.contains(want), "missing {want:?} in\n{text}");
     }
