@@ -3,7 +3,10 @@
 # gets its lease from corral's DHCP server. Checks: lease (10.0.2.2/24, router 10.0.2.1, the
 # node's DNS, MTU), default route, resolv.conf, hostname; wget guest -> a server in L1 (which
 # sees the pod IP: masquerade) and guest -> the other VMI's pod IP; curl L1 -> each guest's
-# httpd; deleting the set leaves no namespace, veth, tap or IPAM lease.
+# httpd; the set's template carries an httpGet readiness probe (busybox httpd on port 80), so a
+# VMI is Running but not Ready until its guest serves; a NodePort Service (corral expose) spreads
+# curl from L1 over both guests, on 127.0.0.1 and on the ClusterIP; deleting the Service and the
+# set leaves no namespace, veth, tap, IPAM lease or rule.
 POD_NETWORK=1
 mount_cgroup2
 net_modules
@@ -13,8 +16,20 @@ mkdir -p /tmp/www && echo "hello from l1" > /tmp/www/index.html
 httpd -f -vv -p 8080 -h /tmp/www 2> /out/l1-httpd.log &
 import_image
 start_daemon
-apply_lab_set
-wait_until 90 "2/2 Ready" set_is 2
+# The seed set with what a KubeVirt user adds before putting a Service in front of it.
+sed "s#quay.io/kubevirt/cirros-container-disk-demo#$IMAGE#" /nested/fixtures/vmirs.yaml \
+  | awk '{print} /^    spec:$/ && !done {print "      readinessProbe:\n        httpGet:\n          port: 80\n        periodSeconds: 2"; done=1}' \
+  > /tmp/vmirs.yaml
+grep -q readinessProbe /tmp/vmirs.yaml || fail "no probe in /tmp/vmirs.yaml"
+corral apply -f /tmp/vmirs.yaml || fail "corral apply of the seed set with a readiness probe"
+both_running() { [ "$(vmis | wc -l)" -eq 2 ] && for v in $(vmis); do [ "$(vmi_phase "$v")" = Running ] || return 1; done; }
+wait_until 90 "both VMIs Running" both_running
+for v in $(vmis); do
+  c=$(api_get "$NS/virtualmachineinstances/$v" | jq -c '.status.conditions[] | select(.type == "Ready") | [.status, .reason]')
+  say "$v Running, Ready condition while its guest boots: $c"
+  [ "$c" = '["False","ReadinessProbeFailed"]' ] || fail "$v: Ready before its httpd answered the probe: $c"
+done
+wait_until 240 "2/2 Ready (readiness probes pass)" set_is 2
 set -- $(vmis)
 A=$1; B=$2
 IPA=$(vmi_ip "$A"); IPB=$(vmi_ip "$B")
@@ -70,6 +85,28 @@ for pair in "$A $IPA" "$B $IPB"; do
   say "curl http://$2/ -> $got"
 done
 value reached "l1->guest,guest->l1,guest->guest"
+# A Service in front of the set: NodePort on L1's loopback and the ClusterIP (by a default route,
+# as a node has), round robin over both guests.
+corral expose vmirs "$SET" --name web --port 80 --type NodePort || fail "corral expose"
+NP=$(api_get /api/v1/namespaces/default/services/web | jq -r '.spec.ports[0].nodePort')
+VIP=$(api_get /api/v1/namespaces/default/services/web | jq -r '.spec.clusterIP')
+say "Service web: ClusterIP $VIP, node port $NP"
+/usr/local/bin/ip route add default dev corral0
+for url in "http://127.0.0.1:$NP/" "http://$VIP/"; do
+  : > /tmp/answers
+  for i in $(seq 20); do
+    curl -sS --max-time 10 "$url" >> /tmp/answers || fail "request $i to $url failed"
+  done
+  na=$(grep -c "hello from $A" /tmp/answers); nb=$(grep -c "hello from $B" /tmp/answers)
+  say "$url: $A $na, $B $nb"
+  [ "$na" = 10 ] && [ "$nb" = 10 ] || fail "$url: not round robin: $A $na, $B $nb"
+done
+corral get svc > /out/get-svc.txt 2>&1; cat /out/get-svc.txt
+grep -q "80:$NP/TCP" /out/get-svc.txt || fail "corral get svc: $(cat /out/get-svc.txt)"
+corral delete svc web || fail "corral delete svc web"
+no_service_table() { ! nft list tables | grep -q corral_services; }
+wait_until 10 "the Service's table to go" no_service_table
+value service "nodeport+clusterip,10/10"
 # Delete: nothing left behind.
 ip -o link > /out/links-before-delete.txt
 n=$(ls /sys/class/net | grep -c '^veth')

@@ -69,6 +69,13 @@ pub const L1_NET_MODULES: &[&str] = &[
     "nft_masq",
     "nft_ct",
     "nft_compat",
+    // Services (table ip corral_services): fib, numgen, reject.
+    "nft_fib",
+    "nft_fib_ipv4",
+    "nft_numgen",
+    "nf_reject_ipv4",
+    "nft_reject",
+    "nft_reject_ipv4",
     "xt_MASQUERADE",
     "xt_comment",
     "xt_addrtype",
