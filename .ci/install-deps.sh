@@ -15,7 +15,8 @@ BPO_OPTS=(-o "Dir::Etc::sourcelist=$BPO_DIR/sources.list" -o "Dir::Etc::sourcepa
 PKGS=(acpica-tools busybox-static cpio e2fsprogs fdisk dosfstools mtools genisoimage kmod lz4 xz-utils
       zstd bzip2 skopeo docker-registry apache2-utils hyperfine wrk jq curl util-linux python3-venv
       systemd binutils file bc pass gnupg golang-docker-credential-helpers
-      nftables containernetworking-plugins iproute2 iptables iperf3)
+      nftables containernetworking-plugins iproute2 iptables iperf3
+      debootstrap debian-archive-keyring)
 
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
