@@ -34,6 +34,7 @@ fn boot() {
                 cpus: 2,
                 disks: 3,
                 pvh: variant == "pvh",
+                transport: vmm::TransportKind::Pci,
             },
         );
         // Userspace, from the console: root on vda1, the seed's user-data, 2 CPUs, a clean
