@@ -116,3 +116,31 @@ fn network() {
     assert_eq!(out.values["lease"], "10.0.2.2/24,router=10.0.2.1,mtu=1500");
     assert_eq!(out.values["reached"], "l1->guest,guest->l1,guest->guest");
 }
+
+/// A real Debian cloud image (tests/fixtures/parts/40-debian-cloud.sh: systemd, Debian's
+/// cloud-init, an initramfs with virtio_pci but no virtio_mmio) in the seed set: cloud-init
+/// done with corral's NoCloud seed (hostname, instance-id, write_files, runcmd), a power-button
+/// shutdown well inside the grace period; on virtio-mmio the same image never finds its root.
+/// The image's OCI layout reaches L1 on a read-only disk (it would not fit L1's initramfs well).
+#[test]
+fn cloudinit() {
+    let layout = corral_tests::bin::fixtures().join("images/debian-cloud-like/oci.ext4");
+    // 4 GiB: the daemon admits a VMI only if its overlay could grow to the disk's virtual size
+    // (1 GiB) on the scratch file system, here L1's root tmpfs (half of L1's memory), which also
+    // holds the image store (~550 MiB for this image).
+    let out = run(Scenario::new("cloudinit")
+        .disk(&layout)
+        .memory(4096)
+        .deadline(Duration::from_secs(1200)));
+    out.assert_passed();
+    for key in ["multi_user_ms", "cloud_init_done_ms", "shutdown_ms"] {
+        let ms: u64 = out.value(key);
+        nested::announce(&format!("nested cloudinit: {key} = {ms}"));
+    }
+    let down: u64 = out.value("shutdown_ms");
+    assert!(down < 30_000, "power-off took {down} ms");
+    assert_eq!(
+        out.values["guest_cloud_init"],
+        "done,hostname,instance-id,write_files,runcmd"
+    );
+}

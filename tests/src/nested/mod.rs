@@ -46,6 +46,9 @@ pub struct Scenario {
     pub with_pod_network: bool,
     /// `NESTED_<KEY>=<value>` in the script's environment.
     pub env: Vec<(String, String)>,
+    /// Raw disk images L1 gets read-only, after the results disk: `/dev/vdb`, `/dev/vdc`, ...
+    /// (for fixtures too large for L1's initramfs, which lives in its memory).
+    pub disks: Vec<PathBuf>,
 }
 
 impl Scenario {
@@ -58,6 +61,7 @@ impl Scenario {
             with_qemu: false,
             with_pod_network: false,
             env: Vec::new(),
+            disks: Vec::new(),
         }
     }
 
@@ -73,6 +77,23 @@ impl Scenario {
 
     pub fn with_pod_network(mut self) -> Self {
         self.with_pod_network = true;
+        self
+    }
+
+    /// L1's memory in MiB.
+    pub fn memory(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// A read-only disk for L1 (see [`Scenario::disks`]).
+    pub fn disk(mut self, image: &Path) -> Self {
+        assert!(
+            image.exists(),
+            "{}: missing (tests/fixtures/build.sh)",
+            image.display()
+        );
+        self.disks.push(image.to_path_buf());
         self
     }
 
@@ -547,6 +568,14 @@ fn boot_l1(s: &Scenario, kernel: &Kernel, initrd: &Path, dir: &Path) -> Boot {
         );
         append.push_str(&format!(" nested.env.{k}={v}"));
     }
+    let mut extra_disks = Vec::new();
+    for d in &s.disks {
+        extra_disks.push("-drive".to_string());
+        extra_disks.push(format!(
+            "file={},format=raw,if=virtio,readonly=on",
+            d.display()
+        ));
+    }
     let mut qemu = Command::new("qemu-system-x86_64")
         .arg("-accel")
         .arg(std::env::var("NESTED_ACCEL").unwrap_or_else(|_| "tcg".into()))
@@ -573,6 +602,7 @@ fn boot_l1(s: &Scenario, kernel: &Kernel, initrd: &Path, dir: &Path) -> Boot {
                 results.display()
             ),
         ])
+        .args(&extra_disks)
         .args(["-device", "virtio-rng-pci"])
         // Extra QEMU flags for debugging L1 itself, e.g. "-d cpu_reset,guest_errors -D /tmp/q.log".
         .args(
