@@ -1,6 +1,6 @@
 //! ACPI, read-only: RSDP (given or found in the BIOS area) → XSDT/RSDT → FADT (power-off and
 //! reset registers, DSDT → `_S5`, the power button's GED, virtio-mmio `LNRO0005` devices), MADT
-//! (local APIC ids, IOAPICs with their first GSI).
+//! (local APIC ids, IOAPICs with their first GSI), MCFG (the PCI Express ECAM window).
 
 use crate::entry::MAX_CPUS;
 use crate::io::{outb, outw, phys_slice, read_u32, read_u64};
@@ -49,6 +49,16 @@ pub struct MmioDevice {
     pub active_low: bool,
 }
 
+/// The first MCFG entry: PCI Express configuration space (ECAM) for buses `start_bus..=end_bus`
+/// of `segment`, bus `b` at `base + (b << 20)`.
+#[derive(Clone, Copy)]
+pub struct Ecam {
+    pub base: u64,
+    pub segment: u16,
+    pub start_bus: u8,
+    pub end_bus: u8,
+}
+
 pub struct AcpiInfo {
     pub rsdp: u64,
     pub oem: [u8; 6],
@@ -67,6 +77,7 @@ pub struct AcpiInfo {
     pub ioapic_count: usize,
     pub mmio: [MmioDevice; MAX_MMIO_DEVICES],
     pub mmio_count: usize,
+    pub ecam: Option<Ecam>,
 }
 
 impl AcpiInfo {
@@ -133,6 +144,7 @@ pub fn probe(given: u64) -> Option<AcpiInfo> {
         ioapic_count: 0,
         mmio: [MmioDevice::default(); MAX_MMIO_DEVICES],
         mmio_count: 0,
+        ecam: None,
     };
     info.oem.copy_from_slice(&r[9..15]);
     // Revision 2+: XSDT with 64-bit entries; else RSDT with 32-bit entries.
@@ -149,6 +161,7 @@ pub fn probe(given: u64) -> Option<AcpiInfo> {
         match &t[0..4] {
             b"FACP" => parse_fadt(t, &mut info),
             b"APIC" => parse_madt(t, &mut info),
+            b"MCFG" => info.ecam = parse_mcfg(t),
             _ => {}
         }
     }
@@ -232,6 +245,22 @@ fn ged_gsi(dsdt: &[u8]) -> Option<u32> {
     let desc = rest.windows(5).position(|w| w[0] == 0x89 && w[1] == 6 && w[2] == 0 && w[4] == 1)?;
     let at = desc + 5;
     (at + 4 <= rest.len()).then(|| read_u32(rest, at))
+}
+
+/// MCFG: the 36-byte header, 8 reserved bytes, then 16-byte entries (base u64, segment u16,
+/// start bus u8, end bus u8, reserved u32). Only the first entry is used.
+fn parse_mcfg(t: &[u8]) -> Option<Ecam> {
+    const ENTRY: usize = 44;
+    if t.len() < ENTRY + 16 {
+        return None;
+    }
+    let ecam = Ecam {
+        base: read_u64(t, ENTRY),
+        segment: u16::from_le_bytes([t[ENTRY + 8], t[ENTRY + 9]]),
+        start_bus: t[ENTRY + 10],
+        end_bus: t[ENTRY + 11],
+    };
+    (ecam.base != 0 && ecam.start_bus <= ecam.end_bus).then_some(ecam)
 }
 
 fn parse_madt(m: &[u8], info: &mut AcpiInfo) {
