@@ -13,7 +13,14 @@ export CORRAL_SOCKET=$SOCK
 # Milliseconds since L1 booted (10 ms resolution).
 now_ms() { read up idle < /proc/uptime; echo $(( $(echo "$up" | tr -d . | sed 's/^0*//') * 10 )); }
 say() { read up idle < /proc/uptime; echo "[L1 $up] $*"; }
-fail() { echo "NESTED-FAIL $*"; exit 1; }
+# fail WHY: the scenario failed; what the daemon logged last and the VMIs go to the console too
+# (a CI run keeps only that).
+fail() {
+  echo "NESTED-FAIL $*"
+  if [ -s /out/daemon.log ]; then tail -n 20 /out/daemon.log | sed 's/^/daemon: /'; fi
+  if [ -S "$SOCK" ]; then timeout 5 corral get vmi 2>&1 | sed 's/^/vmis: /'; fi
+  exit 1
+}
 value() { echo "NESTED-VALUE $1=$2"; }
 
 # wait_until SECS WHAT CMD...: runs CMD every 0.2 s until it succeeds; fails after SECS.

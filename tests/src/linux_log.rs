@@ -10,8 +10,10 @@ pub struct Machine<'a> {
     pub cmdline: &'a str,
     pub memory: u64,
     pub cpus: u16,
-    /// virtio-blk disks (each adds a `virtio_mmio.device=` and a DSDT device).
+    /// virtio-blk disks (with mmio, each adds a `virtio_mmio.device=` and a DSDT device).
     pub disks: usize,
+    /// The virtio transport `corral vmm` was given (pci unless `--transport mmio`).
+    pub transport: vmm::TransportKind,
     /// `pvh` for the PVH entry (Linux adds the ISA hole to the e820 map itself).
     pub pvh: bool,
 }
@@ -41,9 +43,19 @@ fn expected_usable(memory: u64) -> Vec<String> {
 }
 
 /// The DSDT line Linux prints for our tables: `DSDT 0x<addr> <len> (v02 CORRAL CORRALDS`.
-pub fn dsdt_line(cpus: u16, disks: usize) -> String {
-    let devices = vmm::builder::virtio_dsdt_devices(disks);
-    let tables = vmm::arch::x86_64::acpi::AcpiTables::build(cpus, &devices).unwrap();
+pub fn dsdt_line(cpus: u16, disks: usize, transport: vmm::TransportKind) -> String {
+    use vmm::arch::x86_64::acpi::{self, Platform};
+    let platform = match transport {
+        vmm::TransportKind::Mmio => Platform {
+            devices: vmm::builder::virtio_dsdt_devices(disks),
+            pci: false,
+        },
+        vmm::TransportKind::Pci => Platform {
+            devices: acpi::pci_devices(),
+            pci: true,
+        },
+    };
+    let tables = acpi::AcpiTables::build(cpus, &platform).unwrap();
     let dsdt = tables
         .tables
         .iter()
@@ -56,9 +68,12 @@ pub fn dsdt_line(cpus: u16, disks: usize) -> String {
     )
 }
 
-/// The command line Linux reports: ours plus one `virtio_mmio.device=` per disk.
+/// The command line Linux reports: ours (with mmio, plus one `virtio_mmio.device=` per disk).
 pub fn kernel_cmdline(m: &Machine) -> String {
     let mut c = m.cmdline.to_string();
+    if m.transport == vmm::TransportKind::Pci {
+        return c;
+    }
     for i in 0..m.disks {
         let base = vmm::arch::x86_64::layout::VIRTIO_MMIO_START
             + i as u64 * vmm::arch::x86_64::layout::VIRTIO_MMIO_SIZE;
@@ -103,10 +118,19 @@ pub fn check_early_boot(out: &str, m: &Machine) {
         assert_eq!(line.len(), 1, "{sig}: {out}");
         assert!(line[0].contains("CORRAL"), "{sig}: {line:?}");
     }
-    // The DSDT Linux found has one LNRO0005 device per disk: its length says so (each device
-    // adds its own AML, so one device fewer would give another length).
-    let dsdt = dsdt_line(m.cpus, m.disks);
-    assert_ne!(dsdt, dsdt_line(m.cpus, m.disks.saturating_sub(1)));
+    // With mmio, the DSDT Linux found has one LNRO0005 device per disk: its length says so (each
+    // device adds its own AML, so one device fewer would give another length). With pci it holds
+    // the host bridge, and the MCFG table is there.
+    let dsdt = dsdt_line(m.cpus, m.disks, m.transport);
+    if m.transport == vmm::TransportKind::Mmio {
+        assert_ne!(
+            dsdt,
+            dsdt_line(m.cpus, m.disks.saturating_sub(1), m.transport)
+        );
+    } else {
+        let mcfg = lines_with_suffix(out, "ACPI: MCFG ");
+        assert_eq!(mcfg.len(), 1, "MCFG: {out}");
+    }
     assert!(
         out.contains(&format!("ACPI: {dsdt}")),
         "want {dsdt:?} in:\n{out}"
@@ -132,10 +156,16 @@ mod tests {
             cpus: 2,
             disks: 2,
             pvh: false,
+            transport: vmm::TransportKind::Mmio,
         };
         assert_eq!(
             kernel_cmdline(&m),
             "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
         );
+        let pci = Machine {
+            transport: vmm::TransportKind::Pci,
+            ..m
+        };
+        assert_eq!(kernel_cmdline(&pci), "console=ttyS0");
     }
 }

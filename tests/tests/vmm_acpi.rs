@@ -2,18 +2,34 @@
 
 use std::process::Command;
 
-use vmm::arch::x86_64::acpi::AcpiTables;
+use vmm::arch::x86_64::acpi::{self, AcpiTables, Platform};
 use vmm::arch::x86_64::layout::MAX_VIRTIO_DEVICES;
 
 #[test]
-fn iasl_disassembles_every_table_without_errors() {
+fn iasl_disassembles_every_table_without_errors_mmio() {
+    // Two vCPUs and the most virtio-mmio devices a VM can have, as the builder describes them.
+    let platform = Platform {
+        devices: vmm::builder::virtio_dsdt_devices(MAX_VIRTIO_DEVICES),
+        pci: false,
+    };
+    check_tables("mmio", &platform);
+}
+
+#[test]
+fn iasl_disassembles_every_table_without_errors_pci() {
+    let platform = Platform {
+        devices: acpi::pci_devices(),
+        pci: true,
+    };
+    check_tables("pci", &platform);
+}
+
+fn check_tables(name: &str, platform: &Platform) {
     // Kept under target/ for inspection (`iasl -d` writes the .dsl files next to them).
-    let dir = corral_tests::vmm::root().join("target/acpi-tables");
+    let dir = corral_tests::vmm::root().join(format!("target/acpi-tables/{name}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    // Two vCPUs and the most virtio-mmio devices a VM can have, as the builder describes them.
-    let devices = vmm::builder::virtio_dsdt_devices(MAX_VIRTIO_DEVICES);
-    let tables = AcpiTables::build(2, &devices).unwrap();
+    let tables = AcpiTables::build(2, platform).unwrap();
     let mut dumped = Vec::new();
     for t in &tables.tables {
         let path = dir.join(format!("{}.dat", t.signature.to_lowercase()));
@@ -51,6 +67,34 @@ fn iasl_disassembles_every_table_without_errors() {
                 assert!(dsl.contains("Sleep Control Register"), "{dsl}");
                 assert!(dsl.contains("0000000000000600"), "{dsl}");
                 assert!(dsl.contains("0000000000000602"), "reset register: {dsl}");
+                let no_msi = if platform.pci { ": 0" } else { ": 1" };
+                assert!(
+                    dsl.lines()
+                        .any(|l| l.contains("MSI Not Supported") && l.trim_end().ends_with(no_msi)),
+                    "MSI flag: {dsl}"
+                );
+            }
+            "MCFG" => {
+                assert!(platform.pci);
+                assert!(dsl.contains("00000000E0000000"), "ECAM base: {dsl}");
+                assert!(dsl.contains("Start Bus Number : 00"), "{dsl}");
+                assert!(dsl.contains("End Bus Number : 00"), "{dsl}");
+            }
+            "DSDT" if platform.pci => {
+                assert!(dsl.contains("PNP0501"), "{dsl}");
+                assert!(dsl.contains("EisaId (\"PNP0A08\")"), "host bridge: {dsl}");
+                assert!(
+                    dsl.contains("EisaId (\"PNP0C02\")"),
+                    "ECAM reservation: {dsl}"
+                );
+                assert!(dsl.contains("0xE0000000"), "{dsl}");
+                assert!(
+                    dsl.contains("0xC0000000") && dsl.contains("0xCFFFFFFF"),
+                    "{dsl}"
+                );
+                assert!(dsl.contains("0x0CF8"), "type-1 ports: {dsl}");
+                assert!(!dsl.contains("LNRO0005"), "{dsl}");
+                assert!(dsl.contains("_S5_"), "{dsl}");
             }
             "APIC" => {
                 assert_eq!(

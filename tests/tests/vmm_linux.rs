@@ -128,6 +128,7 @@ fn boot_real_kernel(kernel: &str, protocol: &str, bound: Duration) {
             cpus: CPUS,
             disks: 2,
             pvh: protocol == "pvh",
+            transport: vmm::TransportKind::Pci,
         },
     );
 

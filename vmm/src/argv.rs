@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::arch::x86_64::boot::BootProtocol;
 use crate::config::VmConfig;
 use crate::console::DEFAULT_LOG_MAX_BYTES;
+use crate::devices::virtio::TransportKind;
 use crate::disk::spec::{DiskSource, DiskSpec};
 use crate::kvm::DEFAULT_KVM_DEVICE;
 
@@ -108,6 +109,9 @@ impl VmConfig {
             BootProtocol::Auto => {}
             BootProtocol::Linux64 => flag("boot-protocol", "linux".into()),
             BootProtocol::Pvh => flag("boot-protocol", "pvh".into()),
+        }
+        if self.transport != TransportKind::Pci {
+            flag("transport", self.transport.name().into());
         }
         for d in &self.disks {
             flag("disk", disk_arg(d)?);

@@ -9,20 +9,24 @@ use kvm_bindings::{KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, kvm_pit_config}
 use kvm_ioctls::{IoEventAddress, Kvm, NoDatamatch, VcpuFd, VmFd};
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 use crate::arch::x86_64::acpi::{self, AcpiError, AcpiTables, DsdtDevice};
 use crate::arch::x86_64::boot::{self, BootError, BootInfo, Initrd, KernelEntry};
 use crate::arch::x86_64::layout::{
-    KVM_TSS_ADDR, POWER_BUTTON_GSI, SERIAL_IRQ, VIRTIO_MMIO_SIZE, e820_ram, low_ram_end,
-    virtio_mmio_slot,
+    KVM_TSS_ADDR, PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START, POWER_BUTTON_GSI, SERIAL_IRQ,
+    VIRTIO_MMIO_SIZE, VIRTIO_PCI_BAR_SIZE, e820_ram, low_ram_end, virtio_mmio_slot,
+    virtio_pci_slot,
 };
 use crate::arch::x86_64::regs::{self, EntryMode, RegsError};
 use crate::arch::x86_64::{paging, reset_vector};
 use crate::config::VmConfig;
 use crate::devices::acpi_pm::AcpiPm;
+use crate::devices::pci::PciBus;
+use crate::devices::pci::msi::{MsiError, MsiRoutes};
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
-use crate::devices::virtio::mmio::{MmioTransport, NOTIFY_OFFSET};
+use crate::devices::virtio::{Transport, TransportKind, mmio, pci};
 use crate::devices::{MmioBus, MmioOverlap, PioBus, i8042};
 use crate::lifecycle::{EventSender, VmState};
 use crate::memory::{self, MemoryError};
@@ -65,6 +69,12 @@ pub enum BuildError {
     VirtioNotify(usize, #[source] kvm_ioctls::Error),
     #[error("placing virtio device {0}")]
     VirtioWindow(usize, #[source] MmioOverlap),
+    #[error("virtio device {0}: PCI device number {1} is taken")]
+    PciSlot(usize, u8),
+    #[error("virtio device {0}: MSI-X routes")]
+    Msi(usize, #[source] MsiError),
+    #[error("placing the PCI configuration space (ECAM)")]
+    Ecam(#[source] MmioOverlap),
     #[error("KVM_GET_SUPPORTED_CPUID")]
     SupportedCpuid(#[source] kvm_ioctls::Error),
     #[error("vCPU setup")]
@@ -77,7 +87,7 @@ pub enum BuildError {
 pub struct Vm {
     // Field order matters for drop: vCPU fds and the VM fd close before the memory is unmapped.
     vcpus: Vec<VcpuFd>,
-    vm_fd: VmFd,
+    vm_fd: Arc<VmFd>,
     mem: GuestMemoryMmap,
     pio: Arc<PioBus>,
     mmio: Arc<MmioBus>,
@@ -87,7 +97,7 @@ pub struct Vm {
 pub struct RunningVm {
     threads: Vec<VcpuThread>,
     stop: Arc<AtomicBool>,
-    _vm_fd: VmFd,
+    _vm_fd: Arc<VmFd>,
     _mem: GuestMemoryMmap,
 }
 
@@ -97,8 +107,10 @@ pub struct RunningVm {
 pub struct HostDevices {
     pub serial: Arc<Serial>,
     pub power_button: Arc<PowerButton>,
-    /// virtio-mmio devices; device `i` sits in window/GSI `layout::virtio_mmio_slot(i)`.
-    pub virtio: Vec<Arc<MmioTransport>>,
+    /// virtio devices, all on one transport; device `i` sits in window/GSI
+    /// `layout::virtio_mmio_slot(i)` (mmio) or at 00:(i+1).0 with BAR0 from
+    /// `layout::virtio_pci_slot(i)` (pci).
+    pub virtio: Vec<Transport>,
 }
 
 /// The kernel and initrd, opened once for every boot (a jailed VMM cannot open them again).
@@ -139,7 +151,7 @@ pub fn build(
     events: EventSender,
 ) -> Result<Vm, BuildError> {
     let serial = &devices.serial;
-    let vm_fd = create_vm(kvm)?;
+    let vm_fd = Arc::new(create_vm(kvm)?);
     let mem = setup_memory(&vm_fd, config)?;
     setup_irqchip(&vm_fd)?;
     let kernel = load_kernel(&mem, config, &files.kernel)?;
@@ -148,8 +160,9 @@ pub fn build(
     let entry = setup_boot_info(&mem, config, kernel, initrd, acpi.rsdp_addr())?;
     attach_serial(&vm_fd, serial)?;
     attach_power_button(&vm_fd, &devices.power_button)?;
-    let pio = attach_port_devices(serial, events);
-    let mmio = Arc::new(attach_virtio_devices(&vm_fd, &mem, &devices.virtio)?);
+    let (mmio, pci) = attach_virtio_devices(&vm_fd, &mem, &devices.virtio)?;
+    let mmio = Arc::new(mmio);
+    let pio = attach_port_devices(serial, events, pci);
     let vcpus = setup_vcpus(kvm, &vm_fd, config, entry)?;
     Ok(Vm {
         vcpus,
@@ -217,10 +230,19 @@ fn load_initrd(
 fn setup_acpi(
     mem: &GuestMemoryMmap,
     config: &VmConfig,
-    virtio: &[Arc<MmioTransport>],
+    virtio: &[Transport],
 ) -> Result<AcpiTables, BuildError> {
-    let tables = AcpiTables::build(config.vcpus, &virtio_dsdt_devices(virtio.len()))
-        .map_err(BuildError::Acpi)?;
+    let platform = match config.transport {
+        TransportKind::Mmio => acpi::Platform {
+            devices: virtio_dsdt_devices(virtio.len()),
+            pci: false,
+        },
+        TransportKind::Pci => acpi::Platform {
+            devices: acpi::pci_devices(),
+            pci: true,
+        },
+    };
+    let tables = AcpiTables::build(config.vcpus, &platform).map_err(BuildError::Acpi)?;
     tables.write(mem).map_err(BuildError::Acpi)?;
     Ok(tables)
 }
@@ -285,38 +307,86 @@ fn attach_power_button(vm_fd: &VmFd, button: &PowerButton) -> Result<(), BuildEr
         .map_err(BuildError::PowerButtonIrq)
 }
 
-/// Puts each virtio device in its window on a new MMIO bus, wires its irqfd (edge on its GSI)
-/// and its queue-notify ioeventfd to this VM, and resets it with this boot's memory.
+/// Puts each virtio device on a new MMIO bus and wires it to this VM, resetting it with this
+/// boot's memory. mmio: its window, an irqfd (edge on its GSI) and the queue-notify ioeventfd.
+/// pci: a PCI bus (ECAM on the MMIO bus, type-1 ports returned for the port bus) with the device
+/// at 00:(i+1).0, BAR0 on the MMIO bus, one irqfd per MSI-X vector on GSIs routed by a new
+/// routing table, and the notify ioeventfd in BAR0.
 fn attach_virtio_devices(
-    vm_fd: &VmFd,
+    vm_fd: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
-    virtio: &[Arc<MmioTransport>],
-) -> Result<MmioBus, BuildError> {
+    virtio: &[Transport],
+) -> Result<(MmioBus, Option<Arc<PciBus>>), BuildError> {
     let mut bus = MmioBus::default();
+    let mut pci: Option<(PciBus, Arc<MsiRoutes>)> = None;
     for (i, transport) in virtio.iter().enumerate() {
-        let (base, gsi) = virtio_mmio_slot(i);
-        transport.attach(mem.clone());
-        vm_fd
-            .register_irqfd(transport.irq_fd(), gsi)
-            .map_err(|e| BuildError::VirtioIrq(i, e))?;
-        vm_fd
-            .register_ioevent(
-                transport.notify_fd(),
-                &IoEventAddress::Mmio(base + NOTIFY_OFFSET),
-                NoDatamatch,
-            )
-            .map_err(|e| BuildError::VirtioNotify(i, e))?;
-        bus.insert(base, VIRTIO_MMIO_SIZE, transport.clone())
-            .map_err(|e| BuildError::VirtioWindow(i, e))?;
+        match transport {
+            Transport::Mmio(t) => {
+                let (base, gsi) = virtio_mmio_slot(i);
+                t.attach(mem.clone());
+                vm_fd
+                    .register_irqfd(t.irq_fd(), gsi)
+                    .map_err(|e| BuildError::VirtioIrq(i, e))?;
+                register_notify(vm_fd, i, t.notify_fd(), base + mmio::NOTIFY_OFFSET)?;
+                bus.insert(base, VIRTIO_MMIO_SIZE, t.clone())
+                    .map_err(|e| BuildError::VirtioWindow(i, e))?;
+            }
+            Transport::Pci(t) => {
+                let (pci_bus, routes) = pci.get_or_insert_with(|| {
+                    (PciBus::new(), Arc::new(MsiRoutes::new(vm_fd.clone())))
+                });
+                let (device, bar0) = virtio_pci_slot(i);
+                let vectors = t.msix().len() as u32;
+                let first_gsi = routes
+                    .allocate(vectors)
+                    .map_err(|e| BuildError::Msi(i, e))?;
+                for v in 0..vectors {
+                    let fd = t
+                        .msix()
+                        .irq_fd(v as usize)
+                        .expect("vector within the table");
+                    vm_fd
+                        .register_irqfd(fd, first_gsi + v)
+                        .map_err(|e| BuildError::VirtioIrq(i, e))?;
+                }
+                t.attach(mem.clone(), bar0 as u32, Some((routes.clone(), first_gsi)));
+                register_notify(vm_fd, i, t.notify_fd(), bar0 + pci::NOTIFY_OFFSET)?;
+                bus.insert(bar0, VIRTIO_PCI_BAR_SIZE, t.clone())
+                    .map_err(|e| BuildError::VirtioWindow(i, e))?;
+                if !pci_bus.insert(device, t.clone()) {
+                    return Err(BuildError::PciSlot(i, device));
+                }
+            }
+        }
     }
-    Ok(bus)
+    let pci = match pci {
+        Some((pci_bus, _)) => {
+            let pci_bus = Arc::new(pci_bus);
+            bus.insert(PCI_MMCONFIG_START, PCI_MMCONFIG_SIZE, pci_bus.clone())
+                .map_err(BuildError::Ecam)?;
+            Some(pci_bus)
+        }
+        None => None,
+    };
+    Ok((bus, pci))
 }
 
-fn attach_port_devices(serial: &Arc<Serial>, events: EventSender) -> Arc<PioBus> {
+fn register_notify(vm_fd: &VmFd, i: usize, fd: &EventFd, addr: u64) -> Result<(), BuildError> {
+    vm_fd
+        .register_ioevent(fd, &IoEventAddress::Mmio(addr), NoDatamatch)
+        .map_err(|e| BuildError::VirtioNotify(i, e))
+}
+
+fn attach_port_devices(
+    serial: &Arc<Serial>,
+    events: EventSender,
+    pci: Option<Arc<PciBus>>,
+) -> Arc<PioBus> {
     Arc::new(PioBus {
         serial: serial.clone(),
         i8042: Mutex::new(i8042::new(events.clone())),
         acpi_pm: AcpiPm::new(events),
+        pci,
     })
 }
 

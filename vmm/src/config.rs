@@ -10,6 +10,7 @@ use thiserror::Error;
 use crate::arch::x86_64::boot::BootProtocol;
 use crate::arch::x86_64::layout::{CMDLINE_MAX_SIZE, MAX_VIRTIO_DEVICES, virtio_mmio_slot};
 use crate::console::{DEFAULT_LOG_MAX_BYTES, MAX_LOG_MAX_BYTES, MIN_LOG_MAX_BYTES};
+use crate::devices::virtio::TransportKind;
 use crate::disk::spec::{DiskSource, DiskSpec};
 pub use crate::jail::JailSpec;
 use crate::kvm::DEFAULT_KVM_DEVICE;
@@ -42,9 +43,11 @@ pub struct VmConfig {
     pub stdin: bool,
     pub kvm_device: PathBuf,
     pub boot_protocol: BootProtocol,
+    /// The virtio transport of every device (pci by default).
+    pub transport: TransportKind,
     /// virtio-blk disks in guest order (vda, vdb, ...).
     pub disks: Vec<DiskSpec>,
-    /// virtio-net devices, after the disks on the virtio-mmio slots.
+    /// virtio-net devices, after the disks (in slot order).
     pub nets: Vec<NetSpec>,
     /// Where overlays, scratch disks and seed images are created (unnamed); `None`: the
     /// system's temporary directory.
@@ -70,6 +73,7 @@ impl VmConfig {
             stdin: true,
             kvm_device: PathBuf::from(DEFAULT_KVM_DEVICE),
             boot_protocol: BootProtocol::Auto,
+            transport: TransportKind::Pci,
             disks: Vec::new(),
             nets: Vec::new(),
             scratch_dir: None,
@@ -96,11 +100,14 @@ impl VmConfig {
         self.disks.len() + self.nets.len()
     }
 
-    /// The command line the guest gets: ours plus one `virtio_mmio.device=4K@0xADDR:GSI` per
-    /// virtio device (for kernels with `VIRTIO_MMIO_CMDLINE_DEVICES`; the DSDT describes them
-    /// too).
+    /// The command line the guest gets: ours, plus with the mmio transport one
+    /// `virtio_mmio.device=4K@0xADDR:GSI` per virtio device (for kernels with
+    /// `VIRTIO_MMIO_CMDLINE_DEVICES`; the DSDT describes them too).
     pub fn kernel_cmdline(&self) -> String {
         let mut cmdline = self.cmdline.clone();
+        if self.transport != TransportKind::Mmio {
+            return cmdline;
+        }
         for i in 0..self.virtio_devices() {
             let (base, gsi) = virtio_mmio_slot(i);
             cmdline.push_str(&format!(" virtio_mmio.device=4K@{base:#x}:{gsi}"));
@@ -325,12 +332,18 @@ mod tests {
             cmdline: "console=ttyS0".into(),
             disks,
             scratch_dir: Some(dir.path().into()),
+            transport: TransportKind::Mmio,
             ..config()
         };
         assert_eq!(
             c.kernel_cmdline(),
             "console=ttyS0 virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6"
         );
+        let pci = VmConfig {
+            transport: TransportKind::Pci,
+            ..c.clone()
+        };
+        assert_eq!(pci.kernel_cmdline(), "console=ttyS0", "PCI needs no hints");
         assert!(c.clone().validate().is_ok());
         let missing = VmConfig {
             disks: vec![DiskSpec::parse("/nonexistent.raw,ro").unwrap()],

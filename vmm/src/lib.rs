@@ -44,5 +44,6 @@ pub mod vm;
 
 pub use arch::x86_64::boot::BootProtocol;
 pub use config::{ConfigError, VmConfig};
+pub use devices::virtio::TransportKind;
 pub use lifecycle::Outcome;
 pub use vm::{VmmError, run};

@@ -17,9 +17,9 @@ use crate::console::{ConsoleHub, ConsoleLog};
 use crate::devices::power_button::PowerButton;
 use crate::devices::serial::Serial;
 use crate::devices::virtio::block::{Block, BlockError};
-use crate::devices::virtio::mmio::MmioTransport;
 use crate::devices::virtio::net::tap::{Tap, TapError};
 use crate::devices::virtio::net::{Net, NetError};
+use crate::devices::virtio::{Transport, TransportKind};
 use crate::disk::{self, DiskBackend, DiskError};
 use crate::event_loop::{self, DeviceEvents, EventLoopError, Subscriber};
 use crate::jail::{self, JailError, JailSpec};
@@ -79,6 +79,12 @@ pub enum VmmError {
         #[source]
         source: NetError,
     },
+    #[error("virtio device {index}: creating its transport")]
+    Transport {
+        index: usize,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("building the VM")]
     Build(#[source] BuildError),
     #[error("entering the jail")]
@@ -116,8 +122,8 @@ pub fn run(config: &VmConfig) -> Result<Outcome, VmmError> {
     if let Some(spec) = &config.jail {
         jail::enter(spec, &config.jail_dirs()).map_err(VmmError::Jail)?;
     }
-    let (mut virtio, mut handlers) = create_block_devices(backends)?;
-    let (nets, net_handlers) = create_net_devices(taps)?;
+    let (mut virtio, mut handlers) = create_block_devices(backends, config.transport)?;
+    let (nets, net_handlers) = create_net_devices(taps, config.transport, virtio.len())?;
     virtio.extend(nets);
     handlers.extend(net_handlers);
     let host_devices = HostDevices {
@@ -204,13 +210,16 @@ fn open_disk_backends(config: &VmConfig) -> Result<Vec<OpenDisk>, VmmError> {
 /// transports (in guest order) and their event-loop handlers.
 fn create_block_devices(
     backends: Vec<OpenDisk>,
-) -> Result<(Vec<Arc<MmioTransport>>, Vec<Subscriber>), VmmError> {
+    kind: TransportKind,
+) -> Result<(Vec<Transport>, Vec<Subscriber>), VmmError> {
     let mut transports = Vec::with_capacity(backends.len());
     let mut handlers: Vec<Subscriber> = Vec::with_capacity(backends.len());
     for (index, (backend, serial)) in backends.into_iter().enumerate() {
         let parts =
             Block::create(backend, &serial).map_err(|source| VmmError::Block { index, source })?;
-        transports.push(parts.transport);
+        let t = Transport::new(kind, parts.device, parts.interrupt, parts.notify)
+            .map_err(|source| VmmError::Transport { index, source })?;
+        transports.push(t);
         handlers.push(Arc::new(std::sync::Mutex::new(parts.handler)));
     }
     Ok((transports, handlers))
@@ -246,12 +255,20 @@ fn open_taps(config: &VmConfig) -> Result<Vec<OpenTap>, VmmError> {
 /// event-loop handlers.
 fn create_net_devices(
     taps: Vec<OpenTap>,
-) -> Result<(Vec<Arc<MmioTransport>>, Vec<Subscriber>), VmmError> {
+    kind: TransportKind,
+    first_index: usize,
+) -> Result<(Vec<Transport>, Vec<Subscriber>), VmmError> {
     let mut transports = Vec::with_capacity(taps.len());
     let mut handlers: Vec<Subscriber> = Vec::with_capacity(taps.len());
     for (index, (tap, mac)) in taps.into_iter().enumerate() {
         let parts = Net::create(tap, mac).map_err(|source| VmmError::Net { index, source })?;
-        transports.push(parts.transport);
+        let t = Transport::new(kind, parts.device, parts.interrupt, parts.notify).map_err(
+            |source| VmmError::Transport {
+                index: first_index + index,
+                source,
+            },
+        )?;
+        transports.push(t);
         handlers.push(Arc::new(std::sync::Mutex::new(parts.handler)));
     }
     Ok((transports, handlers))

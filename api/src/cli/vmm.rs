@@ -11,7 +11,7 @@ use vmm::config::{ConfigError, JailSpec, NetSpec};
 use vmm::disk::DiskSpec;
 use vmm::lifecycle::{EXIT_BAD_ARGS, EXIT_VMM_ERROR, Outcome};
 use vmm::seccomp::ThreadKind;
-use vmm::{BootProtocol, VmConfig};
+use vmm::{BootProtocol, TransportKind, VmConfig};
 
 /// Arguments of `corral vmm` (boxed: the command enum stays small).
 #[derive(Debug, clap::Args)]
@@ -71,6 +71,10 @@ pub struct VmArgs {
     /// On exit, write {"code": N, "reason": "..."} here (atomically).
     #[arg(long, value_name = "PATH")]
     pub exit_file: Option<PathBuf>,
+    /// virtio transport of every device: pci (PCIe host bridge, MSI-X) or mmio (virtio-mmio
+    /// windows in the DSDT; the guest kernel needs the virtio_mmio driver).
+    #[arg(long, default_value = "pci", value_parser = parse_transport)]
+    pub transport: TransportKind,
     /// Entry protocol for ELF kernels with a PVH note: auto (PVH), linux (64-bit), pvh.
     #[arg(long, hide = true, default_value = "auto", value_parser = parse_protocol)]
     pub boot_protocol: BootProtocol,
@@ -98,6 +102,10 @@ fn parse_protocol(s: &str) -> Result<BootProtocol, String> {
         "pvh" => Ok(BootProtocol::Pvh),
         other => Err(format!("{other:?} is not one of auto, linux, pvh")),
     }
+}
+
+fn parse_transport(s: &str) -> Result<TransportKind, String> {
+    TransportKind::parse(s).ok_or_else(|| format!("{s:?} is not one of pci, mmio"))
 }
 
 fn parse_thread_kind(s: &str) -> Result<ThreadKind, String> {
@@ -144,6 +152,7 @@ impl VmArgs {
             stdin: !self.no_stdin,
             kvm_device: self.kvm_device,
             boot_protocol: self.boot_protocol,
+            transport: self.transport,
             disks,
             nets,
             scratch_dir: self.scratch_dir,
@@ -261,6 +270,7 @@ mod tests {
         full.exit_file = Some("/run/corral/vms/u1/exit.json".into());
         full.kvm_device = "/dev/null".into();
         full.boot_protocol = BootProtocol::Linux64;
+        full.transport = TransportKind::Mmio;
         full.disks = vec![
             DiskSpec {
                 source: DiskSource::Overlay {

@@ -6,6 +6,7 @@
 //! `Scheduled` (VMM process running) → `Running` (the VMM reports every vCPU entered; Ready=True)
 //! → `Succeeded` (guest powered off) or `Failed` (crash, VMM error, killed, lost).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -456,6 +457,20 @@ fn hostname(vmi: &Vmi) -> String {
         .unwrap_or_else(|| vmi.key.name.clone())
 }
 
+/// The VMI's virtio transport (its `corral.dev/virtio-transport` annotation; pci).
+fn transport(vmi: &Vmi) -> Result<vmm::TransportKind, String> {
+    let annotations: Option<BTreeMap<String, String>> = vmi
+        .obj
+        .pointer("/metadata/annotations")
+        .and_then(|a| serde_json::from_value(a.clone()).ok());
+    crate::kinds::vmi::transport_of(annotations.as_ref()).map_err(|e| {
+        format!(
+            "annotation {}: {e}",
+            crate::kinds::vmi::TRANSPORT_ANNOTATION
+        )
+    })
+}
+
 fn meta_data(vmi: &Vmi) -> Vec<u8> {
     let hostname = vmi
         .spec
@@ -583,6 +598,7 @@ fn build_plan(
             })
             .collect(),
         hostname: hostname(vmi),
+        transport: transport(vmi)?,
         limits: Limits {
             cpu_request_millis: needs.cpu_request_millis,
             cpu_limit_millis: needs.cpu_limit_millis,

@@ -307,7 +307,9 @@ pub fn admit(kind: Kind, obj: &Value, fv: FieldValidation) -> Result<Vec<String>
         }
         Kind::Vmi => {
             let (env, unknown) = decode_envelope::<vmi::VmiSpec>(obj)?;
-            check_meta(&env.metadata.unwrap_or_default(), kind, &mut inv);
+            let meta = env.metadata.unwrap_or_default();
+            check_meta(&meta, kind, &mut inv);
+            vmi::check_transport(&meta, "metadata", &mut inv);
             match env.spec {
                 None => inv.push(FieldError::required("spec", "spec is required")),
                 Some(spec) => {

@@ -16,6 +16,37 @@ use crate::quantity::{parse_bytes, parse_cpu_millis};
 
 type Opaque = Option<Value>;
 
+/// Annotation choosing a VMI's virtio transport: `pci` (the default: stock cloud images boot)
+/// or `mmio` (guests whose kernel or initramfs carries virtio_mmio). corral's own; KubeVirt
+/// ignores it, so a manifest carrying it still moves unchanged.
+pub const TRANSPORT_ANNOTATION: &str = "corral.dev/virtio-transport";
+
+/// The transport `annotations` ask for (pci when absent).
+pub fn transport_of(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> Result<vmm::TransportKind, String> {
+    match annotations.and_then(|a| a.get(TRANSPORT_ANNOTATION)) {
+        None => Ok(vmm::TransportKind::Pci),
+        Some(v) => vmm::TransportKind::parse(v)
+            .ok_or_else(|| format!("\"{v}\": must be \"pci\" or \"mmio\"")),
+    }
+}
+
+/// Records a bad transport annotation in `meta` (at `path`, e.g. `metadata`).
+pub fn check_transport(meta: &crate::meta::ObjectMeta, path: &str, inv: &mut Invalid) {
+    let value = meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TRANSPORT_ANNOTATION));
+    if let (Some(v), Err(_)) = (value, transport_of(meta.annotations.as_ref())) {
+        inv.push(FieldError::invalid(
+            format!("{path}.annotations[{TRANSPORT_ANNOTATION}]"),
+            shown(v),
+            "supported values: \"pci\", \"mmio\"",
+        ));
+    }
+}
+
 /// Corral's bounds on what a VMI may ask for (Kubernetes has none for most of these; these keep
 /// every later computation — deadlines, cgroup quotas, capacity sums, file sizes — far from
 /// overflow). Documented in docs/hardening.md.
@@ -1291,5 +1322,33 @@ mod tests {
         s["domain"]["memory"] = json!({"guest": "128Mi"});
         let d = decode::<VmiSpec>(&s, "spec").unwrap();
         assert_eq!(d.value.validate("spec").unwrap().0.guest_memory, 128 << 20);
+    }
+}
+
+#[cfg(test)]
+mod transport_tests {
+    use super::*;
+
+    #[test]
+    fn the_transport_annotation_picks_pci_or_mmio_and_refuses_the_rest() {
+        let ann = |v: &str| BTreeMap::from([(TRANSPORT_ANNOTATION.to_string(), v.to_string())]);
+        assert_eq!(transport_of(None), Ok(vmm::TransportKind::Pci));
+        assert_eq!(
+            transport_of(Some(&ann("mmio"))),
+            Ok(vmm::TransportKind::Mmio)
+        );
+        assert_eq!(transport_of(Some(&ann("pci"))), Ok(vmm::TransportKind::Pci));
+        assert!(transport_of(Some(&ann("PCI"))).is_err());
+        let meta = crate::meta::ObjectMeta {
+            annotations: Some(ann("virtio-ccw")),
+            ..Default::default()
+        };
+        let mut inv = Invalid::default();
+        check_transport(&meta, "spec.template.metadata", &mut inv);
+        assert_eq!(inv.causes.len(), 1);
+        assert_eq!(
+            inv.causes[0].field,
+            "spec.template.metadata.annotations[corral.dev/virtio-transport]"
+        );
     }
 }

@@ -73,6 +73,7 @@ impl ReplicaSetSpec {
             return Err(inv);
         };
         let template_meta = template.metadata.clone().unwrap_or_default();
+        super::vmi::check_transport(&template_meta, "spec.template.metadata", &mut inv);
         let labels = template_meta.labels.clone().unwrap_or_default();
         let selector = match &self.selector {
             None => {

@@ -103,6 +103,7 @@ pub fn vmm_config(
     c.scratch_dir = Some(dirs.scratch.clone());
     c.exit_file = Some(dirs.run.join(files::EXIT));
     c.jail = jail;
+    c.transport = plan.transport;
     for d in &plan.disks {
         c.disks.push(match d {
             LaunchDisk::Image {
@@ -197,6 +198,7 @@ mod tests {
             ],
             interfaces: vec![],
             hostname: "vm1".into(),
+            transport: vmm::TransportKind::Pci,
             limits: Limits::default(),
         };
         let dirs = VmDirs {

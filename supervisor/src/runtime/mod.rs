@@ -78,6 +78,8 @@ pub struct LaunchPlan {
     /// The guest's hostname (DHCP option 12): `spec.hostname`, else the VMI's name.
     pub hostname: String,
     pub limits: Limits,
+    /// The virtio transport (the VMI's `corral.dev/virtio-transport` annotation; pci).
+    pub transport: vmm::TransportKind,
 }
 
 /// How a VM process ended.

@@ -111,7 +111,7 @@ impl Outcome {
         if self.passed() {
             return;
         }
-        let tail: Vec<&str> = self.l1_log.lines().rev().take(60).collect();
+        let tail: Vec<&str> = self.l1_log.lines().rev().take(90).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
         panic!(
             "nested scenario {} failed (exit {:?}): {:?}\nlogs: {}\n--- last lines of L1's console ---\n{}",

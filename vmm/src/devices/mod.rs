@@ -1,11 +1,13 @@
 //! Emulated devices and the buses the vCPU threads dispatch port-IO and MMIO exits to.
 //!
-//! The port bus is fixed (serial, i8042, ACPI PM). The MMIO bus holds devices registered by the
-//! builder at boot (the virtio-mmio windows of [`virtio`]); an access that hits no device reads as
-//! all ones.
+//! The port bus is fixed (serial, i8042, ACPI PM, and the PCI type-1 configuration ports when
+//! the VM has a PCI bus). The MMIO bus holds devices registered by the builder at boot (the
+//! virtio-mmio windows of [`virtio`], or the PCI ECAM and the BARs of virtio-pci functions); an
+//! access that hits no device reads as all ones.
 
 pub mod acpi_pm;
 pub mod i8042;
+pub mod pci;
 pub mod power_button;
 pub mod serial;
 pub mod virtio;
@@ -22,12 +24,22 @@ pub struct PioBus {
     pub serial: Arc<Serial>,
     pub i8042: Mutex<i8042::I8042>,
     pub acpi_pm: AcpiPm,
+    /// The PCI bus behind 0xCF8/0xCFC (virtio-pci VMs).
+    pub pci: Option<Arc<pci::PciBus>>,
 }
 
 impl PioBus {
     /// A guest `in` from `port`; unclaimed ports read as all ones (like an empty ISA bus).
     pub fn read(&self, port: u16, data: &mut [u8]) {
         data.fill(0xff);
+        if let Some(pci) = self
+            .pci
+            .as_ref()
+            .filter(|_| pci::PciBus::handles_port(port))
+        {
+            pci.pio_read(port, data);
+            return;
+        }
         match port {
             SERIAL_PORT..=0x3ff if data.len() == 1 => {
                 data[0] = self.serial.read((port - SERIAL_PORT) as u8);
@@ -42,6 +54,14 @@ impl PioBus {
 
     /// A guest `out` to `port`; unclaimed ports ignore writes (Linux's 0x80 delay port, PCI probes).
     pub fn write(&self, port: u16, data: &[u8]) {
+        if let Some(pci) = self
+            .pci
+            .as_ref()
+            .filter(|_| pci::PciBus::handles_port(port))
+        {
+            pci.pio_write(port, data);
+            return;
+        }
         let [value] = *data else { return };
         match port {
             SERIAL_PORT..=0x3ff => self.serial.write((port - SERIAL_PORT) as u8, value),

@@ -1,9 +1,13 @@
-//! ACPI tables (built with `acpi_tables`): RSDP, XSDT, FADT (hardware-reduced), MADT, DSDT.
+//! ACPI tables (built with `acpi_tables`): RSDP, XSDT, FADT (hardware-reduced), MADT, DSDT, and
+//! MCFG when the VM has a PCI bus.
 //!
 //! The guest powers off by writing `SLP_TYP(S5) | SLP_EN` to the FADT sleep control register
 //! and reboots through the FADT reset register; both are port-IO registers handled by
 //! `devices::acpi_pm`. Devices appear in the DSDT under `\_SB_`: the builder passes one
 //! AML blob per device ([`DsdtDevice`]), so virtio-mmio devices are added the same way as COM1.
+//! With PCI, the DSDT holds the host bridge `PCI0` (bus 0, the type-1 ports, the BAR window)
+//! and a motherboard-resources device reserving the ECAM, which Linux wants before it trusts the
+//! MCFG.
 
 use acpi_tables::Aml;
 use acpi_tables::aml;
@@ -12,6 +16,7 @@ use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
 use acpi_tables::madt::{
     EnabledStatus, IoApic, LocalInterruptController, MADT, ProcessorLocalApic,
 };
+use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::sdt::Sdt;
 use acpi_tables::xsdt::XSDT;
@@ -21,16 +26,19 @@ use zerocopy::{Immutable, IntoBytes};
 
 use super::layout::{
     ACPI_END, ACPI_RESET_PORT, ACPI_RESET_VALUE, ACPI_S5_SLP_TYP, ACPI_SLEEP_CONTROL_PORT,
-    ACPI_SLEEP_STATUS_PORT, ACPI_START, IOAPIC_ADDR, LAPIC_ADDR, POWER_BUTTON_GSI, SERIAL_IRQ,
-    SERIAL_PORT,
+    ACPI_SLEEP_STATUS_PORT, ACPI_START, IOAPIC_ADDR, LAPIC_ADDR, PCI_CONFIG_ADDRESS_PORT,
+    PCI_MMCONFIG_SIZE, PCI_MMCONFIG_START, PCI_MMIO_SIZE, PCI_MMIO_START, POWER_BUTTON_GSI,
+    SERIAL_IRQ, SERIAL_PORT,
 };
 
 /// OEM id written into every table.
 pub const OEM_ID: [u8; 6] = *b"CORRAL";
 const OEM_REVISION: u32 = 1;
-/// FADT `IAPC_BOOT_ARCH`: no VGA (bit 2), no MSI (bit 3), no CMOS RTC (bit 5). No 8042 bit: the
-/// i8042 exists only as a reset line, so Linux should not probe a keyboard.
-const IAPC_BOOT_ARCH: u16 = (1 << 2) | (1 << 3) | (1 << 5);
+/// FADT `IAPC_BOOT_ARCH`: no VGA (bit 2), no CMOS RTC (bit 5). No 8042 bit: the i8042 exists
+/// only as a reset line, so Linux should not probe a keyboard.
+const IAPC_BOOT_ARCH: u16 = (1 << 2) | (1 << 5);
+/// `IAPC_BOOT_ARCH` bit "MSI not supported" (set without PCI: there is nothing to use MSI).
+const IAPC_NO_MSI: u16 = 1 << 3;
 /// MADT `Flags` would carry PCAT_COMPAT; acpi_tables leaves it 0 (no legacy PIC use), as we want.
 const TABLE_ALIGN: u64 = 64;
 
@@ -43,6 +51,14 @@ pub enum AcpiError {
     Write(#[source] GuestMemoryError),
     #[error("{0} vCPUs do not fit in the MADT (max 254)")]
     TooManyCpus(u16),
+}
+
+/// What the platform has besides the fixed devices: DSDT devices, and whether there is a PCI
+/// bus (MCFG, MSI allowed).
+#[derive(Clone, Debug, Default)]
+pub struct Platform {
+    pub devices: Vec<DsdtDevice>,
+    pub pci: bool,
 }
 
 /// One device in the DSDT's `\_SB_` scope, as AML (`Device(...) { ... }`).
@@ -65,14 +81,14 @@ pub struct AcpiTables {
 }
 
 impl AcpiTables {
-    /// Builds every table for `cpus` vCPUs and the given DSDT devices (COM1 is always present).
-    pub fn build(cpus: u16, extra_devices: &[DsdtDevice]) -> Result<Self, AcpiError> {
+    /// Builds every table for `cpus` vCPUs and `platform` (COM1 is always present).
+    pub fn build(cpus: u16, platform: &Platform) -> Result<Self, AcpiError> {
         let cpus = u8::try_from(cpus)
             .ok()
             .filter(|c| *c <= 254)
             .ok_or(AcpiError::TooManyCpus(cpus))?;
         let mut devices = vec![serial_device(), power_button(), generic_event_device()];
-        devices.extend_from_slice(extra_devices);
+        devices.extend_from_slice(&platform.devices);
         let dsdt = dsdt(&devices);
 
         let mut cursor = ACPI_START + TABLE_ALIGN; // RSDP first, at the start of the area
@@ -82,13 +98,18 @@ impl AcpiTables {
             addr
         };
         let dsdt_addr = place(dsdt.len());
-        let fadt = to_bytes(&fadt(dsdt_addr));
+        let fadt = to_bytes(&fadt(dsdt_addr, platform.pci));
         let fadt_addr = place(fadt.len());
         let madt = to_bytes(&madt(cpus));
         let madt_addr = place(madt.len());
+        let mcfg = platform.pci.then(|| to_bytes(&mcfg()));
+        let mcfg_addr = mcfg.as_ref().map(|m| place(m.len()));
         let mut xsdt = XSDT::new(OEM_ID, *b"CORRALXS", OEM_REVISION);
         xsdt.add_entry(fadt_addr);
         xsdt.add_entry(madt_addr);
+        if let Some(addr) = mcfg_addr {
+            xsdt.add_entry(addr);
+        }
         let xsdt = to_bytes(&xsdt);
         let xsdt_addr = place(xsdt.len());
         if cursor > ACPI_END {
@@ -103,15 +124,17 @@ impl AcpiTables {
             addr,
             bytes,
         };
-        Ok(AcpiTables {
-            tables: vec![
-                table("RSDP", ACPI_START, rsdp),
-                table("DSDT", dsdt_addr, dsdt),
-                table("FACP", fadt_addr, fadt),
-                table("APIC", madt_addr, madt),
-                table("XSDT", xsdt_addr, xsdt),
-            ],
-        })
+        let mut tables = vec![
+            table("RSDP", ACPI_START, rsdp),
+            table("DSDT", dsdt_addr, dsdt),
+            table("FACP", fadt_addr, fadt),
+            table("APIC", madt_addr, madt),
+            table("XSDT", xsdt_addr, xsdt),
+        ];
+        if let (Some(bytes), Some(addr)) = (mcfg, mcfg_addr) {
+            tables.push(table("MCFG", addr, bytes));
+        }
+        Ok(AcpiTables { tables })
     }
 
     /// Guest-physical address of the RSDP (for `boot_params.acpi_rsdp_addr` / PVH `rsdp_paddr`).
@@ -145,7 +168,7 @@ fn io_register(port: u16) -> GAS {
     )
 }
 
-fn fadt(dsdt_addr: u64) -> acpi_tables::fadt::FADT {
+fn fadt(dsdt_addr: u64, pci: bool) -> acpi_tables::fadt::FADT {
     let mut fadt = FADTBuilder::new(OEM_ID, *b"CORRALFA", OEM_REVISION)
         .dsdt_64(dsdt_addr)
         .flag(Flags::HwReducedAcpi)
@@ -153,7 +176,12 @@ fn fadt(dsdt_addr: u64) -> acpi_tables::fadt::FADT {
         .flag(Flags::PwrButton)
         .flag(Flags::SlpButton)
         .preferred_pm_profile(PmProfile::Unspecified);
-    fadt.iapc_boot_arch = IAPC_BOOT_ARCH.into();
+    let boot_arch = if pci {
+        IAPC_BOOT_ARCH
+    } else {
+        IAPC_BOOT_ARCH | IAPC_NO_MSI
+    };
+    fadt.iapc_boot_arch = boot_arch.into();
     fadt.reset_reg = io_register(ACPI_RESET_PORT);
     fadt.reset_value = ACPI_RESET_VALUE;
     fadt.sleep_control_reg = io_register(ACPI_SLEEP_CONTROL_PORT);
@@ -305,6 +333,59 @@ pub fn virtio_mmio_device(index: u8, base: u32, len: u32, gsi: u32) -> DsdtDevic
     )))
 }
 
+/// The ECAM of bus 0.
+fn mcfg() -> MCFG {
+    let mut mcfg = MCFG::new(OEM_ID, *b"CORRALMC", OEM_REVISION);
+    mcfg.add_ecam(PCI_MMCONFIG_START, 0, 0, 0);
+    mcfg
+}
+
+/// The PCI host bridge (`PNP0A08`, bus 0 only: its resources are the type-1 ports and the BAR
+/// window) and a motherboard-resources device (`PNP0C02`) reserving the ECAM.
+pub fn pci_devices() -> Vec<DsdtDevice> {
+    let bridge = to_bytes(&aml::Device::new(
+        aml::Path::new("PCI0"),
+        vec![
+            &aml::Name::new(aml::Path::new("_HID"), &aml::EISAName::new("PNP0A08")),
+            &aml::Name::new(aml::Path::new("_CID"), &aml::EISAName::new("PNP0A03")),
+            &aml::Name::new(aml::Path::new("_ADR"), &aml::ZERO),
+            &aml::Name::new(aml::Path::new("_SEG"), &aml::ZERO),
+            &aml::Name::new(aml::Path::new("_UID"), &aml::ZERO),
+            &aml::Name::new(aml::Path::new("_BBN"), &aml::ZERO),
+            &aml::Name::new(
+                aml::Path::new("_CRS"),
+                &aml::ResourceTemplate::new(vec![
+                    &aml::AddressSpace::new_bus_number(0u16, 0u16),
+                    &aml::IO::new(PCI_CONFIG_ADDRESS_PORT, PCI_CONFIG_ADDRESS_PORT, 1, 8),
+                    &aml::AddressSpace::new_memory(
+                        aml::AddressSpaceCacheable::NotCacheable,
+                        true,
+                        PCI_MMIO_START as u32,
+                        (PCI_MMIO_START + PCI_MMIO_SIZE - 1) as u32,
+                        None,
+                    ),
+                ]),
+            ),
+        ],
+    ));
+    let reserved = to_bytes(&aml::Device::new(
+        aml::Path::new("MRES"),
+        vec![
+            &aml::Name::new(aml::Path::new("_HID"), &aml::EISAName::new("PNP0C02")),
+            &aml::Name::new(aml::Path::new("_UID"), &aml::ONE),
+            &aml::Name::new(
+                aml::Path::new("_CRS"),
+                &aml::ResourceTemplate::new(vec![&aml::Memory32Fixed::new(
+                    false,
+                    PCI_MMCONFIG_START as u32,
+                    PCI_MMCONFIG_SIZE as u32,
+                )]),
+            ),
+        ],
+    ));
+    vec![DsdtDevice(bridge), DsdtDevice(reserved)]
+}
+
 fn dsdt(devices: &[DsdtDevice]) -> Vec<u8> {
     struct Raw<'a>(&'a [u8]);
     impl Aml for Raw<'_> {
@@ -337,7 +418,11 @@ mod tests {
 
     #[test]
     fn tables_are_consistent() {
-        let t = AcpiTables::build(2, &[virtio_mmio_device(0, 0xd000_0000, 0x1000, 5)]).unwrap();
+        let platform = Platform {
+            devices: vec![virtio_mmio_device(0, 0xd000_0000, 0x1000, 5)],
+            pci: false,
+        };
+        let t = AcpiTables::build(2, &platform).unwrap();
         let get = |sig: &str| t.tables.iter().find(|x| x.signature == sig).unwrap();
         for table in &t.tables {
             let len = if table.signature == "RSDP" {
@@ -370,12 +455,43 @@ mod tests {
         assert!(dsdt.windows(8).any(|w| w == b"LNRO0005"));
         assert!(dsdt.windows(4).any(|w| w == b"_S5_"));
         assert!(dsdt.windows(8).any(|w| w == b"ACPI0013"));
+        assert!(t.tables.iter().all(|x| x.signature != "MCFG"));
+        // IAPC_BOOT_ARCH at offset 109: no MSI without PCI.
+        assert_ne!(fadt[109] & (IAPC_NO_MSI as u8), 0);
+    }
+
+    #[test]
+    fn a_pci_platform_has_mcfg_the_host_bridge_and_msi() {
+        let platform = Platform {
+            devices: pci_devices(),
+            pci: true,
+        };
+        let t = AcpiTables::build(1, &platform).unwrap();
+        let get = |sig: &str| t.tables.iter().find(|x| x.signature == sig).unwrap();
+        let mcfg = &get("MCFG").bytes;
+        assert_eq!(mcfg.len(), 44 + 16);
+        assert!(checksum_ok(mcfg));
+        assert_eq!(
+            u64::from_le_bytes(mcfg[44..52].try_into().unwrap()),
+            PCI_MMCONFIG_START
+        );
+        assert_eq!((mcfg[54], mcfg[55]), (0, 0), "bus 0 only");
+        let xsdt = &get("XSDT").bytes;
+        let entries: Vec<u64> = xsdt[36..]
+            .chunks(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert!(entries.contains(&get("MCFG").addr));
+        assert_eq!(get("FACP").bytes[109] & (IAPC_NO_MSI as u8), 0);
+        let dsdt = &get("DSDT").bytes;
+        assert!(dsdt.windows(4).any(|w| w == b"PCI0"));
+        assert!(!dsdt.windows(8).any(|w| w == b"LNRO0005"));
     }
 
     #[test]
     fn rejects_too_many_cpus() {
         assert!(matches!(
-            AcpiTables::build(255, &[]),
+            AcpiTables::build(255, &Platform::default()),
             Err(AcpiError::TooManyCpus(255))
         ));
     }

@@ -2,7 +2,8 @@
 //!
 //! Low memory (below 1 MiB) holds the boot structures the VMM writes before the first
 //! instruction runs; the kernel is loaded at 1 MiB; RAM above 3 GiB continues at 4 GiB so that
-//! the 32-bit MMIO window (IOAPIC, LAPIC, virtio-mmio devices) stays below 4 GiB.
+//! the 32-bit MMIO window (PCI BARs and ECAM, IOAPIC, LAPIC, virtio-mmio devices) stays below
+//! 4 GiB.
 
 /// Global descriptor table used for the first entry (null, code64, data, TSS, code32).
 pub const GDT_ADDR: u64 = 0x500;
@@ -49,6 +50,25 @@ pub const MMIO_GAP_END: u64 = 0x1_0000_0000;
 pub const VIRTIO_MMIO_START: u64 = 0xd000_0000;
 /// Size of each virtio-mmio window.
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// PCI: the host bridge's 32-bit memory window, where the VMM places every function's BAR
+/// (firmware-style; the guest keeps them). Below the virtio-mmio windows.
+pub const PCI_MMIO_START: u64 = 0xc000_0000;
+/// Size of the PCI memory window (256 MiB).
+pub const PCI_MMIO_SIZE: u64 = 0x1000_0000;
+/// PCI Express enhanced configuration space (ECAM, the MCFG table's base) of bus 0.
+pub const PCI_MMCONFIG_START: u64 = 0xe000_0000;
+/// ECAM size of one bus: 32 devices x 8 functions x 4 KiB.
+pub const PCI_MMCONFIG_SIZE: u64 = 0x10_0000;
+/// Type-1 configuration access: the address port (the data port is `+ 4`).
+pub const PCI_CONFIG_ADDRESS_PORT: u16 = 0xcf8;
+/// Type-1 configuration data port (4 bytes).
+pub const PCI_CONFIG_DATA_PORT: u16 = 0xcfc;
+/// Size of BAR0 of each virtio-pci function.
+pub const VIRTIO_PCI_BAR_SIZE: u64 = 0x8000;
+/// First GSI routed to MSI-X vectors (above the IOAPIC pins).
+pub const FIRST_MSI_GSI: u32 = IOAPIC_PINS;
+/// Last GSI we hand out to MSI-X vectors.
+pub const MAX_MSI_GSI: u32 = 1023;
 /// IOAPIC register window (KVM's in-kernel IOAPIC).
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// Local APIC register window (KVM's in-kernel LAPIC).
@@ -93,6 +113,14 @@ pub fn virtio_mmio_slot(index: usize) -> (u64, u32) {
     (
         VIRTIO_MMIO_START + index as u64 * VIRTIO_MMIO_SIZE,
         FIRST_DEVICE_IRQ + index as u32,
+    )
+}
+
+/// PCI device number and BAR0 address of virtio-pci device `index` (device 0 is the host bridge).
+pub fn virtio_pci_slot(index: usize) -> (u8, u64) {
+    (
+        index as u8 + 1,
+        PCI_MMIO_START + index as u64 * VIRTIO_PCI_BAR_SIZE,
     )
 }
 

@@ -1,26 +1,22 @@
 //! The virtio-mmio transport, version 2 (virtio 1.2 §4.2.2): one 4 KiB register window per
 //! device, served on the vCPU threads.
 //!
-//! State machine: the driver resets (status 0), sets ACKNOWLEDGE and DRIVER, reads the device
-//! features and writes its own (only while DRIVER is set and FEATURES_OK is not), sets
-//! FEATURES_OK — kept only if its features are a subset of ours and include VERSION_1 — programs
-//! the queues (only while a queue is not ready and DRIVER_OK is not set), and sets DRIVER_OK.
-//! Then every ready queue is validated against guest memory; if one is bad the device sets
-//! NEEDS_RESET and raises a config-change interrupt instead of starting. Writing 0 resets the
-//! device at any time. Status bits never go away except through a reset.
+//! The state machine (status, features, queues, activation) is [`Core`]'s, shared with the
+//! virtio-pci transport; this file maps the registers onto it.
 //!
 //! Registers are 32-bit: other widths and unaligned offsets below the config space read as 0 and
 //! writes to them are ignored. The config space (from 0x100) is the device's, any width.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use virtio_bindings::virtio_mmio::*;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::interrupt::{CONFIG_CHANGE, VirtioInterrupt};
-use super::queue::{QueueRegs, set_half};
-use super::{VirtioDevice, features, status};
+use super::VirtioDevice;
+use super::common::Core;
+use super::interrupt::VirtioInterrupt;
+use super::queue::set_half;
 use crate::devices::MmioDevice;
 
 /// `MagicValue`: "virt".
@@ -34,33 +30,10 @@ pub const WINDOW_SIZE: u64 = 0x1000;
 /// Offset of `QueueNotify`, where the ioeventfd is registered.
 pub const NOTIFY_OFFSET: u64 = VIRTIO_MMIO_QUEUE_NOTIFY as u64;
 
-#[derive(Debug)]
-struct State {
-    status: u32,
-    device_features_sel: u32,
-    driver_features_sel: u32,
-    driver_features: u64,
-    queue_sel: u32,
-    queues: Vec<QueueRegs>,
-    config_generation: u32,
-    mem: Option<GuestMemoryMmap>,
-}
-
 /// One virtio device behind its MMIO register window.
+#[derive(Debug)]
 pub struct MmioTransport {
-    device: Arc<dyn VirtioDevice>,
-    interrupt: Arc<VirtioInterrupt>,
-    notify: EventFd,
-    state: Mutex<State>,
-}
-
-impl std::fmt::Debug for MmioTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MmioTransport")
-            .field("device_type", &self.device.device_type())
-            .field("state", &*self.lock())
-            .finish()
-    }
+    core: Core,
 }
 
 impl MmioTransport {
@@ -71,91 +44,43 @@ impl MmioTransport {
         interrupt: Arc<VirtioInterrupt>,
         notify: EventFd,
     ) -> Self {
-        let queues = device
-            .queue_max_sizes()
-            .iter()
-            .map(|m| QueueRegs::new(*m))
-            .collect();
         MmioTransport {
-            device,
-            interrupt,
-            notify,
-            state: Mutex::new(State {
-                status: 0,
-                device_features_sel: 0,
-                driver_features_sel: 0,
-                driver_features: 0,
-                queue_sel: 0,
-                queues,
-                config_generation: 0,
-                mem: None,
-            }),
+            core: Core::new(device, interrupt, notify),
         }
     }
 
     /// The queue-notify EventFd (register it as ioeventfd at `base + NOTIFY_OFFSET`).
     pub fn notify_fd(&self) -> &EventFd {
-        &self.notify
+        &self.core.notify
     }
 
     /// The interrupt EventFd (register it as irqfd).
     pub fn irq_fd(&self) -> &EventFd {
-        self.interrupt.irq_fd()
+        self.core.interrupt.irq_fd()
     }
 
     /// A new boot: reset the device and use `mem` from now on.
     pub fn attach(&self, mem: GuestMemoryMmap) {
-        let mut s = self.lock();
-        self.reset(&mut s);
-        s.mem = Some(mem);
+        self.core.attach(mem);
     }
 
     /// Current device status (for tests and diagnostics).
     pub fn status(&self) -> u32 {
-        self.lock().status
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn reset(&self, s: &mut State) {
-        self.device.reset();
-        self.interrupt.reset();
-        s.status = 0;
-        s.device_features_sel = 0;
-        s.driver_features_sel = 0;
-        s.driver_features = 0;
-        s.queue_sel = 0;
-        for q in &mut s.queues {
-            *q = QueueRegs::new(q.max_size);
-        }
-    }
-
-    fn selected_queue(s: &mut State) -> Option<&mut QueueRegs> {
-        let sel = s.queue_sel as usize;
-        s.queues.get_mut(sel)
+        self.core.lock().status
     }
 
     fn read_register(&self, offset: u32) -> u32 {
-        let mut s = self.lock();
+        let mut s = self.core.lock();
         match offset {
             VIRTIO_MMIO_MAGIC_VALUE => MAGIC,
             VIRTIO_MMIO_VERSION => VERSION,
-            VIRTIO_MMIO_DEVICE_ID => self.device.device_type(),
+            VIRTIO_MMIO_DEVICE_ID => self.core.device.device_type(),
             VIRTIO_MMIO_VENDOR_ID => VENDOR_ID,
-            VIRTIO_MMIO_DEVICE_FEATURES => match s.device_features_sel {
-                0 => self.device.features() as u32,
-                1 => (self.device.features() >> 32) as u32,
-                _ => 0,
-            },
-            VIRTIO_MMIO_QUEUE_NUM_MAX => {
-                Self::selected_queue(&mut s).map_or(0, |q| q.max_size.into())
-            }
-            VIRTIO_MMIO_QUEUE_READY => Self::selected_queue(&mut s).map_or(0, |q| q.ready.into()),
-            VIRTIO_MMIO_INTERRUPT_STATUS => self.interrupt.status(),
-            VIRTIO_MMIO_STATUS if self.device.needs_reset() => s.status | status::NEEDS_RESET,
-            VIRTIO_MMIO_STATUS => s.status,
+            VIRTIO_MMIO_DEVICE_FEATURES => self.core.device_features(&s),
+            VIRTIO_MMIO_QUEUE_NUM_MAX => s.selected_queue().map_or(0, |q| q.max_size.into()),
+            VIRTIO_MMIO_QUEUE_READY => s.selected_queue().map_or(0, |q| q.ready.into()),
+            VIRTIO_MMIO_INTERRUPT_STATUS => self.core.interrupt.status(),
+            VIRTIO_MMIO_STATUS => self.core.status(&s),
             // No shared memory regions: length all ones.
             VIRTIO_MMIO_SHM_LEN_LOW | VIRTIO_MMIO_SHM_LEN_HIGH => u32::MAX,
             VIRTIO_MMIO_CONFIG_GENERATION => s.config_generation,
@@ -164,26 +89,18 @@ impl MmioTransport {
     }
 
     fn write_register(&self, offset: u32, value: u32) {
-        let mut s = self.lock();
-        let features_open = s.status & status::DRIVER != 0 && s.status & status::FEATURES_OK == 0;
-        let queue_open = s.status & status::DRIVER_OK == 0;
+        let mut s = self.core.lock();
         match offset {
             VIRTIO_MMIO_DEVICE_FEATURES_SEL => s.device_features_sel = value,
             VIRTIO_MMIO_DRIVER_FEATURES_SEL => s.driver_features_sel = value,
-            VIRTIO_MMIO_DRIVER_FEATURES if features_open => match s.driver_features_sel {
-                0 => set_half(&mut s.driver_features, false, value),
-                1 => set_half(&mut s.driver_features, true, value),
-                _ => {}
-            },
+            VIRTIO_MMIO_DRIVER_FEATURES => s.write_driver_features(value),
             VIRTIO_MMIO_QUEUE_SEL => s.queue_sel = value,
-            VIRTIO_MMIO_QUEUE_NOTIFY => {
-                // Normally caught by the ioeventfd; a plain MMIO exit lands here.
-                let _ = self.notify.write(1);
-            }
-            VIRTIO_MMIO_INTERRUPT_ACK => self.interrupt.ack(value),
-            VIRTIO_MMIO_STATUS => self.set_status(&mut s, value),
-            _ if queue_open => {
-                let Some(q) = Self::selected_queue(&mut s) else {
+            // Normally caught by the ioeventfd; a plain MMIO exit lands here.
+            VIRTIO_MMIO_QUEUE_NOTIFY => self.core.kick(),
+            VIRTIO_MMIO_INTERRUPT_ACK => self.core.interrupt.ack(value),
+            VIRTIO_MMIO_STATUS => self.core.set_status(&mut s, value),
+            _ if s.queues_open() => {
+                let Some(q) = s.selected_queue() else {
                     return;
                 };
                 match offset {
@@ -202,71 +119,13 @@ impl MmioTransport {
             _ => tracing::debug!("virtio-mmio: ignored write {value:#x} at {offset:#x}"),
         }
     }
-
-    fn set_status(&self, s: &mut State, value: u32) {
-        if value == 0 {
-            self.reset(s);
-            return;
-        }
-        let old = s.status;
-        if value & old != old {
-            tracing::debug!("virtio-mmio: status {old:#x} -> {value:#x} clears bits; ignored");
-            return;
-        }
-        let added = value & !old;
-        let mut new = value;
-        if added & status::FEATURES_OK != 0 {
-            let offered = self.device.features();
-            let ok =
-                s.driver_features & !offered == 0 && s.driver_features & features::VERSION_1 != 0;
-            if !ok {
-                tracing::debug!(
-                    "virtio-mmio: driver features {:#x} refused (offered {offered:#x})",
-                    s.driver_features
-                );
-                new &= !status::FEATURES_OK;
-            }
-        }
-        if added & status::DRIVER_OK != 0 {
-            if new & status::FEATURES_OK == 0 || new & status::NEEDS_RESET != 0 {
-                new &= !status::DRIVER_OK;
-            } else if let Err(e) = self.activate(s) {
-                tracing::warn!("virtio-mmio: device not started: {e}");
-                new |= status::NEEDS_RESET;
-                s.status = new;
-                self.interrupt.signal(CONFIG_CHANGE);
-                return;
-            }
-        }
-        s.status = new;
-    }
-
-    fn activate(&self, s: &State) -> Result<(), super::ActivateError> {
-        let Some(mem) = s.mem.clone() else {
-            return Err(super::ActivateError::NoMemory);
-        };
-        let event_idx = s.driver_features & features::RING_EVENT_IDX != 0;
-        let mut queues = Vec::with_capacity(s.queues.len());
-        for (i, regs) in s.queues.iter().enumerate() {
-            // A queue the driver left unready stays unready: the device ignores it.
-            let q = if regs.ready {
-                regs.build(&mem, event_idx)
-            } else {
-                regs.idle()
-            };
-            queues.push(q.map_err(|e| super::ActivateError::Queue(i as u16, e))?);
-        }
-        self.device.activate(mem, queues, s.driver_features)?;
-        // Pick up anything the driver queued before DRIVER_OK.
-        let _ = self.notify.write(1);
-        Ok(())
-    }
 }
 
 impl MmioDevice for MmioTransport {
     fn read(&self, offset: u64, data: &mut [u8]) {
         if offset >= u64::from(VIRTIO_MMIO_CONFIG) {
-            self.device
+            self.core
+                .device
                 .read_config(offset - u64::from(VIRTIO_MMIO_CONFIG), data);
             return;
         }
@@ -283,7 +142,8 @@ impl MmioDevice for MmioTransport {
 
     fn write(&self, offset: u64, data: &[u8]) {
         if offset >= u64::from(VIRTIO_MMIO_CONFIG) {
-            self.device
+            self.core
+                .device
                 .write_config(offset - u64::from(VIRTIO_MMIO_CONFIG), data);
             return;
         }
@@ -296,6 +156,9 @@ impl MmioDevice for MmioTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::devices::virtio::interrupt::CONFIG_CHANGE;
+    use crate::devices::virtio::{features, status};
+    use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
     use vm_memory::GuestAddress;
 

@@ -1,11 +1,16 @@
-//! Virtio devices over the virtio-mmio transport (virtio 1.x, "modern" register layout v2).
+//! Virtio devices (virtio 1.x, modern only) over either transport: virtio-pci (the default: every
+//! cloud kernel has the driver built in or in its initramfs) or virtio-mmio (found through the
+//! DSDT's `LNRO0005` devices). Device code does not know which ([`Transport`]).
 //!
-//! * [`mmio::MmioTransport`] — the register window a vCPU thread reads and writes: device status
-//!   state machine, feature negotiation, queue setup (validated at `DRIVER_OK`), interrupt
-//!   status/acknowledge, config generation and the device's config space;
+//! * [`common::Core`] — what both transports share: device status state machine, feature
+//!   negotiation, queue setup (validated at `DRIVER_OK`), activation and reset;
+//! * [`mmio::MmioTransport`] — the virtio-mmio register window a vCPU thread reads and writes;
+//! * [`pci::PciTransport`] — a PCI function whose BAR0 holds the common configuration, ISR,
+//!   device configuration, notification area and MSI-X table;
 //! * [`queue::QueueRegs`] — what the driver programmed for one virtqueue, turned into a
 //!   `virtio_queue::Queue` at activation;
-//! * [`interrupt::VirtioInterrupt`] — the interrupt status register and the irqfd behind it;
+//! * [`interrupt::VirtioInterrupt`] — the interrupt status and how a signal is delivered (the
+//!   mmio device's irqfd on an IOAPIC pin, or the MSI-X vector of the queue);
 //! * [`block`] — virtio-blk on top of a [`crate::disk::DiskBackend`];
 //! * [`net`] — virtio-net on top of a tap;
 //! * `testing` (tests only: unit tests, and `vmm/tests` through the `testing` feature) — a
@@ -13,20 +18,93 @@
 //!
 //! Queue notifications arrive on an EventFd registered as an ioeventfd (a guest write to
 //! `QueueNotify` never leaves the kernel) and are served on the device event loop (block reads
-//! are then copied by a small thread pool); interrupts go
-//! to the guest through an irqfd on an IOAPIC pin (edge). Devices are long-lived: each boot gets
-//! the new guest memory and a reset ([`mmio::MmioTransport::attach`]).
+//! are then copied by a small thread pool); interrupts go to the guest through an irqfd: an
+//! IOAPIC pin (edge) for mmio, a GSI routed to the vector's MSI message for pci. Devices are
+//! long-lived: each boot gets the new guest memory and a reset (`attach`).
 
 pub mod block;
+pub mod common;
 pub mod interrupt;
 pub mod mmio;
 pub mod net;
+pub mod pci;
 pub mod queue;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+use std::sync::Arc;
+
 use thiserror::Error;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+use interrupt::VirtioInterrupt;
+use mmio::MmioTransport;
+use pci::PciTransport;
+
+/// Which transport the VM's virtio devices use (`corral vmm --transport`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TransportKind {
+    /// virtio-pci (modern) on a PCIe host bridge, MSI-X interrupts.
+    #[default]
+    Pci,
+    /// virtio-mmio windows described in the DSDT, one IOAPIC pin each.
+    Mmio,
+}
+
+impl TransportKind {
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TransportKind::Pci => "pci",
+            TransportKind::Mmio => "mmio",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pci" => Some(TransportKind::Pci),
+            "mmio" => Some(TransportKind::Mmio),
+            _ => None,
+        }
+    }
+}
+
+/// A device on its transport.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    Mmio(Arc<MmioTransport>),
+    Pci(Arc<PciTransport>),
+}
+
+impl Transport {
+    /// Puts `device` (with its interrupt and queue-notify EventFd) on a `kind` transport.
+    pub fn new(
+        kind: TransportKind,
+        device: Arc<dyn VirtioDevice>,
+        interrupt: Arc<VirtioInterrupt>,
+        notify: EventFd,
+    ) -> std::io::Result<Self> {
+        Ok(match kind {
+            TransportKind::Mmio => {
+                Transport::Mmio(Arc::new(MmioTransport::new(device, interrupt, notify)))
+            }
+            TransportKind::Pci => {
+                Transport::Pci(Arc::new(PciTransport::new(device, interrupt, notify)?))
+            }
+        })
+    }
+}
+
+/// A new device before it has a transport: what the transport needs, and the event-loop
+/// handler that serves its queues.
+pub struct DeviceParts<H> {
+    pub device: Arc<dyn VirtioDevice>,
+    pub interrupt: Arc<VirtioInterrupt>,
+    pub notify: EventFd,
+    pub handler: H,
+}
 
 /// Device status bits (virtio 1.2 §2.1).
 pub mod status {

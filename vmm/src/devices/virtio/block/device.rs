@@ -12,8 +12,7 @@ use super::handler::{ActiveQueue, BlockHandler, BlockState};
 use super::pool::ReadPool;
 use super::{MAX_DISCARD_SECTORS, QUEUE_SIZE, READ_THREADS, SEG_MAX, features};
 use crate::devices::virtio::interrupt::VirtioInterrupt;
-use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::{ActivateError, VirtioDevice, features as common};
+use crate::devices::virtio::{ActivateError, DeviceParts, VirtioDevice, features as common};
 use crate::disk::{DiskBackend, SECTOR_SIZE};
 
 /// Virtio device id of a block device.
@@ -42,11 +41,8 @@ pub struct Block {
     queue_sizes: [u16; 1],
 }
 
-/// The two halves of a new block device: its register window and its event-loop handler.
-pub struct BlockParts {
-    pub transport: Arc<MmioTransport>,
-    pub handler: BlockHandler,
-}
+/// A new block device: what its transport needs and its event-loop handler.
+pub type BlockParts = DeviceParts<BlockHandler>;
 
 impl Block {
     /// Creates a block device serving `disk`, answering `GET_ID` with `serial`.
@@ -65,8 +61,12 @@ impl Block {
             Some(handler_done),
             interrupt.clone(),
         );
-        let transport = Arc::new(MmioTransport::new(block, interrupt, notify));
-        Ok(BlockParts { transport, handler })
+        Ok(DeviceParts {
+            device: block,
+            interrupt,
+            notify,
+            handler,
+        })
     }
 
     /// The device alone, executing every request on the event loop (tests drive it without a

@@ -33,7 +33,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::pool::{Completion, ReadJob, ReadPool};
 use super::request::{Request, RequestType};
 use super::{ID_BYTES, status};
-use crate::devices::virtio::interrupt::{CONFIG_CHANGE, USED_BUFFER, VirtioInterrupt};
+use crate::devices::virtio::interrupt::VirtioInterrupt;
 use crate::disk::{DiskBackend, SharedRead};
 
 /// Most chains served per wake-up before yielding to the rest of the event loop.
@@ -409,7 +409,7 @@ impl BlockHandler {
         match state.drain(BUDGET) {
             Ok(d) => {
                 if d.notify {
-                    self.interrupt.signal(USED_BUFFER);
+                    self.interrupt.signal_used(1);
                 }
                 if d.more {
                     let _ = self.notify.write(1);
@@ -419,7 +419,7 @@ impl BlockHandler {
                 tracing::warn!("virtio-blk: {fault}; the device needs a reset");
                 state.active = None;
                 state.broken = true;
-                self.interrupt.signal(CONFIG_CHANGE);
+                self.interrupt.signal_config();
             }
         }
     }

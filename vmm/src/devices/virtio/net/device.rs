@@ -12,8 +12,7 @@ use super::handler::{ActiveNet, NetHandler, NetState};
 use super::tap::{Tap, offload};
 use super::{LINK_UP, QUEUE_SIZE, RX_QUEUE, TX_QUEUE, features};
 use crate::devices::virtio::interrupt::VirtioInterrupt;
-use crate::devices::virtio::mmio::MmioTransport;
-use crate::devices::virtio::{ActivateError, VirtioDevice, features as common};
+use crate::devices::virtio::{ActivateError, DeviceParts, VirtioDevice, features as common};
 
 /// Virtio device id of a network device.
 pub const DEVICE_ID: u32 = 1;
@@ -38,10 +37,7 @@ pub struct Net {
 }
 
 /// The two halves of a new net device: its register window and its event-loop handler.
-pub struct NetParts {
-    pub transport: Arc<MmioTransport>,
-    pub handler: NetHandler,
-}
+pub type NetParts = DeviceParts<NetHandler>;
 
 /// The feature bits offered for a tap accepting `offloads` (`TUN_F_*`).
 pub fn offered_features(offloads: u32) -> u64 {
@@ -92,8 +88,12 @@ impl Net {
         let handler_notify = notify.try_clone().map_err(NetError::NotifyFd)?;
         let net = Arc::new(Net::new(tap, mac));
         let handler = NetHandler::new(net.state.clone(), handler_notify, interrupt.clone());
-        let transport = Arc::new(MmioTransport::new(net, interrupt, notify));
-        Ok(NetParts { transport, handler })
+        Ok(DeviceParts {
+            device: net,
+            interrupt,
+            notify,
+            handler,
+        })
     }
 
     /// The device alone (tests drive it without a transport).
@@ -249,7 +249,11 @@ mod tests {
         ours.set_nonblocking(true).unwrap();
         peer.set_nonblocking(true).unwrap();
         let parts = Net::create(Tap::stand_in(ours.into()), [2, 0, 0, 0, 0, 9]).unwrap();
-        let t = parts.transport;
+        let t = crate::devices::virtio::mmio::MmioTransport::new(
+            parts.device.clone(),
+            parts.interrupt.clone(),
+            parts.notify.try_clone().unwrap(),
+        );
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         t.attach(mem.clone());
         let w = |off: u32, v: u32| t.write(u64::from(off), &v.to_le_bytes());

@@ -34,7 +34,7 @@ use vmm_sys_util::eventfd::EventFd;
 use super::buffers::{self, RxChain};
 use super::tap::Tap;
 use super::{MAX_FRAME, NUM_BUFFERS_OFFSET, VNET_HDR_LEN};
-use crate::devices::virtio::interrupt::{CONFIG_CHANGE, USED_BUFFER, VirtioInterrupt};
+use crate::devices::virtio::interrupt::VirtioInterrupt;
 
 /// Most transmit chains per wake-up.
 pub const TX_BUDGET: usize = 256;
@@ -452,8 +452,10 @@ impl NetHandler {
         });
         match result {
             Ok((tx, rx)) => {
-                if tx.notify || rx.notify {
-                    self.interrupt.signal(USED_BUFFER);
+                // Queue 0 is receive, queue 1 transmit.
+                let queues = u32::from(rx.notify) | (u32::from(tx.notify) << 1);
+                if queues != 0 {
+                    self.interrupt.signal_used(queues);
                 }
                 if tx.more {
                     let _ = self.notify.write(1);
@@ -463,7 +465,7 @@ impl NetHandler {
                 tracing::warn!("virtio-net: {fault}; the device needs a reset");
                 state.active = None;
                 state.broken = true;
-                self.interrupt.signal(CONFIG_CHANGE);
+                self.interrupt.signal_config();
             }
         }
         state.interest()
