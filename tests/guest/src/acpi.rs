@@ -1,6 +1,7 @@
 //! ACPI, read-only: RSDP (given or found in the BIOS area) → XSDT/RSDT → FADT (power-off and
 //! reset registers, DSDT → `_S5`, the power button's GED, virtio-mmio `LNRO0005` devices), MADT
-//! (local APIC ids, IOAPICs with their first GSI), MCFG (the PCI Express ECAM window).
+//! (local APIC ids, IOAPICs with their first GSI), MCFG (the PCI Express ECAM window; without an
+//! MCFG, the DSDT host bridge's `_CBA`, as QEMU microvm with `pcie=on` has it).
 
 use crate::entry::MAX_CPUS;
 use crate::io::{outb, outw, phys_slice, read_u32, read_u64};
@@ -78,6 +79,8 @@ pub struct AcpiInfo {
     pub mmio: [MmioDevice; MAX_MMIO_DEVICES],
     pub mmio_count: usize,
     pub ecam: Option<Ecam>,
+    /// The DSDT host bridge's 32-bit memory window (first, last address) for BARs.
+    pub pci_window: Option<(u64, u64)>,
 }
 
 impl AcpiInfo {
@@ -145,6 +148,7 @@ pub fn probe(given: u64) -> Option<AcpiInfo> {
         mmio: [MmioDevice::default(); MAX_MMIO_DEVICES],
         mmio_count: 0,
         ecam: None,
+        pci_window: None,
     };
     info.oem.copy_from_slice(&r[9..15]);
     // Revision 2+: XSDT with 64-bit entries; else RSDT with 32-bit entries.
@@ -161,7 +165,8 @@ pub fn probe(given: u64) -> Option<AcpiInfo> {
         match &t[0..4] {
             b"FACP" => parse_fadt(t, &mut info),
             b"APIC" => parse_madt(t, &mut info),
-            b"MCFG" => info.ecam = parse_mcfg(t),
+            // The MCFG wins over a DSDT `_CBA`, whichever comes first.
+            b"MCFG" => info.ecam = parse_mcfg(t).or(info.ecam),
             _ => {}
         }
     }
@@ -186,6 +191,10 @@ fn parse_fadt(f: &[u8], info: &mut AcpiInfo) {
     info.ged_gsi = table(dsdt).and_then(ged_gsi);
     if let Some(t) = table(dsdt) {
         virtio_mmio_devices(t, info);
+        if info.ecam.is_none() {
+            info.ecam = host_bridge_cba(t);
+        }
+        info.pci_window = host_bridge_window(t);
     }
 }
 
@@ -217,6 +226,33 @@ fn virtio_mmio_devices(dsdt: &[u8], info: &mut AcpiInfo) {
         };
         info.mmio_count += 1;
     }
+}
+
+/// The ECAM base a `PNP0A08` host bridge returns from `_CBA` (`Method (_CBA) { Return (DWord or
+/// QWord constant) }` in AML: MethodOp, PkgLength, name, flags, ReturnOp, prefix, value), taken
+/// as bus 0 only.
+fn host_bridge_cba(dsdt: &[u8]) -> Option<Ecam> {
+    dsdt.windows(7).position(|w| w == b"PNP0A08")?;
+    let at = dsdt.windows(4).position(|w| w == b"_CBA")? + 5;
+    let base = match dsdt.get(at..at + 2)? {
+        [0xa4, 0x0c] if at + 6 <= dsdt.len() => u64::from(read_u32(dsdt, at + 2)),
+        [0xa4, 0x0e] if at + 10 <= dsdt.len() => read_u64(dsdt, at + 2),
+        _ => return None,
+    };
+    (base != 0).then_some(Ecam { base, segment: 0, start_bus: 0, end_bus: 0 })
+}
+
+/// The first 32-bit memory range (DWord Address Space descriptor 0x87, resource type 0) after
+/// the `PNP0A08` host bridge's name: its `_CRS` window for BARs.
+fn host_bridge_window(dsdt: &[u8]) -> Option<(u64, u64)> {
+    let at = dsdt.windows(7).position(|w| w == b"PNP0A08")?;
+    let rest = &dsdt[at..];
+    let d = rest.windows(4).position(|w| w == [0x87, 0x17, 0x00, 0x00])?;
+    if d + 26 > rest.len() {
+        return None;
+    }
+    let (min, max) = (read_u32(rest, d + 10), read_u32(rest, d + 14));
+    (min != 0 && min < max).then_some((u64::from(min), u64::from(max)))
 }
 
 /// `SLP_TYPa` of the `_S5_` package: `Name(_S5_, Package(){typ, ...})` in AML.

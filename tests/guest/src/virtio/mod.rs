@@ -216,7 +216,8 @@ pub fn probe(acpi: Option<&AcpiInfo>, cmdline: &str) -> usize {
     let Some(ecam) = acpi.and_then(|a| a.ecam) else {
         return count;
     };
-    crate::pci::scan(&ecam, |f| {
+    let window = acpi.and_then(|a| a.pci_window);
+    crate::pci::scan(&ecam, window, |f| {
         let Some(id) = pci::device_type(&f) else {
             return;
         };

@@ -79,17 +79,16 @@ pub fn device_type(f: &Function) -> Option<u32> {
     }
 }
 
-/// `bar` + `offset` of a capability, if the BAR is a usable memory BAR.
+/// `bar` + `offset` of a capability, if the BAR is (or could be made) a usable memory BAR.
 fn cap_addr(f: &Function, cap: u16) -> Option<u64> {
-    Some(f.bar(f.read8(cap + 4))? + u64::from(f.read32(cap + 8)))
+    Some(f.bar_or_assign(f.read8(cap + 4))? + u64::from(f.read32(cap + 8)))
 }
 
 impl Pci {
-    /// Finds the register blocks and the MSI-X table of a virtio function and enables its
+    /// Finds the register blocks and the MSI-X table of a virtio function, then enables its
     /// memory decoding and bus mastering. Fails (with the reason) if one is missing.
     pub fn new(function: Function) -> Result<Pci, &'static str> {
         let f = function;
-        f.enable(pci::COMMAND_MEMORY | pci::COMMAND_BUS_MASTER | pci::COMMAND_INTX_DISABLE);
         let mut p = Pci {
             function,
             base: 0,
@@ -108,7 +107,9 @@ impl Pci {
             match id {
                 CAP_MSIX if p.msix_cap == 0 => {
                     let table = f.read32(at + MSIX_TABLE);
-                    let bar = f.bar((table & 7) as u8).ok_or("MSI-X table BAR unusable")?;
+                    let bar = f
+                        .bar_or_assign((table & 7) as u8)
+                        .ok_or("MSI-X table BAR unusable")?;
                     p.msix_cap = at;
                     p.msix_table = bar + u64::from(table & !7);
                     p.msix_size = (f.read16(at + MSIX_CONTROL) & 0x7ff) + 1;
@@ -141,6 +142,7 @@ impl Pci {
         if p.msix_cap == 0 {
             return Err("no MSI-X capability (INTx is not supported)");
         }
+        f.enable(pci::COMMAND_MEMORY | pci::COMMAND_BUS_MASTER | pci::COMMAND_INTX_DISABLE);
         Ok(p)
     }
 
