@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """virtio-blk benchmark: sequential read throughput of a raw disk read by the in-tree test guest
-(`blk bench DEV MIB DEPTH KIB`: KIB-KiB requests, DEPTH in flight) in `corral vmm` and in QEMU
-microvm's virtio-blk-device, plus `corral vmm` start time with a small vs a huge sparse base.
+(`blk bench DEV MIB DEPTH KIB`: KIB-KiB requests, DEPTH in flight) in `corral vmm` over
+virtio-pci and virtio-mmio and in QEMU microvm over virtio-blk-pci (`pcie=on`) and
+virtio-blk-device, plus `corral vmm` start time with a small vs a huge sparse base.
 
 Throughput: each VMM boots the same guest once with the same disk (read-only, raw); then each
 configuration's bench command runs alternately in each VM, ROUNDS times, and the host times each
@@ -74,15 +75,21 @@ def median(xs):
 
 
 def throughput(args, disk):
-    ours = [args.corral, "vmm", "--kernel", args.guest, "--cmdline", "console=ttyS0",
-            "--memory", "256Mi", "--cpus", "1", "--disk", f"{disk},ro,serial=bench"]
-    qemu = ["qemu-system-x86_64", "-M", "microvm", "-enable-kvm", "-kernel", args.guest,
-            "-append", "console=ttyS0", "-m", "256M", "-smp", "1", "-nodefaults",
-            "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
-            "-global", "virtio-mmio.force-legacy=false",
-            "-drive", f"id=d0,file={disk},format=raw,if=none,readonly=on",
-            "-device", "virtio-blk-device,drive=d0,serial=bench"]
-    vms = {"corral": Vm(ours), "qemu": Vm(qemu)}
+    def ours(transport):
+        return [args.corral, "vmm", "--kernel", args.guest, "--cmdline", "console=ttyS0",
+                "--memory", "256Mi", "--cpus", "1", "--transport", transport,
+                "--disk", f"{disk},ro,serial=bench"]
+
+    def qemu(pci):
+        return ["qemu-system-x86_64", "-M", "microvm,pcie=on" if pci else "microvm",
+                "-enable-kvm", "-kernel", args.guest,
+                "-append", "console=ttyS0", "-m", "256M", "-smp", "1", "-nodefaults",
+                "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot",
+                "-global", "virtio-mmio.force-legacy=false",
+                "-drive", f"id=d0,file={disk},format=raw,if=none,readonly=on",
+                "-device", f"{'virtio-blk-pci' if pci else 'virtio-blk-device'},drive=d0,serial=bench"]
+    vms = {"corral pci": Vm(ours("pci")), "QEMU pci": Vm(qemu(True)),
+           "corral mmio": Vm(ours("mmio")), "QEMU mmio": Vm(qemu(False))}
     for vm in vms.values():
         vm.wait(b"TESTGUEST READY")
     for vm in vms.values():  # warm-up: page cache and guest pages
@@ -155,16 +162,19 @@ def main():
         starts = start_time(args, work)
     for kib, depth, cold, _, _, times in results:
         label = f"{kib} KiB x {depth}{' cold' if cold else ''}"
-        print(f"raw runs (s), {label}: corral {[round(t, 3) for t in times['corral']]}")
-        print(f"raw runs (s), {label}: qemu   {[round(t, 3) for t in times['qemu']]}")
+        for name, ts in times.items():
+            print(f"raw runs (s), {label}: {name:12} {[round(t, 3) for t in ts]}")
     print()
+    names = list(results[0][4])
     print(f"| sequential read of a {args.disk_mib} MiB raw disk (MiB/s, median of {args.rounds}) "
-          f"| corral vmm | QEMU microvm | corral / QEMU |")
-    print("|---|---|---|---|")
+          f"| {' | '.join(names)} | corral pci / QEMU pci | corral pci / corral mmio |")
+    print("|---" * (len(names) + 3) + "|")
     for kib, depth, cold, mib, mibs, _ in results:
         cache = f"cold page cache, {mib} MiB per run" if cold else f"warm page cache, {mib} MiB per run"
-        print(f"| {kib} KiB requests, {depth} in flight, {cache} | {mibs['corral']:.0f} "
-              f"| {mibs['qemu']:.0f} | {mibs['corral'] / mibs['qemu']:.2f} |")
+        cells = " | ".join(f"{mibs[n]:.0f}" for n in names)
+        print(f"| {kib} KiB requests, {depth} in flight, {cache} | {cells} "
+              f"| {mibs['corral pci'] / mibs['QEMU pci']:.2f} "
+              f"| {mibs['corral pci'] / mibs['corral mmio']:.2f} |")
     print()
     print(f"| corral vmm start, spawn → READY with an overlay disk ({args.start_runs} runs each) "
           f"| median | fastest |")

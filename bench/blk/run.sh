@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# virtio-blk benchmark: corral vmm vs QEMU microvm (virtio-blk-device), same test guest and disk.
+# virtio-blk benchmark: corral vmm vs QEMU microvm, each over virtio-pci and virtio-mmio, same
+# test guest and disk.
 # Not a test: prints Markdown tables for the README.   bash bench/blk/run.sh [bench.py flags]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)

@@ -1,5 +1,6 @@
 # boot: `corral vmm` boots the CirrOS-like image three ways (vmlinux through its PVH entry,
-# vmlinux through the 64-bit Linux boot protocol, the bzImage), each with 2 vCPUs, 256 MiB, an
+# vmlinux through the 64-bit Linux boot protocol, the bzImage; the first two over virtio-pci, the
+# default, the bzImage over virtio-mmio), each with 2 vCPUs, 256 MiB, an
 # overlay of the imported disk.raw, a raw disk for the guest's dmesg and a NoCloud seed whose
 # user-data writes dmesg there and powers the guest off. The host checks each dmesg as vmm_linux
 # checks early boot, and the console for userspace (tests/tests/nested.rs).
@@ -18,16 +19,16 @@ echo "USERDATA: ran on $(hostname) cpus=$(nproc) vda=$([ -b /dev/vda ] && echo y
 dmesg > /dev/vdb && sync && echo "USERDATA: dmesg on vdb"
 (sleep 1; poweroff) &
 UD
-  kernel=$KERNEL; proto=auto
+  kernel=$KERNEL; proto=auto; transport=pci
   case $variant in
     linux) proto=linux ;;
-    bzimage) kernel=/nested/fixtures/vmlinuz ;;
+    bzimage) kernel=/nested/fixtures/vmlinuz; transport=mmio ;;
   esac
-  say "boot $variant: corral vmm --kernel $kernel --boot-protocol $proto --cpus 2"
+  say "boot $variant: corral vmm --kernel $kernel --boot-protocol $proto --transport $transport --cpus 2"
   RUST_LOG=info nested-timer --log /out/boot-$variant.log --timeout 150 \
       --mark ready=GUEST-READY --mark down='reboot: Power down' -- \
     corral vmm --kernel "$kernel" --initrd "$INITRD" --cmdline "$CMDLINE" --memory 256Mi --cpus 2 \
-      --boot-protocol $proto --no-stdin --scratch-dir "$scratch" \
+      --boot-protocol $proto --transport $transport --no-stdin --scratch-dir "$scratch" \
       --disk "$DISK,overlay,serial=root" --disk "$dmesg,serial=dmesg" --seed-dir "$seed" \
       > /tmp/timer-$variant.txt 2> /out/boot-$variant.vmm.log
   cat /tmp/timer-$variant.txt

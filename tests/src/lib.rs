@@ -10,4 +10,5 @@ pub mod nested;
 pub mod netns;
 pub mod oci;
 pub mod registry;
+pub mod transport;
 pub mod vmm;

@@ -18,7 +18,8 @@ fn run(s: Scenario) -> Outcome {
 }
 
 /// `corral vmm` boots the CirrOS-like image (kernel, initrd and command line as `corral image
-/// import` extracted them) through the PVH entry, the 64-bit boot protocol and the bzImage.
+/// import` extracted them) through the PVH entry and the 64-bit boot protocol (virtio-pci) and the
+/// bzImage (virtio-mmio).
 #[test]
 fn boot() {
     let out = run(Scenario::new("boot").deadline(Duration::from_secs(300)));
@@ -34,7 +35,11 @@ fn boot() {
                 cpus: 2,
                 disks: 3,
                 pvh: variant == "pvh",
-                transport: vmm::TransportKind::Pci,
+                transport: if variant == "bzimage" {
+                    vmm::TransportKind::Mmio
+                } else {
+                    vmm::TransportKind::Pci
+                },
             },
         );
         // Userspace, from the console: root on vda1, the seed's user-data, 2 CPUs, a clean

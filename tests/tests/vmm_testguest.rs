@@ -1,9 +1,14 @@
-//! `corral vmm` booting the test guest on the real /dev/kvm: what the guest sees, its console
-//! and its power-off/reboot/crash paths.
+//! `corral vmm` booting the test guest on the real /dev/kvm: what the guest sees (the PCI bus
+//! and the disks over both virtio transports included), its console and its
+//! power-off/reboot/crash paths.
 
 use std::time::Duration;
 
+use corral_tests::per_transport;
+use corral_tests::transport::Transport;
 use corral_tests::vmm::{STEP, Vm, VmArgs, expected_e820_lines, lines_with};
+
+per_transport!(the_guest_finds_its_disks_on_the_pci_bus_or_in_the_dsdt);
 
 const READY: &str = "TESTGUEST READY";
 
@@ -307,4 +312,47 @@ fn initrd_is_loaded_at_the_top_of_ram_through_both_protocols() {
             "{protocol}"
         );
     }
+}
+
+/// With virtio-pci the guest finds an ECAM window in the MCFG, the host bridge at 00:00.0 and one
+/// virtio-blk function per disk from 00:01.0 on (MSI-X, BAR0 pre-assigned); with virtio-mmio
+/// there is no PCI bus and the disks are DSDT devices. Either way the disks work alike.
+fn the_guest_finds_its_disks_on_the_pci_bus_or_in_the_dsdt(t: Transport) {
+    let out = boot_and_poweroff(VmArgs::testguest("mode=poweroff").args(t.args()).args([
+        "--disk",
+        "empty=1Mi",
+        "--disk",
+        "empty=2Mi,serial=second",
+    ]));
+    let pci = lines_with(&out, "testguest: pci ");
+    match t {
+        Transport::Mmio => assert!(pci.is_empty(), "{out}"),
+        Transport::Pci => {
+            assert_eq!(pci.len(), 4, "{out}");
+            assert_eq!(pci[0], "testguest: pci ecam=0xe0000000 segment=0 buses=0-0");
+            assert!(
+                pci[1].starts_with("testguest: pci 00:00.0 id=1b36:0008 class=0x060000 "),
+                "{out}"
+            );
+            for (i, line) in pci[2..].iter().enumerate() {
+                let want = format!("testguest: pci 00:{:02x}.0 id=1af4:1042 class=", i + 1);
+                assert!(line.starts_with(&want) && line.ends_with(" rev=1"), "{out}");
+            }
+        }
+    }
+    assert!(out.contains("testguest: virtio devices=2"), "{out}");
+    assert_eq!(
+        lines_with(&out, "testguest: blk dev="),
+        [
+            format!(
+                "testguest: blk dev=0 {} capacity=2048 ro=0 serial=\"\"",
+                t.location(0, 1)
+            ),
+            format!(
+                "testguest: blk dev=1 {} capacity=4096 ro=0 serial=\"second\"",
+                t.location(1, 1)
+            ),
+        ],
+        "{out}"
+    );
 }

@@ -87,6 +87,7 @@ pub enum BuildError {
 pub struct Vm {
     // Field order matters for drop: vCPU fds and the VM fd close before the memory is unmapped.
     vcpus: Vec<VcpuFd>,
+    msi_routes: Option<Arc<MsiRoutes>>,
     vm_fd: Arc<VmFd>,
     mem: GuestMemoryMmap,
     pio: Arc<PioBus>,
@@ -97,6 +98,7 @@ pub struct Vm {
 pub struct RunningVm {
     threads: Vec<VcpuThread>,
     stop: Arc<AtomicBool>,
+    _msi_routes: Option<Arc<MsiRoutes>>,
     _vm_fd: Arc<VmFd>,
     _mem: GuestMemoryMmap,
 }
@@ -162,10 +164,12 @@ pub fn build(
     attach_power_button(&vm_fd, &devices.power_button)?;
     let (mmio, pci) = attach_virtio_devices(&vm_fd, &mem, &devices.virtio)?;
     let mmio = Arc::new(mmio);
-    let pio = attach_port_devices(serial, events, pci);
+    let pio = attach_port_devices(serial, events, pci.as_ref().map(|p| p.bus.clone()));
+    let msi_routes = pci.map(|p| p.routes);
     let vcpus = setup_vcpus(kvm, &vm_fd, config, entry)?;
     Ok(Vm {
         vcpus,
+        msi_routes,
         vm_fd,
         mem,
         pio,
@@ -316,7 +320,7 @@ fn attach_virtio_devices(
     vm_fd: &Arc<VmFd>,
     mem: &GuestMemoryMmap,
     virtio: &[Transport],
-) -> Result<(MmioBus, Option<Arc<PciBus>>), BuildError> {
+) -> Result<(MmioBus, Option<PciParts>), BuildError> {
     let mut bus = MmioBus::default();
     let mut pci: Option<(PciBus, Arc<MsiRoutes>)> = None;
     for (i, transport) in virtio.iter().enumerate() {
@@ -360,15 +364,25 @@ fn attach_virtio_devices(
         }
     }
     let pci = match pci {
-        Some((pci_bus, _)) => {
+        Some((pci_bus, routes)) => {
             let pci_bus = Arc::new(pci_bus);
             bus.insert(PCI_MMCONFIG_START, PCI_MMCONFIG_SIZE, pci_bus.clone())
                 .map_err(BuildError::Ecam)?;
-            Some(pci_bus)
+            Some(PciParts {
+                bus: pci_bus,
+                routes,
+            })
         }
         None => None,
     };
     Ok((bus, pci))
+}
+
+/// The PCI bus of one boot and its routing table (owned by the boot: the devices only hold the
+/// table weakly, so the boot's VM fd closes when the boot ends).
+struct PciParts {
+    bus: Arc<PciBus>,
+    routes: Arc<MsiRoutes>,
 }
 
 fn register_notify(vm_fd: &VmFd, i: usize, fd: &EventFd, addr: u64) -> Result<(), BuildError> {
@@ -438,6 +452,7 @@ impl Vm {
         Ok(RunningVm {
             threads,
             stop,
+            _msi_routes: self.msi_routes,
             _vm_fd: self.vm_fd,
             _mem: self.mem,
         })

@@ -12,9 +12,9 @@
 //!
 //! Lists were taken from `strace -f` of the VMM running the test guest with disks, console
 //! connections, control requests, a reset and a stop (and the start of a Linux guest), and are
-//! kept as small as that allows. ioctls are
-//! filtered by request: the main thread may issue KVM ioctls (type `0xAE`), `TUNSETOFFLOAD` and
-//! `FIONBIO`; a vCPU thread only `KVM_RUN`, the two register reads of a crash report and
+//! kept as small as that allows. ioctls are filtered by request: the main thread may issue KVM
+//! ioctls (type `0xAE`), `TUNSETOFFLOAD` and `FIONBIO`; a vCPU thread only `KVM_RUN`,
+//! `KVM_SET_GSI_ROUTING` (MSI-X table writes), the two register reads of a crash report and
 //! `TUNSETOFFLOAD` (a virtio-net driver starting its device); the others only `FIONBIO`. Taps are
 //! read and written by the event loop with `read`/`write`, which it already has.
 
@@ -183,6 +183,9 @@ mod ioctl {
     /// `_IOW('T', 208, unsigned int)`: a virtio-net device applies the guest's offloads to its
     /// tap when the driver starts it (on a vCPU thread).
     pub const TUNSETOFFLOAD: u64 = libc::TUNSETOFFLOAD;
+    /// `_IOW(KVMIO, 0x6a, struct kvm_irq_routing)`: a guest's MSI-X table write re-routes a
+    /// vector (virtio-pci, on a vCPU thread).
+    pub const KVM_SET_GSI_ROUTING: u64 = 0x4008_ae6a;
     /// The type byte of every KVM ioctl (`KVMIO`).
     pub const KVM_TYPE: u64 = 0xae00;
 }
@@ -366,6 +369,7 @@ fn rules(kind: ThreadKind) -> Result<Rules, seccompiler::BackendError> {
             rule(&[arg_eq(1, ioctl::TUNSETOFFLOAD)?])?,
             rule(&[arg_eq(1, ioctl::KVM_GET_REGS)?])?,
             rule(&[arg_eq(1, ioctl::KVM_GET_SREGS)?])?,
+            rule(&[arg_eq(1, ioctl::KVM_SET_GSI_ROUTING)?])?,
         ],
         ThreadKind::EventLoop | ThreadKind::BlkRead => vec![fionbio],
     };

@@ -1,6 +1,7 @@
 //! ACPI, read-only: RSDP (given or found in the BIOS area) → XSDT/RSDT → FADT (power-off and
 //! reset registers, DSDT → `_S5`, the power button's GED, virtio-mmio `LNRO0005` devices), MADT
-//! (local APIC ids, IOAPICs with their first GSI).
+//! (local APIC ids, IOAPICs with their first GSI), MCFG (the PCI Express ECAM window; without an
+//! MCFG, the DSDT host bridge's `_CBA`, as QEMU microvm with `pcie=on` has it).
 
 use crate::entry::MAX_CPUS;
 use crate::io::{outb, outw, phys_slice, read_u32, read_u64};
@@ -49,6 +50,16 @@ pub struct MmioDevice {
     pub active_low: bool,
 }
 
+/// The first MCFG entry: PCI Express configuration space (ECAM) for buses `start_bus..=end_bus`
+/// of `segment`, bus `b` at `base + (b << 20)`.
+#[derive(Clone, Copy)]
+pub struct Ecam {
+    pub base: u64,
+    pub segment: u16,
+    pub start_bus: u8,
+    pub end_bus: u8,
+}
+
 pub struct AcpiInfo {
     pub rsdp: u64,
     pub oem: [u8; 6],
@@ -67,6 +78,9 @@ pub struct AcpiInfo {
     pub ioapic_count: usize,
     pub mmio: [MmioDevice; MAX_MMIO_DEVICES],
     pub mmio_count: usize,
+    pub ecam: Option<Ecam>,
+    /// The DSDT host bridge's 32-bit memory window (first, last address) for BARs.
+    pub pci_window: Option<(u64, u64)>,
 }
 
 impl AcpiInfo {
@@ -133,6 +147,8 @@ pub fn probe(given: u64) -> Option<AcpiInfo> {
         ioapic_count: 0,
         mmio: [MmioDevice::default(); MAX_MMIO_DEVICES],
         mmio_count: 0,
+        ecam: None,
+        pci_window: None,
     };
     info.oem.copy_from_slice(&r[9..15]);
     // Revision 2+: XSDT with 64-bit entries; else RSDT with 32-bit entries.
@@ -149,6 +165,8 @@ pub fn probe(given: u64) -> Option<AcpiInfo> {
         match &t[0..4] {
             b"FACP" => parse_fadt(t, &mut info),
             b"APIC" => parse_madt(t, &mut info),
+            // The MCFG wins over a DSDT `_CBA`, whichever comes first.
+            b"MCFG" => info.ecam = parse_mcfg(t).or(info.ecam),
             _ => {}
         }
     }
@@ -173,6 +191,10 @@ fn parse_fadt(f: &[u8], info: &mut AcpiInfo) {
     info.ged_gsi = table(dsdt).and_then(ged_gsi);
     if let Some(t) = table(dsdt) {
         virtio_mmio_devices(t, info);
+        if info.ecam.is_none() {
+            info.ecam = host_bridge_cba(t);
+        }
+        info.pci_window = host_bridge_window(t);
     }
 }
 
@@ -206,6 +228,33 @@ fn virtio_mmio_devices(dsdt: &[u8], info: &mut AcpiInfo) {
     }
 }
 
+/// The ECAM base a `PNP0A08` host bridge returns from `_CBA` (`Method (_CBA) { Return (DWord or
+/// QWord constant) }` in AML: MethodOp, PkgLength, name, flags, ReturnOp, prefix, value), taken
+/// as bus 0 only.
+fn host_bridge_cba(dsdt: &[u8]) -> Option<Ecam> {
+    dsdt.windows(7).position(|w| w == b"PNP0A08")?;
+    let at = dsdt.windows(4).position(|w| w == b"_CBA")? + 5;
+    let base = match dsdt.get(at..at + 2)? {
+        [0xa4, 0x0c] if at + 6 <= dsdt.len() => u64::from(read_u32(dsdt, at + 2)),
+        [0xa4, 0x0e] if at + 10 <= dsdt.len() => read_u64(dsdt, at + 2),
+        _ => return None,
+    };
+    (base != 0).then_some(Ecam { base, segment: 0, start_bus: 0, end_bus: 0 })
+}
+
+/// The first 32-bit memory range (DWord Address Space descriptor 0x87, resource type 0) after
+/// the `PNP0A08` host bridge's name: its `_CRS` window for BARs.
+fn host_bridge_window(dsdt: &[u8]) -> Option<(u64, u64)> {
+    let at = dsdt.windows(7).position(|w| w == b"PNP0A08")?;
+    let rest = &dsdt[at..];
+    let d = rest.windows(4).position(|w| w == [0x87, 0x17, 0x00, 0x00])?;
+    if d + 26 > rest.len() {
+        return None;
+    }
+    let (min, max) = (read_u32(rest, d + 10), read_u32(rest, d + 14));
+    (min != 0 && min < max).then_some((u64::from(min), u64::from(max)))
+}
+
 /// `SLP_TYPa` of the `_S5_` package: `Name(_S5_, Package(){typ, ...})` in AML.
 fn s5_slp_typ(dsdt: &[u8]) -> Option<u8> {
     let pos = dsdt.windows(4).position(|w| w == b"_S5_")?;
@@ -232,6 +281,22 @@ fn ged_gsi(dsdt: &[u8]) -> Option<u32> {
     let desc = rest.windows(5).position(|w| w[0] == 0x89 && w[1] == 6 && w[2] == 0 && w[4] == 1)?;
     let at = desc + 5;
     (at + 4 <= rest.len()).then(|| read_u32(rest, at))
+}
+
+/// MCFG: the 36-byte header, 8 reserved bytes, then 16-byte entries (base u64, segment u16,
+/// start bus u8, end bus u8, reserved u32). Only the first entry is used.
+fn parse_mcfg(t: &[u8]) -> Option<Ecam> {
+    const ENTRY: usize = 44;
+    if t.len() < ENTRY + 16 {
+        return None;
+    }
+    let ecam = Ecam {
+        base: read_u64(t, ENTRY),
+        segment: u16::from_le_bytes([t[ENTRY + 8], t[ENTRY + 9]]),
+        start_bus: t[ENTRY + 10],
+        end_bus: t[ENTRY + 11],
+    };
+    (ecam.base != 0 && ecam.start_bus <= ecam.end_bus).then_some(ecam)
 }
 
 fn parse_madt(m: &[u8], info: &mut AcpiInfo) {

@@ -56,10 +56,7 @@ fn data_addr() -> u64 {
 }
 
 fn dev_index(d: &Device) -> usize {
-    virtio::devices()
-        .iter()
-        .position(|x| x.is_some_and(|x| x.base == d.base))
-        .unwrap_or(0)
+    d.index()
 }
 
 fn status_ptr(dev: usize, slot: usize) -> *mut u8 {
@@ -127,15 +124,13 @@ fn capacity(d: &Device) -> u64 {
 
 fn report(i: usize, d: &mut Device, acpi: Option<&AcpiInfo>) {
     if d.device_id != 2 {
-        println!("testguest: virtio dev={i} base={:#x} gsi={} via={} device_id={}", d.base, d.gsi, d.source.name(), d.device_id);
+        println!("testguest: virtio dev={i} {} device_id={}", d.link, d.device_id);
         return;
     }
     let (id, len) = serial_of(d, acpi);
     println!(
-        "testguest: blk dev={i} base={:#x} gsi={} via={} capacity={} ro={} serial=\"{}\"",
-        d.base,
-        d.gsi,
-        d.source.name(),
+        "testguest: blk dev={i} {} capacity={} ro={} serial=\"{}\"",
+        d.link,
         capacity(d),
         u8::from(d.features & F_RO != 0),
         core::str::from_utf8(&id[..len]).unwrap_or("?")

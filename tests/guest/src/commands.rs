@@ -13,7 +13,8 @@
 //! Console commands (interactive and network modes, one per line): `burn` (or any line containing
 //! `dd if=/dev/zero`) spins until the next line; `stop` / `killall ...` stop a burn;
 //! `echo TEXT` prints TEXT; `poweroff`; `reboot`; `reboot acpi`; `blk ...` (virtio-blk, see
-//! `blk`); `net get A.B.C.D[:PORT][/PATH]` (HTTP client, see `net::client`).
+//! `blk`); `virtio irqs` (interrupts taken per device, see `virtio`);
+//! `net get A.B.C.D[:PORT][/PATH]` (HTTP client, see `net::client`).
 //!
 //! The ACPI power button (generic event device interrupt) powers off from any waiting or burning
 //! state (`testguest: power button`); `mode=echo` and `burn=MS` included.
@@ -196,6 +197,7 @@ fn command(line: &str, acpi: Option<&AcpiInfo>) {
         ("reboot", _) => power::reboot(ResetVia::I8042, acpi),
         ("echo", text) => println!("{text}"),
         ("blk", rest) => crate::blk::command(rest, acpi),
+        ("virtio", rest) => crate::virtio::command(rest),
         ("net", rest) => crate::net::client::command(rest),
         ("stop", _) => println!("testguest: idle"),
         ("killall", _) => println!("testguest: idle"),

@@ -1,6 +1,7 @@
 //! Interrupts: IDT (exceptions end the VM as a crash, vector 0x24 = COM1, 0x25 = power button,
-//! 0x26 = every virtio-mmio device, 0x27 = the local APIC timer's one-shot wake-up), legacy PIC masked, local APIC enabled, GSIs routed to the
-//! boot CPU through whichever IOAPIC serves them.
+//! 0x26 = every virtio-mmio device, 0x27 = the local APIC timer's one-shot wake-up,
+//! 0x30..0x47 = virtio-pci MSI-X messages, three per device), legacy PIC masked, local APIC
+//! enabled, GSIs routed to the boot CPU through whichever IOAPIC serves them.
 
 use core::arch::{asm, global_asm};
 
@@ -10,6 +11,10 @@ pub const SERIAL_VECTOR: u8 = 0x24;
 pub const POWER_BUTTON_VECTOR: u8 = 0x25;
 pub const VIRTIO_VECTOR: u8 = 0x26;
 pub const TIMER_VECTOR: u8 = 0x27;
+/// First MSI-X vector; [`MSIX_VECTORS`] of them (`virtio::msix_vector`).
+pub const MSIX_VECTOR_BASE: u8 = 0x30;
+const MSIX_VECTORS: usize = crate::virtio::MAX_DEVICES * crate::virtio::VECTORS_PER_DEVICE;
+const _: () = assert!(MSIX_VECTORS == 24, "the .irp lists below have 24 stubs");
 pub const SPURIOUS_VECTOR: u8 = 0xff;
 const SERIAL_GSI: u32 = 4;
 
@@ -89,6 +94,45 @@ exc_common:
     irq_stub virtio_stub, virtio_irq
     irq_stub timer_stub, timer_irq
 
+    /* MSI-X: one stub per vector, passing its index (vector - 0x30) to msix_irq. */
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23
+    msix_stub_\n:
+        push rax
+        mov eax, \n
+        jmp msix_common
+    .endr
+    .section .rodata
+    .globl MSIX_STUBS
+    .balign 8
+MSIX_STUBS:
+    .irp n, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23
+        .quad msix_stub_\n
+    .endr
+
+    .section .text
+msix_common:
+    push rcx
+    push rdx
+    push rsi
+    push rdi
+    push r8
+    push r9
+    push r10
+    push r11
+    mov edi, eax
+    cld
+    call msix_irq
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rax
+    iretq
+
     .globl spurious_stub
 spurious_stub:
     iretq
@@ -97,6 +141,7 @@ spurious_stub:
 
 unsafe extern "C" {
     static EXC_STUBS: [u64; 32];
+    static MSIX_STUBS: [u64; MSIX_VECTORS];
     fn serial_irq_stub();
     fn power_button_stub();
     fn virtio_stub();
@@ -129,6 +174,13 @@ extern "C" fn power_button_irq() {
 #[unsafe(no_mangle)]
 extern "C" fn virtio_irq() {
     crate::virtio::on_interrupt();
+    lapic_write(LAPIC_EOI, 0);
+}
+
+/// virtio-pci MSI-X message `index` (vector - [`MSIX_VECTOR_BASE`]): count it, then EOI.
+#[unsafe(no_mangle)]
+extern "C" fn msix_irq(index: u32) {
+    crate::virtio::on_msix(index as usize);
     lapic_write(LAPIC_EOI, 0);
 }
 
@@ -257,6 +309,11 @@ pub fn init(lapic: u64, ioapic: u64, ioapics: &[crate::acpi::IoApic], power_butt
     set_gate(POWER_BUTTON_VECTOR, power_button_stub as *const () as u64);
     set_gate(VIRTIO_VECTOR, virtio_stub as *const () as u64);
     set_gate(TIMER_VECTOR, timer_stub as *const () as u64);
+    for i in 0..MSIX_VECTORS {
+        // SAFETY: MSIX_STUBS is a static table of MSIX_VECTORS addresses from the assembly above.
+        let stub = unsafe { (*(&raw const MSIX_STUBS))[i] };
+        set_gate(MSIX_VECTOR_BASE + i as u8, stub);
+    }
     load_idt();
     // Mask both 8259s: everything goes through the IOAPIC.
     outb(0x21, 0xff);

@@ -19,6 +19,26 @@ pub fn outw(port: u16, value: u16) {
     unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
 }
 
+pub fn mmio_read8(addr: u64) -> u8 {
+    // SAFETY: the caller names a device register inside the identity-mapped 4 GiB.
+    unsafe { core::ptr::read_volatile(addr as *const u8) }
+}
+
+pub fn mmio_write8(addr: u64, value: u8) {
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(addr as *mut u8, value) }
+}
+
+pub fn mmio_read16(addr: u64) -> u16 {
+    // SAFETY: as above.
+    unsafe { core::ptr::read_volatile(addr as *const u16) }
+}
+
+pub fn mmio_write16(addr: u64, value: u16) {
+    // SAFETY: as above.
+    unsafe { core::ptr::write_volatile(addr as *mut u16, value) }
+}
+
 pub fn mmio_read32(addr: u64) -> u32 {
     // SAFETY: the caller names a device register inside the identity-mapped 4 GiB.
     unsafe { core::ptr::read_volatile(addr as *const u32) }

@@ -18,8 +18,11 @@
 //! testguest: madt cpus=N apic_ids=0,1 lapic=0x... ioapic=0x...
 //! testguest: cpu apic_id=N online                        (one per AP)
 //! testguest: cpus online=N
-//! testguest: virtio devices=N                             (with virtio-mmio devices)
+//! testguest: pci ecam=0x... segment=0 buses=0-0            (with an ACPI MCFG table)
+//! testguest: pci 00:01.0 id=1af4:1042 class=0x018000 rev=1 (one per PCI function)
+//! testguest: virtio devices=N                             (with virtio devices)
 //! testguest: blk dev=0 base=0x... gsi=N via=dsdt|cmdline capacity=SECTORS ro=0|1 serial="..."
+//! testguest: blk dev=0 base=0x... msix=2 via=pci:00:01.0 capacity=SECTORS ro=0|1 serial="..."
 //! testguest: cidata dev=N instance-id=...                 (a FAT disk labelled cidata)
 //! testguest: cidata dev=N user-data first-line="..."
 //! TESTGUEST READY
@@ -40,6 +43,7 @@ mod io;
 mod mem;
 mod net;
 mod paging;
+mod pci;
 mod power;
 mod serial;
 mod smp;

@@ -8,6 +8,7 @@ use libfuzzer_sys::fuzz_target;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmm::devices::MmioDevice;
 use vmm::devices::virtio::block::Block;
+use vmm::devices::virtio::mmio::MmioTransport;
 use vmm::disk::mem::MemDisk;
 
 const MEM: usize = 0x1_0000;
@@ -16,7 +17,8 @@ fuzz_target!(|data: &[u8]| {
     let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), MEM)]).unwrap();
     let disk = MemDisk::new(vec![0x5a; 8192], data.first().is_some_and(|b| b & 1 != 0));
     let parts = Block::create(Box::new(disk), "fuzz").unwrap();
-    let (transport, handler) = (parts.transport, parts.handler);
+    let transport = MmioTransport::new(parts.device, parts.interrupt, parts.notify);
+    let handler = parts.handler;
     transport.attach(mem.clone());
     let mut ops = data.get(1..).unwrap_or_default().chunks_exact(7);
     for op in &mut ops {

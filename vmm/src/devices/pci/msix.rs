@@ -8,7 +8,7 @@
 //! accesses from the vCPU threads. One mutex covers both.
 
 use std::io;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use vmm_sys_util::eventfd::EventFd;
 
@@ -40,7 +40,9 @@ struct State {
     pending: Vec<bool>,
     enabled: bool,
     function_mask: bool,
-    routes: Option<(Arc<MsiRoutes>, u32)>,
+    /// Weak: the table belongs to its boot's VM (the builder's `Vm`), and must not keep that VM
+    /// alive past its boot (a reboot creates a new VM whose irqfds would then be refused).
+    routes: Option<(Weak<MsiRoutes>, u32)>,
 }
 
 /// The MSI-X vectors of one function.
@@ -94,7 +96,7 @@ impl MsixVectors {
         s.pending = vec![false; n];
         s.enabled = false;
         s.function_mask = false;
-        s.routes = routes;
+        s.routes = routes.map(|(r, gsi)| (Arc::downgrade(&r), gsi));
     }
 
     /// Signals vector `v` (NO_VECTOR and out-of-range vectors are dropped).
@@ -205,7 +207,11 @@ impl MsixVectors {
     }
 
     fn route(s: &State, v: usize, msg: MsiMessage) {
-        if let Some((routes, first)) = &s.routes {
+        if let Some((routes, first)) = s
+            .routes
+            .as_ref()
+            .and_then(|(r, f)| Some((r.upgrade()?, *f)))
+        {
             if let Err(e) = routes.set(first + v as u32, msg) {
                 tracing::warn!("MSI-X vector {v}: {e}");
             }
