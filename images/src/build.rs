@@ -39,6 +39,9 @@ pub struct ImageMeta {
     /// The disk's path in the image, e.g. `/disk/disk.qcow2`.
     pub disk_name: String,
     pub disk_format: DiskFormat,
+    /// The qcow2 version (2 or 3) of a qcow2 disk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qcow2_version: Option<u32>,
     /// Virtual size of `disk.raw`.
     pub disk_size: u64,
     pub boot: DiskBoot,
@@ -74,8 +77,15 @@ pub fn build_disk(
         name: staged.name.clone(),
         source,
     };
+    let mut qcow2_version = None;
     if convert::detect(&staged.path).map_err(disk_err)? == DiskFormat::Qcow2 {
         hub.emit(PullEvent::Phase(Phase::Converting));
+        // (to_raw vets the header again; this only reads which version it is, for the record)
+        qcow2_version = Some(
+            convert::check_qcow2(&staged.path, limits.file)
+                .map_err(disk_err)?
+                .version,
+        );
     }
     let (disk_format, disk_size) =
         convert::to_raw(&staged.path, &disk, limits.file).map_err(disk_err)?;
@@ -85,6 +95,7 @@ pub fn build_disk(
         id: id.clone(),
         disk_name: staged.name,
         disk_format,
+        qcow2_version,
         disk_size,
         boot,
         created: crate::refs::now(),

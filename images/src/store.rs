@@ -80,11 +80,15 @@ pub struct Image {
     /// The disk's path in the image, e.g. `/disk/disk.qcow2`.
     pub disk_name: String,
     pub disk_format: DiskFormat,
+    /// The qcow2 version (2 or 3) the disk was converted from; None for a raw disk.
+    pub qcow2_version: Option<u32>,
     /// The kernel as an ELF vmlinux (`None` only for `kernel_optional` pulls of kernel-less disks).
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     /// Default kernel command line, e.g. `root=LABEL=cirros-rootfs ro console=ttyS0`.
     pub cmdline: String,
+    /// Where `cmdline` came from, e.g. `/boot/grub/menu.lst (partition 1)`.
+    pub cmdline_source: String,
     pub rootfs_label: Option<String>,
     /// Where kernel and initrd came from in the disk, and what was searched.
     pub boot: DiskBoot,
@@ -503,9 +507,11 @@ pub(crate) fn image_from_meta(
         disk_size: meta.disk_size,
         disk_name: meta.disk_name,
         disk_format: meta.disk_format,
+        qcow2_version: meta.qcow2_version,
         kernel,
         initrd,
         cmdline: meta.boot.cmdline.clone(),
+        cmdline_source: meta.boot.cmdline_source.clone(),
         rootfs_label: meta.boot.root_label.clone(),
         boot: meta.boot,
     }

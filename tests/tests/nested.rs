@@ -153,3 +153,43 @@ fn cloudinit() {
         "done,hostname,instance-id,write_files,runcmd"
     );
 }
+
+/// The CirrOS-shape disk (qcow2 v2, ext3, the command line only in GRUB legacy's menu.lst, as
+/// CirrOS 0.4.0 ships it): `corral image import` takes kernel, initrd and command line from
+/// menu.lst and says so; `corral vmm` boots it over virtio-pci to userspace and powers off.
+#[test]
+fn cirros_shape() {
+    let out = run(Scenario::new("cirros-shape").deadline(Duration::from_secs(300)));
+    out.assert_passed();
+    assert_eq!(
+        out.values["cmdline_source"],
+        "/boot/grub/menu.lst (partition 1)"
+    );
+    assert_eq!(out.values["root_fs_type"], "ext3");
+    assert_eq!(out.values["qcow2_version"], "2");
+    let cmdline = out.file("cmdline").trim().to_string();
+    assert_eq!(
+        cmdline,
+        "ro root=LABEL=cirros-rootfs console=tty1 console=ttyS0"
+    );
+    let import = out.file("image-import.txt");
+    assert!(
+        import.contains("           from /boot/grub/menu.lst (partition 1)"),
+        "{import}"
+    );
+    let console = out.file("boot.log");
+    for want in [
+        "initrd: mounted LABEL=cirros-rootfs (/dev/vda1) on /",
+        "cidata: seed=/dev/vdb instance-id=iid-cirros-shape",
+        // /proc/mounts says ext4: the initramfs mounts the ext3 root with the ext4 driver.
+        "USERDATA: ran on cirros-shape cpus=2 root=/dev/vda1 ext4",
+        "cmdline=ro root=LABEL=cirros-rootfs console=tty1 console=ttyS0",
+        "cidata: user-data exit=0",
+        "GUEST-READY",
+        "cpus=2 root=/dev/vda1",
+        "GUEST-SHUTDOWN",
+        "reboot: Power down",
+    ] {
+        assert!(console.contains(want), "no {want:?} in:\n{console}");
+    }
+}

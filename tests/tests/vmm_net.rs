@@ -62,6 +62,10 @@ fn jailed_vm_with_two_net_devices_in_its_own_network_namespace() {
             .args([
                 "--boot-protocol".to_string(),
                 "linux".into(),
+                // Discovery over virtio-mmio here (windows, GSIs); the traffic below runs over
+                // virtio-pci, the default.
+                "--transport".into(),
+                "mmio".into(),
                 "--jail-uid".into(),
                 JAIL_ID.to_string(),
                 "--exit-file".into(),
@@ -118,7 +122,11 @@ fn jailed_vm_with_two_net_devices_in_its_own_network_namespace() {
             ])
             .no_stdin(),
     );
-    vm.wait_for("testguest: net listening", STEP);
+    let out = vm.wait_for("testguest: net listening", STEP);
+    assert!(
+        out.contains("testguest: pci 00:01.0 id=1af4:1041"),
+        "the NIC over virtio-pci: {out}"
+    );
     let answer = http_get("10.0.2.2:80", "/");
     assert!(
         answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello from testguest"),

@@ -238,13 +238,25 @@ fn print_images(images: &[Image], json: bool) {
     for i in images {
         crate::outln!("{}", i.reference);
         crate::outln!("  digest   {}", i.digest);
+        let version = i
+            .qcow2_version
+            .map(|v| format!(" v{v}"))
+            .unwrap_or_default();
         crate::outln!(
-            "  disk     {} ({}, {} {})",
+            "  disk     {} ({}, {}{version} {})",
             i.disk_raw.display(),
             human(i.disk_size),
             i.disk_format,
             i.disk_name
         );
+        if let (Some(part), Some(fs)) = (i.boot.root_partition, &i.boot.root_fs_type) {
+            let label = i
+                .rootfs_label
+                .as_deref()
+                .map(|l| format!(", label {l}"))
+                .unwrap_or_default();
+            crate::outln!("  rootfs   partition {part} ({fs}{label})");
+        }
         match (&i.kernel, &i.boot.kernel_path) {
             (Some(k), Some(src)) => {
                 let part = i
@@ -261,6 +273,9 @@ fn print_images(images: &[Image], json: bool) {
             crate::outln!("  initrd   {} (from {src})", r.display());
         }
         crate::outln!("  cmdline  {}", i.cmdline);
+        if !i.cmdline_source.is_empty() {
+            crate::outln!("           from {}", i.cmdline_source);
+        }
     }
 }
 

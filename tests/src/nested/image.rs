@@ -373,3 +373,15 @@ fn prune(dir: &Path, keep: usize) {
         let _ = std::fs::remove_file(p);
     }
 }
+
+/// Fixtures only one scenario uses, kept out of the other scenarios' L1 images (and their
+/// cache keys): `cirros-shape` imports the CirrOS-shape OCI layout (as a tar).
+pub fn scenario_fixtures(c: &mut Contents, scenario: &str, fixtures: &Path) {
+    if scenario == "cirros-shape" {
+        c.file(
+            "nested/fixtures/cirros-shape-oci.tar",
+            0o644,
+            &fixtures.join("images/cirros-shape/oci.tar"),
+        );
+    }
+}

@@ -316,6 +316,7 @@ fn contents(s: &Scenario, kernel: &Kernel, cache: &Path) -> Contents {
         0o644,
         &fx.join("images/cirros-like/docker-archive.tar"),
     );
+    image::scenario_fixtures(&mut c, &s.name, &fx);
     c.file(
         "nested/fixtures/vmlinuz",
         0o644,
