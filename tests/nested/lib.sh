@@ -140,3 +140,23 @@ run_in() {
     | sed -n '/^BEGIN-42/,/^END-42/p' | sed '1d;$d' | tr -d '\r'
 }
 vmi_ip() { api_get "$NS/virtualmachineinstances/$1" | jq -r '.status.interfaces[0].ipAddress // empty'; }
+
+# kvm_probe WHY [PID]: what L1's KVM is doing, for a guest that stopped making progress: KVM's
+# global exit counters twice, 2 s apart (a running guest moves them, a stuck one does not), and
+# the state and kernel wait channel of each thread of VMM PID.
+kvm_probe() {
+  echo "kvm-probe: $1"
+  [ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+  _c="exits io_exits mmio_exits halt_exits halt_wakeup irq_injections irq_window_exits nmi_injections request_irq_exits signal_exits hypercalls"
+  for _round in 1 2; do
+    _line=""
+    for _f in $_c; do _line="$_line $_f=$(cat /sys/kernel/debug/kvm/$_f 2>/dev/null)"; done
+    echo "kvm-probe: counters$_line"
+    [ $_round = 2 ] || sleep 2
+  done
+  if [ -n "$2" ] && [ -d "/proc/$2" ]; then
+    for _t in /proc/$2/task/*; do
+      echo "kvm-probe: thread ${_t##*/} $(cut -d' ' -f2,3 "$_t/stat") wchan=$(cat "$_t/wchan" 2>/dev/null)"
+    done
+  fi
+}

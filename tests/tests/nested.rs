@@ -159,7 +159,13 @@ fn cloudinit() {
 /// menu.lst and says so; `corral vmm` boots it over virtio-pci to userspace and powers off.
 #[test]
 fn cirros_shape() {
-    let out = run(Scenario::new("cirros-shape").deadline(Duration::from_secs(300)));
+    let out = run(Scenario::new("cirros-shape").deadline(Duration::from_secs(360)));
+    if out.values.contains_key("early_boot_retries") {
+        nested::announce(
+            "nested cirros-shape: the first L2 boot was lost before userspace (emulated SVM \
+             under load; console in boot-1.log); booted once more",
+        );
+    }
     out.assert_passed();
     assert_eq!(
         out.values["cmdline_source"],
