@@ -16,7 +16,7 @@ PKGS=(acpica-tools busybox-static cpio e2fsprogs fdisk dosfstools mtools genisoi
       zstd bzip2 skopeo docker-registry apache2-utils hyperfine wrk jq curl util-linux python3-venv
       systemd binutils file bc pass gnupg golang-docker-credential-helpers
       nftables containernetworking-plugins iproute2 iptables iperf3
-      debootstrap debian-archive-keyring)
+      debootstrap debian-archive-keyring chromium)
 
 missing=()
 for p in "${PKGS[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
@@ -48,3 +48,13 @@ if ! command -v qemu-img >/dev/null; then
   apt-get "${BPO_OPTS[@]}" install -y -qq --no-install-recommends -t bookworm-backports qemu-utils
 fi
 command -v gcc >/dev/null || { apt-get update -qq; apt-get install -y -qq --no-install-recommends gcc libc6-dev; }
+# The web console (issue 16): node and npm build it (api/build.rs bundles ui/ with esbuild; the
+# packages are pinned by ui/package-lock.json), and its browser test drives Debian's chromium with
+# Playwright's Python package (no browser download: executable_path).
+if ! command -v npm >/dev/null; then
+  apt-get update -qq; apt-get install -y -qq --no-install-recommends nodejs npm
+fi
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+[ "$ROOT/ui/node_modules/.package-lock.json" -nt "$ROOT/ui/package-lock.json" ] || npm ci --prefix "$ROOT/ui" --no-audit --no-fund --loglevel=error
+"$VENV/bin/python" -c 'import importlib.metadata as m; assert m.version("playwright") == "1.65.3"' 2>/dev/null \
+  || "$VENV/bin/pip" install -q --disable-pip-version-check playwright==1.65.3

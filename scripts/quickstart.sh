@@ -12,7 +12,7 @@ cd "$ROOT"
 STATE=$(realpath -m "${1:-/tmp/corral}")
 shift $(( $# > 0 ? 1 : 0 ))
 [ "$(id -u)" = 0 ] || echo "quickstart: not root: /dev/kvm access and per-VM cgroups may be refused" >&2
-command -v mkfs.ext4 >/dev/null && command -v jq >/dev/null || bash .ci/install-deps.sh
+command -v mkfs.ext4 >/dev/null && command -v jq >/dev/null && command -v npm >/dev/null || bash .ci/install-deps.sh
 bash tests/fixtures/build.sh
 cargo build --release --bin corral
 CORRAL="$ROOT/target/release/corral"
@@ -22,4 +22,5 @@ mkdir -p "$STATE/run"
 echo "quickstart: API on $STATE/run/corral.sock; try:"
 echo "  curl --unix-socket $STATE/run/corral.sock -H 'Content-Type: application/yaml' --data-binary @examples/vmirs.yaml \\"
 echo "       http://localhost/apis/kubevirt.io/v1/namespaces/default/virtualmachineinstancereplicasets"
+echo "  $CORRAL proxy --socket $STATE/run/corral.sock   # web console: http://127.0.0.1:8001/ui/"
 exec "$CORRAL" daemon --state-dir "$STATE" --run-dir "$STATE/run" "$@"

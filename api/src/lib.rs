@@ -24,4 +24,6 @@ pub mod state;
 pub mod status;
 pub mod table;
 pub mod tls;
+pub mod ui;
 pub mod watch;
+pub mod watch_ws;

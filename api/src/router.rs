@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use axum::Router;
-use axum::extract::{RawQuery, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -63,14 +63,29 @@ fn url_decode_pairs(q: &str) -> HashMap<String, String> {
         .collect()
 }
 
-async fn dispatch(
-    State(st): State<AppState>,
+/// Every request but the console's: a watch asked for over a WebSocket goes to
+/// [`crate::watch_ws`], which runs it through [`dispatch_http`]; the rest go there directly.
+async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
+    if crate::watch_ws::wanted(&req) {
+        return crate::watch_ws::serve(st, req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let raw = parts.uri.query().map(str::to_string);
+    dispatch_http(st, parts.method, parts.uri, parts.headers, raw, body).await
+}
+
+/// Parses the path and runs the route: the API, the page, health and metrics.
+pub(crate) async fn dispatch_http(
+    st: AppState,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
+    raw: Option<String>,
     body: axum::body::Body,
 ) -> Response {
+    if let Some(page) = crate::ui::serve(&method, &uri) {
+        return page;
+    }
     let q = parse_query(raw.as_deref());
     let route = path::parse(uri.path());
     let metrics = st.metrics.is_some();
@@ -185,20 +200,68 @@ async fn limit_body(
         .await
 }
 
-/// Rejects requests without the bearer token (TCP listener only).
+/// The WebSocket subprotocol prefix that carries a bearer token (browsers cannot set headers on
+/// a WebSocket): `base64url.bearer.authorization.k8s.io.<base64url(token)>`, as the Kubernetes
+/// API server accepts it.
+const WS_TOKEN_PROTOCOL: &str = "base64url.bearer.authorization.k8s.io.";
+
+/// The token of a request: the `Authorization: Bearer` header, else a WebSocket subprotocol
+/// entry (which is then removed from the header, so the token goes no further).
+fn request_token(headers: &mut HeaderMap) -> Option<String> {
+    if let Some(t) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return Some(t.trim().to_string());
+    }
+    use base64::Engine;
+    let protos = headers
+        .get(header::SEC_WEBSOCKET_PROTOCOL)?
+        .to_str()
+        .ok()?
+        .to_string();
+    let mut token = None;
+    let mut rest = Vec::new();
+    for p in protos.split(',').map(str::trim) {
+        match p.strip_prefix(WS_TOKEN_PROTOCOL) {
+            Some(enc) if token.is_none() => {
+                token = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(enc.trim_end_matches('='))
+                    .ok()
+                    .and_then(|b| String::from_utf8(b).ok());
+            }
+            _ => rest.push(p),
+        }
+    }
+    if token.is_some() {
+        match header::HeaderValue::from_str(&rest.join(", ")) {
+            Ok(v) if !rest.is_empty() => {
+                headers.insert(header::SEC_WEBSOCKET_PROTOCOL, v);
+            }
+            _ => {
+                headers.remove(header::SEC_WEBSOCKET_PROTOCOL);
+            }
+        }
+    }
+    token
+}
+
+/// Rejects requests without the bearer token (TCP listener only); the web console's static
+/// assets ([`crate::ui`]) are public.
 async fn require_token(
     State(token): State<std::sync::Arc<String>>,
     req: Request,
     next: Next,
 ) -> Response {
-    let ok = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), token.as_bytes()));
+    if crate::ui::is_public(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let ok = request_token(&mut parts.headers)
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
     if ok {
-        next.run(req).await
+        next.run(Request::from_parts(parts, body)).await
     } else {
         ApiError::unauthorized().into_response()
     }
@@ -257,6 +320,30 @@ mod tests {
         assert_eq!(q["watch"], "true");
         assert_eq!(q["x"], "a b");
         assert_eq!(q["y"], "%zz");
+    }
+
+    #[test]
+    fn token_from_header_or_websocket_protocol() {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer abc ".parse().unwrap());
+        assert_eq!(request_token(&mut h).as_deref(), Some("abc"));
+        // "s3cret" in base64url without padding, next to the console's protocol.
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "plain.kubevirt.io, base64url.bearer.authorization.k8s.io.czNjcmV0"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(request_token(&mut h).as_deref(), Some("s3cret"));
+        assert_eq!(h[header::SEC_WEBSOCKET_PROTOCOL], "plain.kubevirt.io");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "base64url.bearer.authorization.k8s.io.!!!".parse().unwrap(),
+        );
+        assert_eq!(request_token(&mut h), None);
+        assert_eq!(request_token(&mut HeaderMap::new()), None);
     }
 
     #[test]

@@ -64,7 +64,12 @@ impl CmdError {
 impl Conn {
     /// A client for these settings.
     pub fn client(&self) -> Result<Client, CmdError> {
-        let endpoint = match &self.server {
+        Ok(Client::new(self.endpoint()?))
+    }
+
+    /// Where and how to reach the daemon.
+    pub fn endpoint(&self) -> Result<Endpoint, CmdError> {
+        Ok(match &self.server {
             None => Endpoint::Unix(self.socket.clone()),
             Some(s) => {
                 let addr = s
@@ -92,8 +97,7 @@ impl Conn {
                     ca: self.certificate_authority.clone(),
                 }
             }
-        };
-        Ok(Client::new(endpoint))
+        })
     }
 }
 

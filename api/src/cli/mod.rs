@@ -44,6 +44,7 @@ pub mod get;
 pub mod image;
 pub mod kubeconfig;
 pub mod logs;
+pub mod proxy;
 pub mod scale;
 pub mod top;
 pub mod vmm;
@@ -81,6 +82,8 @@ pub enum Command {
     Top(top::Args),
     /// Print a kubeconfig for kubectl (TCP listener + token).
     Kubeconfig(kubeconfig::Args),
+    /// Serve the web console and the API on a loopback port, like kubectl proxy.
+    Proxy(proxy::Args),
     /// Run one VM in the foreground (what the daemon spawns per VM).
     Vmm(vmm::Args),
     /// Pull, import, list and remove container disks.
@@ -106,6 +109,7 @@ pub fn run(cli: Cli, matches: &ArgMatches) -> ExitCode {
         Command::Logs(a) => logs::run(a),
         Command::Top(a) => top::run(a),
         Command::Kubeconfig(a) => kubeconfig::run(a),
+        Command::Proxy(a) => proxy::run(a),
         Command::Vmm(args) => vmm::run(args),
         Command::Image(args) => image::run(args),
     }
