@@ -29,9 +29,16 @@ impl Drop for Proxy {
 }
 
 fn start_proxy(socket: &Path) -> Proxy {
-    let mut child = Command::new(corral_tests::bin::corral())
-        .args(["proxy", "--port", "0", "--socket"])
-        .arg(socket)
+    spawn_proxy(
+        Command::new(corral_tests::bin::corral())
+            .args(["proxy", "--port", "0", "--socket"])
+            .arg(socket),
+    )
+}
+
+/// Spawns `cmd` (a `corral proxy --port 0 ...`) and reads its port from its first line.
+fn spawn_proxy(cmd: &mut Command) -> Proxy {
+    let mut child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -138,6 +145,63 @@ fn proxy_guards_and_page_headers() {
     );
     assert!(h.starts_with("HTTP/1.1 502"), "{h}");
     assert!(body.contains("corral.sock"), "{body}");
+}
+
+/// The daemon's HTTPS listener with a bearer token: the page is public, the API is not; the page
+/// signs in with the token (in a real browser), and `corral proxy --server` forwards with it.
+#[test]
+fn token_listener_in_a_real_browser_and_through_the_proxy() {
+    let (chromium, python) = (chromium(), python());
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "ui-test-token\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start(&["--listen", &addr, "--token-file", token.to_str().unwrap()]);
+    let shots = corral_tests::bin::workspace().join("target/ui");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new(python)
+        .arg(corral_tests::bin::workspace().join("tests/ui/browser.py"))
+        .arg("--url")
+        .arg(format!("https://{addr}/ui/"))
+        .arg("--chromium")
+        .arg(chromium)
+        .arg("--shots")
+        .arg(&shots)
+        .args(["--token", "ui-test-token"])
+        .output()
+        .expect("run tests/ui/browser.py --token");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "the sign-in test failed:\n{text}\ndaemon log:\n{}",
+        d.log()
+    );
+    // corral proxy in front of the TCP listener: the proxy adds the token.
+    let ca = d.state_dir.join("tls/ca.crt");
+    let p = spawn_proxy(
+        Command::new(corral_tests::bin::corral())
+            .args(["proxy", "--port", "0", "--server", &addr, "--token-file"])
+            .arg(&token)
+            .arg("--certificate-authority")
+            .arg(&ca),
+    );
+    let (h, body) = http(
+        p.port,
+        "GET /api/v1/namespaces/default/services HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+    );
+    assert!(h.starts_with("HTTP/1.1 200"), "{h}{body}");
+    assert!(body.contains("\"name\":\"web\""), "{body}");
+    std::mem::forget(dir); // the token file must outlive the daemon's reads
 }
 
 #[test]

@@ -3,6 +3,9 @@
 Run by tests/tests/ui_browser.rs against `corral proxy` in front of a daemon with pod networking:
   browser.py --url http://127.0.0.1:PORT/ui/ --chromium /usr/bin/chromium --shots DIR
              --vmirs SEED_VMIRS_YAML --hpa SEED_HPA_YAML [--timeout SECONDS]
+With --token TOKEN (and the daemon's HTTPS listener as --url), the sign-in instead: the page asks
+for the token, refuses a wrong one, and with the right one lists, creates a Service and sees it
+arrive through a watch that carries the token as a WebSocket subprotocol.
 Every step is found by accessible role and name (so the names are tested too), waits for what
 the page shows (no sleeps as assertions), saves a screenshot, and prints its elapsed time. A step
 that does not happen in time fails with its name, a screenshot of the page and exit status 1.
@@ -28,10 +31,13 @@ def main():
     ap.add_argument("--url", required=True)
     ap.add_argument("--chromium", required=True)
     ap.add_argument("--shots", required=True)
-    ap.add_argument("--vmirs", required=True)
-    ap.add_argument("--hpa", required=True)
+    ap.add_argument("--vmirs")
+    ap.add_argument("--hpa")
+    ap.add_argument("--token")
     ap.add_argument("--timeout", type=float, default=240)
     a = ap.parse_args()
+    if a.token:
+        return token_flow(a)
     vmirs = open(a.vmirs).read()
     hpa = open(a.hpa).read()
     t0 = time.monotonic()
@@ -184,6 +190,65 @@ def main():
             return 1
         browser.close()
     print(f"PASS in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+SERVICE = """apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector:
+    kubevirt.io/domain: lab05-cirros
+  ports:
+    - port: 80
+"""
+
+
+def token_flow(a):
+    t0 = time.monotonic()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=a.chromium, args=["--no-sandbox"])
+        # The listener's certificate comes from the daemon's own CA, which this browser lacks.
+        page = browser.new_context(ignore_https_errors=True,
+                                   viewport={"width": 1280, "height": 800}).new_page()
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+
+        def fail(msg):
+            page.screenshot(path=f"{a.shots}/token-failed.png", full_page=True)
+            print(f"FAIL: {msg}; page errors: {errors}", file=sys.stderr)
+            browser.close()
+            return 1
+
+        login = page.get_by_role("dialog", name="corral needs a token")
+        page.goto(a.url)
+        try:
+            login.wait_for(state="visible", timeout=10000)
+            page.get_by_label("API token").fill("wrong-token")
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_timeout(1000)
+            login.wait_for(state="visible", timeout=10000)
+            print(f"[{time.monotonic() - t0:6.1f}s] asked for a token; a wrong one is refused")
+            page.get_by_label("API token").fill(a.token)
+            page.get_by_role("button", name="Sign in").click()
+            login.wait_for(state="hidden", timeout=10000)
+            errors.clear()  # the 401s before signing in
+            page.get_by_role("table", name="Services").get_by_text("No services").wait_for(timeout=10000)
+            page.get_by_role("button", name="Create from YAML").click()
+            page.get_by_role("textbox", name="YAML or JSON").fill(SERVICE)
+            page.get_by_role("button", name="Create", exact=True).click()
+            page.get_by_role("table", name="Services").get_by_role("cell", name="web", exact=True) \
+                .wait_for(timeout=10000)
+        except Exception as e:  # Playwright's timeouts name what was awaited
+            return fail(str(e).splitlines()[0])
+        page.screenshot(path=f"{a.shots}/token-signed-in.png", full_page=True)
+        if errors:
+            return fail("the page logged errors")
+        print(f"[{time.monotonic() - t0:6.1f}s] signed in; the Service arrived through the watch")
+        browser.close()
+    print("PASS")
     return 0
 
 
