@@ -32,3 +32,44 @@ pub fn in_private() -> bool {
         _ => false,
     }
 }
+
+/// A CNI configuration directory for one test's daemon (`--cni-conf-dir`): corral's default
+/// conflist, with host-local's leases kept beside it (`ipam/`) instead of on the host.
+pub struct CniDir {
+    dir: tempfile::TempDir,
+}
+
+impl CniDir {
+    /// Writes the conflist into a new temporary directory.
+    pub fn new() -> CniDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conf_dir = dir.path().join("net.d");
+        std::fs::create_dir_all(&conf_dir).expect("net.d");
+        let conf = supervisor::network::DefaultConfList {
+            ipam_data_dir: Some(dir.path().join("ipam")),
+            ..Default::default()
+        };
+        std::fs::write(
+            conf_dir.join("10-corral.conflist"),
+            conf.to_json().to_string(),
+        )
+        .expect("write the conflist");
+        CniDir { dir }
+    }
+
+    /// The directory to pass as `--cni-conf-dir`.
+    pub fn conf_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("net.d")
+    }
+
+    /// host-local's lease directory.
+    pub fn ipam_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("ipam")
+    }
+}
+
+impl Default for CniDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}

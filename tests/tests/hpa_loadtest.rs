@@ -45,18 +45,8 @@ fn loadtest_script_reproduces_the_lab() {
 #[test]
 fn loadtest_service_mode_scales_on_curl_load_alone() {
     corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
-    let tmp = tempfile::tempdir().unwrap();
-    let conf_dir = tmp.path().join("net.d");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let conf = supervisor::network::DefaultConfList {
-        ipam_data_dir: Some(tmp.path().join("ipam")),
-        ..Default::default()
-    };
-    std::fs::write(
-        conf_dir.join("10-corral.conflist"),
-        conf.to_json().to_string(),
-    )
-    .unwrap();
+    let cni = corral_tests::netns::CniDir::new();
+    let conf_dir = cni.conf_dir();
     let reg = lab::testguest_registry();
     let d = corral_tests::daemon::Daemon::start_networked(&[
         "--insecure-registry",

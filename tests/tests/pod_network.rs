@@ -195,20 +195,9 @@ fn leftovers(d: &Daemon, ipam: &Path) -> Leftovers {
 #[test]
 fn every_vmi_gets_a_pod_ip_kept_across_restarts_and_nothing_leaks() {
     corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
-    let tmp = tempfile::tempdir().unwrap();
-    let conf_dir = tmp.path().join("net.d");
-    let ipam = tmp.path().join("ipam");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    // corral's default conflist, with host-local's leases in the test's directory.
-    let conf = supervisor::network::DefaultConfList {
-        ipam_data_dir: Some(ipam.clone()),
-        ..Default::default()
-    };
-    std::fs::write(
-        conf_dir.join("10-corral.conflist"),
-        conf.to_json().to_string(),
-    )
-    .unwrap();
+    let cni = corral_tests::netns::CniDir::new();
+    let conf_dir = cni.conf_dir();
+    let ipam = cni.ipam_dir();
     let reg = testguest_registry();
     let mut d = Daemon::start_networked(&[
         "--insecure-registry",
@@ -360,18 +349,8 @@ fn every_vmi_gets_a_pod_ip_kept_across_restarts_and_nothing_leaks() {
 #[test]
 fn only_listed_ports_reach_the_guest() {
     corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
-    let tmp = tempfile::tempdir().unwrap();
-    let conf_dir = tmp.path().join("net.d");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let conf = supervisor::network::DefaultConfList {
-        ipam_data_dir: Some(tmp.path().join("ipam")),
-        ..Default::default()
-    };
-    std::fs::write(
-        conf_dir.join("10-corral.conflist"),
-        conf.to_json().to_string(),
-    )
-    .unwrap();
+    let cni = corral_tests::netns::CniDir::new();
+    let conf_dir = cni.conf_dir();
     let reg = testguest_registry();
     let d = Daemon::start_networked(&[
         "--insecure-registry",

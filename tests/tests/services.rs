@@ -167,17 +167,8 @@ impl Kubectl {
 fn services_spread_connections_over_ready_vmis_and_leave_nothing_behind() {
     corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
     let tmp = tempfile::tempdir().unwrap();
-    let conf_dir = tmp.path().join("net.d");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let conf = supervisor::network::DefaultConfList {
-        ipam_data_dir: Some(tmp.path().join("ipam")),
-        ..Default::default()
-    };
-    std::fs::write(
-        conf_dir.join("10-corral.conflist"),
-        conf.to_json().to_string(),
-    )
-    .unwrap();
+    let cni = corral_tests::netns::CniDir::new();
+    let conf_dir = cni.conf_dir();
     let token = tmp.path().join("token");
     std::fs::write(&token, "services-test-token\n").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -454,18 +445,8 @@ fn condition(v: &Value, t: &str) -> Option<Value> {
 #[test]
 fn readiness_probes_gate_endpoints_and_failed_liveness_probes_replace_vmis() {
     corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
-    let tmp = tempfile::tempdir().unwrap();
-    let conf_dir = tmp.path().join("net.d");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let conf = supervisor::network::DefaultConfList {
-        ipam_data_dir: Some(tmp.path().join("ipam")),
-        ..Default::default()
-    };
-    std::fs::write(
-        conf_dir.join("10-corral.conflist"),
-        conf.to_json().to_string(),
-    )
-    .unwrap();
+    let cni = corral_tests::netns::CniDir::new();
+    let conf_dir = cni.conf_dir();
     let reg = testguest_registry();
     let d = Daemon::start_networked(&[
         "--insecure-registry",

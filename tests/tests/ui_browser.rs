@@ -91,6 +91,37 @@ fn python() -> PathBuf {
     p
 }
 
+/// Runs `tests/ui/browser.py` against `url` with `args`; on failure, panics with its output,
+/// where the screenshots are and the daemon's log.
+fn browser(d: &Daemon, url: &str, args: &[&std::ffi::OsStr]) {
+    let (chromium, python) = (chromium(), python());
+    let shots = corral_tests::bin::workspace().join("target/ui");
+    std::fs::create_dir_all(&shots).unwrap();
+    let out = Command::new(python)
+        .arg(corral_tests::bin::workspace().join("tests/ui/browser.py"))
+        .arg("--url")
+        .arg(url)
+        .arg("--chromium")
+        .arg(chromium)
+        .arg("--shots")
+        .arg(&shots)
+        .args(args)
+        .output()
+        .expect("run tests/ui/browser.py");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "the browser test failed (screenshots in {}):\n{text}\ndaemon log:\n{}",
+        shots.display(),
+        d.log()
+    );
+}
+
 #[test]
 fn proxy_guards_and_page_headers() {
     let d = Daemon::start(&[]);
@@ -151,7 +182,8 @@ fn proxy_guards_and_page_headers() {
 /// signs in with the token (in a real browser), and `corral proxy --server` forwards with it.
 #[test]
 fn token_listener_in_a_real_browser_and_through_the_proxy() {
-    let (chromium, python) = (chromium(), python());
+    // Missing tools fail the test before anything starts.
+    let _ = (chromium(), python());
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "ui-test-token\n").unwrap();
@@ -162,29 +194,10 @@ fn token_listener_in_a_real_browser_and_through_the_proxy() {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let d = Daemon::start(&["--listen", &addr, "--token-file", token.to_str().unwrap()]);
-    let shots = corral_tests::bin::workspace().join("target/ui");
-    std::fs::create_dir_all(&shots).unwrap();
-    let out = Command::new(python)
-        .arg(corral_tests::bin::workspace().join("tests/ui/browser.py"))
-        .arg("--url")
-        .arg(format!("https://{addr}/ui/"))
-        .arg("--chromium")
-        .arg(chromium)
-        .arg("--shots")
-        .arg(&shots)
-        .args(["--token", "ui-test-token"])
-        .output()
-        .expect("run tests/ui/browser.py --token");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{text}");
-    assert!(
-        out.status.success(),
-        "the sign-in test failed:\n{text}\ndaemon log:\n{}",
-        d.log()
+    browser(
+        &d,
+        &format!("https://{addr}/ui/"),
+        &["--token".as_ref(), "ui-test-token".as_ref()],
     );
     // corral proxy in front of the TCP listener: the proxy adds the token.
     let ca = d.state_dir.join("tls/ca.crt");
@@ -206,20 +219,11 @@ fn token_listener_in_a_real_browser_and_through_the_proxy() {
 
 #[test]
 fn the_lab_in_a_real_browser() {
-    let (chromium, python) = (chromium(), python());
+    let _ = (chromium(), python());
     corral_tests::netns::enter_private().expect("a private network namespace (needs root)");
     let tmp = tempfile::tempdir().unwrap();
-    let conf_dir = tmp.path().join("net.d");
-    std::fs::create_dir_all(&conf_dir).unwrap();
-    let conf = supervisor::network::DefaultConfList {
-        ipam_data_dir: Some(tmp.path().join("ipam")),
-        ..Default::default()
-    };
-    std::fs::write(
-        conf_dir.join("10-corral.conflist"),
-        conf.to_json().to_string(),
-    )
-    .unwrap();
+    let cni = corral_tests::netns::CniDir::new();
+    let conf_dir = cni.conf_dir();
     let reg = lab::testguest_registry();
     let d = Daemon::start_networked(&[
         "--insecure-registry",
@@ -237,34 +241,17 @@ fn the_lab_in_a_real_browser() {
     let vmirs = tmp.path().join("vmirs.yaml");
     std::fs::write(&vmirs, lab::seed_set(&reg)).unwrap();
     let hpa = corral_tests::bin::workspace().join("tests/fixtures/seed/hpa.yaml");
-    let shots = corral_tests::bin::workspace().join("target/ui");
-    std::fs::create_dir_all(&shots).unwrap();
-    let out = Command::new(python)
-        .arg(corral_tests::bin::workspace().join("tests/ui/browser.py"))
-        .arg("--url")
-        .arg(format!("http://127.0.0.1:{}/ui/", p.port))
-        .arg("--chromium")
-        .arg(chromium)
-        .arg("--shots")
-        .arg(&shots)
-        .arg("--vmirs")
-        .arg(&vmirs)
-        .arg("--hpa")
-        .arg(&hpa)
-        .args(["--timeout", "240"])
-        .output()
-        .expect("run tests/ui/browser.py");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{text}");
-    assert!(
-        out.status.success(),
-        "the browser test failed (screenshots in {}):\n{text}\ndaemon log:\n{}",
-        shots.display(),
-        d.log()
+    browser(
+        &d,
+        &format!("http://127.0.0.1:{}/ui/", p.port),
+        &[
+            "--vmirs".as_ref(),
+            vmirs.as_os_str(),
+            "--hpa".as_ref(),
+            hpa.as_os_str(),
+            "--timeout".as_ref(),
+            "240".as_ref(),
+        ],
     );
     // The set was left at 2 by the HPA: delete it before the daemon goes (VMs outlive it).
     let r = d.req(
