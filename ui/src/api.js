@@ -81,6 +81,7 @@ export async function listWatch(path, onChange, signal, keyOf = (o) => o.metadat
   while (!signal.aborted) {
     try {
       const list = await call('GET', path);
+      if (signal.aborted) return; // a list that answered after the namespace changed
       const map = new Map();
       for (const o of list.items || []) map.set(keyOf(o), o);
       onChange(map);
@@ -95,6 +96,7 @@ export async function listWatch(path, onChange, signal, keyOf = (o) => o.metadat
         signal.addEventListener('abort', stop, { once: true });
         ws.onopen = () => { backoff = 1000; };
         ws.onmessage = (m) => {
+          if (signal.aborted) return;
           try {
             const ev = JSON.parse(typeof m.data === 'string' ? m.data : dec.decode(m.data));
             if (ev.type === 'ERROR') { ws.close(); reject(new ApiError(ev.object?.code || 500, ev.object)); return; }

@@ -6,7 +6,7 @@ import uPlot from 'uplot';
 import { call } from './api.js';
 import { PATHS } from './kinds.js';
 import { millicores } from './quantity.js';
-import { $ } from './dom.js';
+import { $, h } from './dom.js';
 
 const WINDOW_S = 600;
 const COLORS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#4d7c0f', '#be185d'];
@@ -27,9 +27,17 @@ function trim(t, arrays) {
   if (n) { t.splice(0, n); for (const a of arrays) a.splice(0, n); }
 }
 
-function drawCpu() {
+/** Replaces a chart with a line of text (no data yet, or none to show). */
+function empty(el, plot, text) {
+  plot?.destroy();
+  el.replaceChildren(h('p', { class: 'empty' }, text));
+  return null;
+}
+
+function drawCpu(note) {
   const el = $('c-cpu');
   const names = [...cpu.series.keys()].sort();
+  if (!names.length) { cpuPlot = empty(el, cpuPlot, note || 'No running VMIs to measure yet'); return; }
   const data = [cpu.t, ...names.map((n) => cpu.series.get(n))];
   const key = names.join('|');
   if (!cpuPlot || cpuPlot.key !== key) {
@@ -64,9 +72,15 @@ function drawHpa() {
   } else hpaPlot.setData(data);
 }
 
-async function sampleCpu(ns) {
+async function sampleCpu(ns, signal) {
   let list;
-  try { list = await call('GET', PATHS.podMetrics(ns)); } catch { return; }
+  try {
+    list = await call('GET', PATHS.podMetrics(ns));
+  } catch (e) {
+    if (!signal.aborted && !cpu.series.size) drawCpu(`No metrics: ${e.message}`);
+    return;
+  }
+  if (signal.aborted) return; // the namespace changed meanwhile
   const now = Date.now() / 1000;
   cpu.t.push(now);
   const seen = new Set();
@@ -87,7 +101,13 @@ async function sampleCpu(ns) {
 /** Records the HPA's state now (called on its watch events and every 5 s to draw steps). */
 export function sampleHpa(state) {
   const a = [...state.hpa.values()].sort((x, y) => x.metadata.name.localeCompare(y.metadata.name))[0];
-  if (!a) return;
+  if (!a) {
+    if (hpa.name || !$('c-hpa').firstChild) {
+      Object.assign(hpa, { t: [], cur: [], target: [], replicas: [], name: '' });
+      hpaPlot = empty($('c-hpa'), hpaPlot, 'No autoscaler in this namespace');
+    }
+    return;
+  }
   if (hpa.name !== a.metadata.name) Object.assign(hpa, { t: [], cur: [], target: [], replicas: [], name: a.metadata.name });
   hpa.t.push(Date.now() / 1000);
   hpa.cur.push(a.status?.currentCPUUtilizationPercentage ?? null);
@@ -102,14 +122,19 @@ export function startCharts(ns, state, signal) {
   cpu.t = []; cpu.series = new Map();
   const tick = () => {
     if (document.hidden) return;
-    sampleCpu(ns());
+    sampleCpu(ns(), signal);
     sampleHpa(state);
   };
   tick();
   const id = setInterval(tick, 5000);
   signal.addEventListener('abort', () => clearInterval(id), { once: true });
-  window.addEventListener('resize', () => {
-    cpuPlot?.setSize({ width: width($('c-cpu')), height: 220 });
-    hpaPlot?.setSize({ width: width($('c-hpa')), height: 220 });
-  });
+  if (!resizing) {
+    resizing = true;
+    window.addEventListener('resize', () => {
+      cpuPlot?.setSize({ width: width($('c-cpu')), height: 220 });
+      hpaPlot?.setSize({ width: width($('c-hpa')), height: 220 });
+    });
+  }
 }
+
+let resizing = false;

@@ -58,28 +58,40 @@ function gutter() {
   showErrors([]);
 }
 
-/** Creates every document; returns the messages of what was created, or throws after showing errors. */
-async function createAll(text, ns) {
+/** "Flow sequence ... at line 7, column 3:\n\n  ports: [1\n  ^" → "column 3: Flow sequence ...". */
+function syntaxMessage(e) {
+  const first = e.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+  const col = e.linePos?.[0]?.col;
+  return col ? `column ${col}: ${first}` : first;
+}
+
+/**
+ * Creates every document, pushing a message per created one to `done`; throws after showing
+ * errors. Nothing is sent unless every document parses and names a kind the console creates.
+ */
+async function createAll(text, ns, done) {
   const docs = parseAllDocuments(text);
   const syntax = [];
   for (const d of Array.isArray(docs) ? docs : [docs]) {
-    for (const e of d.errors) syntax.push({ line: e.linePos?.[0]?.line, message: e.message.split('\n')[0] });
+    for (const e of d.errors) syntax.push({ line: e.linePos?.[0]?.line, message: syntaxMessage(e) });
   }
   if (syntax.length) { showErrors(syntax); throw new Error('syntax'); }
-  const done = [];
+  const plan = [];
+  const bad = [];
   for (const doc of docs) {
     const obj = doc.toJS();
     if (obj === null || obj === undefined) continue;
     const docLine = lineOf(text, doc.contents?.range?.[0] ?? 0);
     if (typeof obj !== 'object' || Array.isArray(obj)) {
-      showErrors([{ line: docLine, message: 'a document must be an object with apiVersion and kind' }]);
-      throw new Error('shape');
+      bad.push({ line: docLine, message: 'a document must be an object with apiVersion and kind' });
+      continue;
     }
     const path = collectionFor(obj.apiVersion, obj.kind, obj.metadata?.namespace || ns);
-    if (path instanceof Error) {
-      showErrors([{ line: lineOf(text, offsetOf(doc, ['kind'])), message: path.message }]);
-      throw path;
-    }
+    if (path instanceof Error) bad.push({ line: lineOf(text, offsetOf(doc, ['kind'])), message: path.message });
+    else plan.push({ doc, obj, path, docLine });
+  }
+  if (bad.length) { showErrors(bad); throw new Error('shape'); }
+  for (const { doc, obj, path, docLine } of plan) {
     try {
       const created = await call('POST', `${path}?fieldValidation=Strict`, JSON.stringify(obj), 'application/json');
       done.push(`created ${obj.kind.toLowerCase()} ${created?.metadata?.name || obj.metadata?.name}`);
@@ -119,11 +131,14 @@ export function setupCreate(ns, say) {
     e.preventDefault();
     const btn = $('create-submit');
     btn.disabled = true;
+    const done = [];
     try {
-      const done = await createAll($('create-text').value, ns());
+      await createAll($('create-text').value, ns(), done);
       dlg.close();
       say(done.join('; ') || 'nothing to create');
     } catch (err) {
+      // Documents before the failing one were created: say so, they will not be rolled back.
+      if (done.length) say(`${done.join('; ')}; then stopped at an error`);
       if (!(err instanceof ApiError) && !['syntax', 'shape'].includes(err.message) && !$('create-errors').children.length) {
         showErrors([{ line: null, message: err.message }]);
       }

@@ -20,6 +20,7 @@ export function h(tag, attrs = {}, ...children) {
 export function fillTable(table, columns, rows, empty = 'None') {
   // A watch event re-renders the table: keep what the user is typing and where focus is.
   const active = document.activeElement;
+  // Every control in a row has an id made from the row's object (see tables.js).
   const keep = active && table.contains(active) && active.id ? { id: active.id, value: active.value } : null;
   const body = rows.length
     ? rows.map((r) => h('tr', {}, r.map((c) => h('td', {}, c))))

@@ -51,7 +51,8 @@ function renderNamespaces() {
 
 function authFailed() {
   setToken(null);
-  $('login').showModal();
+  watches?.abort();
+  if (!$('login').open) $('login').showModal();
 }
 
 function startWatches() {
@@ -91,8 +92,13 @@ function route() {
     const c = currentVmi();
     if (!c || c.ns !== vns || c.name !== name) openVmi(vns, name);
     renderVmi(state);
+    document.title = `${name} · corral`;
   } else if (currentVmi()) {
+    const { name } = currentVmi();
     closeVmi();
+    document.title = 'corral';
+    // Back where the user left: the VMI's link, else the table.
+    ($(`open-vmi-${name}`) || $('h-vmi')).focus();
   }
 }
 
@@ -113,6 +119,8 @@ function start() {
   $('ns').addEventListener('change', () => { location.hash = '#/'; startWatches(); });
   setupCreate(ns, say);
   setupVmi();
+  // Without a token there is nothing to show: Escape does not dismiss the sign-in.
+  $('login').addEventListener('cancel', (e) => e.preventDefault());
   $('login-form').addEventListener('submit', (e) => {
     e.preventDefault();
     setToken($('login-token').value.trim());

@@ -25,10 +25,10 @@ export function renderVmirs(state, actions) {
       const form = h('form', {
         class: 'inline',
         onsubmit: (e) => { e.preventDefault(); actions.scale(name, Number(input.value)); },
-      }, input, h('button', { type: 'submit', 'aria-label': `Scale ${name}` }, 'Scale'));
+      }, input, h('button', { id: `scale-go-${name}`, type: 'submit', 'aria-label': `Scale ${name}` }, 'Scale'));
       return [name, rs.spec?.replicas ?? 1, rs.status?.replicas ?? 0, rs.status?.readyReplicas ?? 0,
         age(rs.metadata.creationTimestamp), form,
-        h('button', { type: 'button', 'aria-label': `Delete replica set ${name}`, onclick: () => actions.remove('vmirs', name) }, 'Delete')];
+        h('button', { id: `del-vmirs-${name}`, type: 'button', 'aria-label': `Delete replica set ${name}`, onclick: () => actions.remove('vmirs', name) }, 'Delete')];
     }), 'No replica sets');
 }
 
@@ -38,10 +38,10 @@ export function renderVmis(state, actions) {
     byName(state.vmi).map((v) => {
       const name = v.metadata.name;
       return [
-        h('a', { href: `#/vmi/${encodeURIComponent(v.metadata.namespace)}/${encodeURIComponent(name)}` }, name),
+        h('a', { id: `open-vmi-${name}`, href: `#/vmi/${encodeURIComponent(v.metadata.namespace)}/${encodeURIComponent(name)}` }, name),
         v.status?.phase || 'Pending', vmiIP(v), isReady(v) ? 'True' : 'False', v.status?.nodeName || '',
         age(v.metadata.creationTimestamp),
-        h('button', { type: 'button', 'aria-label': `Delete VMI ${name}`, onclick: () => actions.remove('vmi', name) }, 'Delete'),
+        h('button', { id: `del-vmi-${name}`, type: 'button', 'aria-label': `Delete VMI ${name}`, onclick: () => actions.remove('vmi', name) }, 'Delete'),
       ];
     }), 'No virtual machine instances');
 }
@@ -58,7 +58,7 @@ export function renderHpas(state, actions) {
       const ref = a.spec?.scaleTargetRef || {};
       return [a.metadata.name, `${ref.kind}/${ref.name}`, hpaTargets(a), a.spec?.minReplicas ?? 1,
         a.spec?.maxReplicas, a.status?.currentReplicas ?? 0, age(a.metadata.creationTimestamp),
-        h('button', { type: 'button', 'aria-label': `Delete HPA ${a.metadata.name}`, onclick: () => actions.remove('hpa', a.metadata.name) }, 'Delete')];
+        h('button', { id: `del-hpa-${a.metadata.name}`, type: 'button', 'aria-label': `Delete HPA ${a.metadata.name}`, onclick: () => actions.remove('hpa', a.metadata.name) }, 'Delete')];
     }), 'No autoscalers');
 }
 
@@ -70,7 +70,7 @@ export function renderServices(state, actions) {
       const sel = Object.entries(s.spec?.selector || {}).map(([k, v]) => `${k}=${v}`).join(',');
       return [s.metadata.name, s.spec?.type || 'ClusterIP', s.spec?.clusterIP || '', ports, sel,
         age(s.metadata.creationTimestamp),
-        h('button', { type: 'button', 'aria-label': `Delete service ${s.metadata.name}`, onclick: () => actions.remove('svc', s.metadata.name) }, 'Delete')];
+        h('button', { id: `del-svc-${s.metadata.name}`, type: 'button', 'aria-label': `Delete service ${s.metadata.name}`, onclick: () => actions.remove('svc', s.metadata.name) }, 'Delete')];
     }), 'No services');
 }
 
