@@ -39,7 +39,10 @@ export function openVmi(ns, name) {
   box.setAttribute('aria-label', `Serial console of ${name}`);
   box.setAttribute('role', 'region');
   if (!term) {
-    term = new Terminal({ convertEol: false, cursorBlink: true, fontSize: 14, scrollback: 2000, rows: 24 });
+    // screenReaderMode: xterm keeps an accessible copy of the rows and announces new output.
+    term = new Terminal({ convertEol: false, cursorBlink: true, fontSize: 14, scrollback: 2000, rows: 24, screenReaderMode: true });
+    // Tab belongs to the guest's shell; Shift+Tab leaves the terminal (no keyboard trap).
+    term.attachCustomKeyEventHandler((e) => !(e.key === 'Tab' && e.shiftKey));
     term.open(box);
     const enc = new TextEncoder();
     term.onData((d) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
