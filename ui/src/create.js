@@ -51,7 +51,16 @@ function showErrors(list) {
   const text = $('create-text').value;
   const n = text.split('\n').length;
   $('create-gutter').replaceChildren(...Array.from({ length: n }, (_, i) =>
-    h('span', { class: lines.has(i + 1) ? 'bad' : '' }, `${i + 1}\n`)));
+    h('span', { class: lines.has(i + 1) ? 'bad' : '' }, String(i + 1))));
+  if (lines.size) scrollToLine(Math.min(...lines));
+}
+
+/** Scrolls the text (and the gutter with it) so that `line` shows near the top. */
+function scrollToLine(line) {
+  const ta = $('create-text');
+  const lh = parseFloat(getComputedStyle(ta).lineHeight) || 17;
+  ta.scrollTop = Math.max(0, (line - 3) * lh);
+  $('create-gutter').scrollTop = ta.scrollTop;
 }
 
 function gutter() {
