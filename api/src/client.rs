@@ -210,12 +210,8 @@ impl Client {
             }
             Endpoint::Tcp { addr, token, ca } => {
                 let cfg = crate::tls::client_config(ca)?;
-                let host = addr
-                    .rsplit_once(':')
-                    .map_or(addr.as_str(), |(h, _)| h)
-                    .trim_matches(['[', ']']);
-                let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                    .map_err(|_| ClientError::ServerName(host.to_string()))?;
+                let name = crate::tls::server_name(addr)
+                    .ok_or_else(|| ClientError::ServerName(addr.clone()))?;
                 let conn = rustls::ClientConnection::new(cfg, name)
                     .map_err(|e| ClientError::Tls(crate::tls::TlsError::Config(e)))?;
                 let s =

@@ -251,6 +251,16 @@ pub fn client_config(ca_file: &Path) -> Result<Arc<rustls::ClientConfig>, TlsErr
     ))
 }
 
+/// The TLS server name for a `host:port` address (`[v6]:port` too), or `None` if the host is
+/// not a valid DNS name or IP address.
+pub fn server_name(addr: &str) -> Option<rustls::pki_types::ServerName<'static>> {
+    let host = addr
+        .rsplit_once(':')
+        .map_or(addr, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    rustls::pki_types::ServerName::try_from(host.to_string()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

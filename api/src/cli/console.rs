@@ -97,12 +97,8 @@ async fn session(a: &Args) -> Result<(), CmdError> {
                 .await
                 .map_err(|e| crate::client::ClientError::Connect(addr.clone(), e))?;
             let cfg = crate::tls::client_config(ca).map_err(crate::client::ClientError::Tls)?;
-            let host = addr
-                .rsplit_once(':')
-                .map_or(addr.as_str(), |(h, _)| h)
-                .trim_matches(['[', ']']);
-            let name = rustls::pki_types::ServerName::try_from(host.to_string())
-                .map_err(|_| crate::client::ClientError::ServerName(host.to_string()))?;
+            let name = crate::tls::server_name(addr)
+                .ok_or_else(|| crate::client::ClientError::ServerName(addr.clone()))?;
             let tls = tokio_rustls::TlsConnector::from(cfg)
                 .connect(name, s)
                 .await

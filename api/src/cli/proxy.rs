@@ -81,13 +81,8 @@ impl Upstream {
         Ok(match e {
             Endpoint::Unix(p) => Upstream::Unix(p),
             Endpoint::Tcp { addr, token, ca } => {
-                let host = addr
-                    .rsplit_once(':')
-                    .map_or(addr.as_str(), |(h, _)| h)
-                    .trim_matches(['[', ']'])
-                    .to_string();
-                let name = rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|_| ProxyError::ServerName(host))?;
+                let name = crate::tls::server_name(&addr)
+                    .ok_or_else(|| ProxyError::ServerName(addr.clone()))?;
                 let token = token
                     .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok())
                     .map(|mut v| {
