@@ -89,7 +89,8 @@ all_guests_ready() {
   for v in $(vmis); do guest_ready "$v" || return 1; done
 }
 # VMM processes alive (the daemon's children and adopted ones alike).
-vmm_procs() { ps -o pid,args | grep '[c]orral vmm' | awk '{print $1}'; }
+# VMM processes: argv "corral vmm ..." (not a wrapper such as nested-timer whose argv holds it).
+vmm_procs() { ps -o pid,args | awk '$2 ~ /(^|\/)corral$/ && $3 == "vmm" {print $1}'; }
 vmm_count_is() { [ "$(vmm_procs | wc -l)" -eq "$1" ]; }
 alive() { [ -d "/proc/$1" ] && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; }
 dead() { ! alive "$1"; }
@@ -141,19 +142,33 @@ run_in() {
 }
 vmi_ip() { api_get "$NS/virtualmachineinstances/$1" | jq -r '.status.interfaces[0].ipAddress // empty'; }
 
-# kvm_probe WHY [PID]: what L1's KVM is doing, for a guest that stopped making progress: KVM's
-# global exit counters twice, 2 s apart (a running guest moves them, a stuck one does not), and
-# the state and kernel wait channel of each thread of VMM PID.
+# kvm_probe WHY [PID]: what L1's KVM is doing, for a guest that stopped making progress: every
+# KVM counter that moved in 2 s (a running guest moves io_exits, a stuck one does not), the
+# exit reasons and guest RIPs of 0.5 s of kvm:kvm_exit trace events (which loop a stuck vCPU is
+# in), and the state and kernel wait channel of each thread of VMM PID.
 kvm_probe() {
   echo "kvm-probe: $1"
   [ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-  _c="exits io_exits mmio_exits halt_exits halt_wakeup irq_injections irq_window_exits nmi_injections request_irq_exits signal_exits hypercalls"
-  for _round in 1 2; do
-    _line=""
-    for _f in $_c; do _line="$_line $_f=$(cat /sys/kernel/debug/kvm/$_f 2>/dev/null)"; done
-    echo "kvm-probe: counters$_line"
-    [ $_round = 2 ] || sleep 2
-  done
+  _k=/sys/kernel/debug/kvm
+  for _f in "$_k"/*; do [ -f "$_f" ] && echo "${_f##*/} $(cat "$_f" 2>/dev/null)"; done > /tmp/kvm-probe.1
+  sleep 2
+  for _f in "$_k"/*; do [ -f "$_f" ] && echo "${_f##*/} $(cat "$_f" 2>/dev/null)"; done > /tmp/kvm-probe.2
+  echo "kvm-probe: counters moved in 2 s:$(awk 'NR==FNR {a[$1]=$2; next}
+    ($2 ~ /^[0-9]+$/) && $2 != a[$1] {printf " %s+%d", $1, $2 - a[$1]}' /tmp/kvm-probe.1 /tmp/kvm-probe.2)"
+  _t=/sys/kernel/tracing
+  [ -d "$_t/events" ] || mount -t tracefs tracefs "$_t" 2>/dev/null
+  if [ -d "$_t/events/kvm/kvm_exit" ]; then
+    echo 0 > "$_t/tracing_on"; echo > "$_t/trace"; echo 4096 > "$_t/buffer_size_kb"
+    echo 1 > "$_t/events/kvm/kvm_exit/enable"; echo 1 > "$_t/tracing_on"
+    sleep 0.5
+    echo 0 > "$_t/tracing_on"; echo 0 > "$_t/events/kvm/kvm_exit/enable"
+    # "kvm_exit: vcpu 0 reason npf rip 0xffffffff81234567 info1 ..." -> counts per vcpu/reason/rip.
+    grep -o 'vcpu [0-9]* reason [A-Za-z_0-9]* rip 0x[0-9a-f]*' "$_t/trace" | sort | uniq -c | sort -rn \
+      | head -8 | sed 's/^ */kvm-probe: exits in 0.5 s: /'
+    grep -m3 'kvm_exit' "$_t/trace" | sed 's/^ */kvm-probe: sample: /'
+  else
+    echo "kvm-probe: no kvm:kvm_exit trace event (tracefs: $(ls "$_t" 2>&1 | head -c 80))"
+  fi
   if [ -n "$2" ] && [ -d "/proc/$2" ]; then
     for _t in /proc/$2/task/*; do
       echo "kvm-probe: thread ${_t##*/} $(cut -d' ' -f2,3 "$_t/stat") wchan=$(cat "$_t/wchan" 2>/dev/null)"

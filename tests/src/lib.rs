@@ -9,6 +9,7 @@ pub mod linux_log;
 pub mod nested;
 pub mod netns;
 pub mod oci;
+pub mod proxy;
 pub mod registry;
 pub mod transport;
 pub mod vmm;

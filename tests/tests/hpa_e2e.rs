@@ -4,15 +4,12 @@
 //! the VMIs, the load stopped, and the scale-down to minReplicas only after the (shortened)
 //! stabilization window; plus an HPA whose target does not exist.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use corral_tests::daemon::{Daemon, wait_for};
 use corral_tests::lab;
+use corral_tests::proxy::Proxy;
 use serde_json::{Value, json};
 
 const NS: &str = "default";
@@ -22,50 +19,6 @@ const HPAS: &str = "/apis/autoscaling/v1/namespaces/default/horizontalpodautosca
 const SYNC: u64 = 3;
 const RESOLUTION: u64 = 3;
 const WINDOW: u64 = 24;
-
-/// A TCP port forwarding to the daemon's unix socket, for kubectl (which sends no bearer token
-/// over plain HTTP).
-fn proxy(socket: &Path) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
-    let socket = socket.to_path_buf();
-    std::thread::spawn(move || {
-        for c in l.incoming().flatten() {
-            let Ok(u) = UnixStream::connect(&socket) else {
-                continue;
-            };
-            let (mut c2, mut u2) = (c.try_clone().unwrap(), u.try_clone().unwrap());
-            let (mut c, mut u) = (c, u);
-            std::thread::spawn(move || pipe(&mut c, &mut u2));
-            std::thread::spawn(move || pipe(&mut u, &mut c2));
-        }
-    });
-    addr
-}
-
-fn pipe(a: &mut impl Read, b: &mut (impl Write + ShutdownWrite)) {
-    let mut buf = [0u8; 16384];
-    while let Ok(n) = a.read(&mut buf) {
-        if n == 0 || b.write_all(&buf[..n]).is_err() {
-            break;
-        }
-    }
-    b.shutdown_write();
-}
-
-trait ShutdownWrite {
-    fn shutdown_write(&mut self);
-}
-impl ShutdownWrite for TcpStream {
-    fn shutdown_write(&mut self) {
-        let _ = self.shutdown(std::net::Shutdown::Write);
-    }
-}
-impl ShutdownWrite for UnixStream {
-    fn shutdown_write(&mut self) {
-        let _ = self.shutdown(std::net::Shutdown::Write);
-    }
-}
 
 struct Kubectl {
     bin: std::path::PathBuf,
@@ -194,9 +147,9 @@ fn the_lab_autoscales_on_guest_load() {
         idle < 20,
         "an idle test guest is at {idle}% of its 100m request"
     );
-    // kubectl top pod shows the VMI (through a local proxy to the socket).
-    let addr = proxy(&d.socket);
-    let kubectl = Kubectl::new(&addr);
+    // kubectl top pod shows the VMI (through `corral proxy`: kubectl sends no token over HTTP).
+    let proxy = Proxy::to_socket(&d.socket);
+    let kubectl = Kubectl::new(&proxy.addr());
     if let Some(k) = &kubectl {
         let top = k.run(&["top", "pod"]);
         assert!(top.contains("CPU(cores)") && top.contains(&vmi), "{top}");

@@ -6,56 +6,15 @@
 //! WebSocket) and shows the HPA scale the set back to 2. Screenshots land in `target/ui/`.
 //! Also: the proxy's guards and the page's headers, checked with plain HTTP.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 use corral_tests::daemon::Daemon;
 use corral_tests::lab;
-
-/// A running `corral proxy` and its port.
-struct Proxy {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_proxy(socket: &Path) -> Proxy {
-    spawn_proxy(
-        Command::new(corral_tests::bin::corral())
-            .args(["proxy", "--port", "0", "--socket"])
-            .arg(socket),
-    )
-}
-
-/// Spawns `cmd` (a `corral proxy --port 0 ...`) and reads its port from its first line.
-fn spawn_proxy(cmd: &mut Command) -> Proxy {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn corral proxy");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .expect("proxy's first line");
-    // "Starting to serve on 127.0.0.1:PORT (...)"
-    let port = line
-        .split_whitespace()
-        .nth(4)
-        .and_then(|a| a.rsplit_once(':'))
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in the proxy's line {line:?}"));
-    Proxy { child, port }
-}
+use corral_tests::proxy::Proxy;
 
 /// One raw HTTP/1.1 request; returns the status line and headers, and the body.
 fn http(port: u16, head: &str) -> (String, String) {
@@ -125,7 +84,7 @@ fn browser(d: &Daemon, url: &str, args: &[&std::ffi::OsStr]) {
 #[test]
 fn proxy_guards_and_page_headers() {
     let d = Daemon::start(&[]);
-    let p = start_proxy(&d.socket);
+    let p = Proxy::to_socket(&d.socket);
     let (h, body) = http(
         p.port,
         "GET /ui/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
@@ -201,7 +160,7 @@ fn token_listener_in_a_real_browser_and_through_the_proxy() {
     );
     // corral proxy in front of the TCP listener: the proxy adds the token.
     let ca = d.state_dir.join("tls/ca.crt");
-    let p = spawn_proxy(
+    let p = Proxy::spawn(
         Command::new(corral_tests::bin::corral())
             .args(["proxy", "--port", "0", "--server", &addr, "--token-file"])
             .arg(&token)
@@ -237,7 +196,7 @@ fn the_lab_in_a_real_browser() {
         "--hpa-downscale-stabilization",
         "300s",
     ]);
-    let p = start_proxy(&d.socket);
+    let p = Proxy::to_socket(&d.socket);
     let vmirs = tmp.path().join("vmirs.yaml");
     std::fs::write(&vmirs, lab::seed_set(&reg)).unwrap();
     let hpa = corral_tests::bin::workspace().join("tests/fixtures/seed/hpa.yaml");
