@@ -7,4 +7,4 @@ cd "$ROOT"
 bash .ci/install-deps.sh
 bash tests/fixtures/build.sh
 cargo build --release --bin corral
-cargo test --workspace --release -- --test-threads=2 "$@"
+cargo test --workspace --release --no-fail-fast -- --test-threads=2 "$@"
