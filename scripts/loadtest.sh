@@ -222,13 +222,13 @@ if [ "$SERVICE" = 1 ]; then
   NODE_PORT=$(echo "$svc" | jq -r '.spec.ports[0].nodePort')
   URL="http://127.0.0.1:$NODE_PORT$LPATH"
   log "Service $SET: cluster IP $(echo "$svc" | jq -r .spec.clusterIP), node port $NODE_PORT; load: $RATE new connections/s to $URL"
-  # req: one request on a new connection; appends "second code seconds vmi" to $LOADLOG.
+  # req: one request on a new connection; appends "second code seconds vmi [curl's error]" to
+  # $LOADLOG.
   req() {
     local out code secs name err
     out=$(curl -sS --max-time 15 -H 'Connection: close' -w '\n%{http_code} %{time_total}' "$URL" 2>&1) || true
     code=$(echo "$out" | tail -1 | cut -d' ' -f1); secs=$(echo "$out" | tail -1 | cut -d' ' -f2)
     name=$(echo "$out" | sed -n 's/.* on \([^ ]*\)$/\1/p; s/^hello from \([^ ]*\)$/\1/p' | head -1)
-    # A failure keeps curl's own words (e.g. "curl: (7) ... Connection refused") as a 5th field.
     case "$code" in 2??) err="" ;; *) code="ERR${code:-000}"; name="-"; err=$(echo "$out" | grep -m1 '^curl:') ;; esac
     printf '%s %s %s %s %s\n' "$(date +%s)" "$code" "${secs:-0}" "${name:--}" "$err" >> "$LOADLOG"
   }

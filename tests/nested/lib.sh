@@ -146,15 +146,15 @@ vmi_ip() { api_get "$NS/virtualmachineinstances/$1" | jq -r '.status.interfaces[
 # KVM counter that moved in 2 s (a running guest moves io_exits, a stuck one does not), the
 # exit reasons and guest RIPs of 0.5 s of kvm:kvm_exit trace events (which loop a stuck vCPU is
 # in), and the state and kernel wait channel of each thread of VMM PID.
+kvm_counters() {  # "name value" per KVM debugfs counter
+  for _f in /sys/kernel/debug/kvm/*; do [ -f "$_f" ] && echo "${_f##*/} $(cat "$_f" 2>/dev/null)"; done
+}
 kvm_probe() {
   echo "kvm-probe: $1"
   [ -d /sys/kernel/debug/kvm ] || mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
-  _k=/sys/kernel/debug/kvm
-  for _f in "$_k"/*; do [ -f "$_f" ] && echo "${_f##*/} $(cat "$_f" 2>/dev/null)"; done > /tmp/kvm-probe.1
-  sleep 2
-  for _f in "$_k"/*; do [ -f "$_f" ] && echo "${_f##*/} $(cat "$_f" 2>/dev/null)"; done > /tmp/kvm-probe.2
+  kvm_counters > /tmp/kvm-probe.1; sleep 2; kvm_counters > /tmp/kvm-probe.2
   echo "kvm-probe: counters moved in 2 s:$(awk 'NR==FNR {a[$1]=$2; next}
-    ($2 ~ /^[0-9]+$/) && $2 != a[$1] {printf " %s+%d", $1, $2 - a[$1]}' /tmp/kvm-probe.1 /tmp/kvm-probe.2)"
+    ($2 ~ /^[0-9]+$/) && $2 != a[$1] {printf " %s+%.0f", $1, $2 - a[$1]}' /tmp/kvm-probe.1 /tmp/kvm-probe.2)"
   _t=/sys/kernel/tracing
   [ -d "$_t/events" ] || mount -t tracefs tracefs "$_t" 2>/dev/null
   if [ -d "$_t/events/kvm/kvm_exit" ]; then
@@ -164,7 +164,7 @@ kvm_probe() {
     echo 0 > "$_t/tracing_on"; echo 0 > "$_t/events/kvm/kvm_exit/enable"
     # "kvm_exit: vcpu 0 reason npf rip 0xffffffff81234567 info1 ..." -> counts per vcpu/reason/rip.
     grep -o 'vcpu [0-9]* reason [A-Za-z_0-9]* rip 0x[0-9a-f]*' "$_t/trace" | sort | uniq -c | sort -rn \
-      | head -8 | sed 's/^ */kvm-probe: exits in 0.5 s: /'
+      | head -8 | sed 's/^ */kvm-probe: exits in 0.5 s: /' | grep . || echo "kvm-probe: no exit in 0.5 s (every vCPU blocked)"
     grep -m3 'kvm_exit' "$_t/trace" | sed 's/^ */kvm-probe: sample: /'
   else
     echo "kvm-probe: no kvm:kvm_exit trace event (tracefs: $(ls "$_t" 2>&1 | head -c 80))"

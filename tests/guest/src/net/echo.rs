@@ -5,7 +5,7 @@ use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 
 pub const PORT: u16 = 7;
-const SOCKETS: usize = 2;
+pub const SOCKETS: usize = 2;
 const BUF: usize = 4096;
 
 static mut BUFFERS: [[[u8; BUF]; 2]; SOCKETS] = [[[0; BUF]; 2]; SOCKETS];

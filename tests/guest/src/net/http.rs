@@ -26,7 +26,7 @@ pub const PORT: u16 = 80;
 /// Connections served at once. A SYN that finds every socket busy gets a RST (smoltcp has no
 /// backlog): the Service load test (10 new connections/s, ~0.3 s each through the emulator)
 /// had up to 4 open and then saw one "connection refused" in 90.
-const SOCKETS: usize = 12;
+pub const SOCKETS: usize = 12;
 const REQ_MAX: usize = 1024;
 const RX_BUF: usize = 4096;
 const TX_BUF: usize = 4096;

@@ -82,8 +82,10 @@ pub fn busy() -> (u64, u64, u64, u64) {
     )
 }
 
-/// DHCP 1, echo 2, HTTP 12, client 1.
-static mut SOCKETS: [SocketStorage<'static>; 16] = [const { SocketStorage::EMPTY }; 16];
+/// One slot per socket: DHCP, the echo and HTTP servers' listeners, the client.
+const SOCKET_SLOTS: usize = 1 + echo::SOCKETS + http::SOCKETS + 1;
+static mut SOCKETS: [SocketStorage<'static>; SOCKET_SLOTS] =
+    [const { SocketStorage::EMPTY }; SOCKET_SLOTS];
 
 /// Runs the network mode; returns only if there is no network device.
 pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
@@ -112,7 +114,7 @@ pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
     config.random_seed = time::rdtsc();
     let mut iface = Interface::new(config, &mut dev, now());
     // SAFETY: `run` is entered once; the storage belongs to this socket set from now on.
-    let storage: &'static mut [SocketStorage<'static>; 16] = unsafe { &mut *(&raw mut SOCKETS) };
+    let storage: &'static mut [SocketStorage<'static>; SOCKET_SLOTS] = unsafe { &mut *(&raw mut SOCKETS) };
     let mut sockets = SocketSet::new(&mut storage[..]);
     let dhcp_handle = match cfg {
         NetConfig::Dhcp => Some(sockets.add(dhcpv4::Socket::new())),
