@@ -3,7 +3,8 @@
 # each on the same tap, interleaved, NESTED_RUNS times each: corral, QEMU with vhost off (the
 # peer) and QEMU with vhost on (the ceiling). Same kernel, initrd, root disk, tools disk
 # (iperf3), seed content, MAC, memory and vCPUs. L1's end of the tap is 192.168.100.1/24;
-# busybox udhcpd leases 192.168.100.2 to the guest's udhcpc.
+# busybox udhcpd leases 192.168.100.2 to the guest's udhcpc. NESTED_TRANSPORT: corral's
+# virtio transport (default pci; mmio is QEMU microvm's).
 RUNS=${NESTED_RUNS:-3}; SECS=${NESTED_SECS:-10}; CPUS=${NESTED_CPUS:-1}; MEM=${NESTED_MEM:-256}
 MAC=52:54:00:c0:ff:ee; GUEST=192.168.100.2
 # (busybox sh runs its own `ip` applet first; iproute2 is /usr/local/bin/ip.)
@@ -33,7 +34,8 @@ one() {  # one VMM-config run-number
     corral) set -- "$@" corral vmm --kernel "$KERNEL" --initrd "$INITRD" --cmdline "$CMDLINE" \
               --memory ${MEM}Mi --cpus $CPUS --no-stdin --scratch-dir /tmp/scratch \
               --disk "$DISK,overlay,serial=root" --disk "$TOOLS,ro" \
-              --seed-dir /nested/fixtures/net-seed --net "tap=tapb,mac=$MAC" ;;
+              --seed-dir /nested/fixtures/net-seed --net "tap=tapb,mac=$MAC" \
+              ${NESTED_TRANSPORT:+--transport $NESTED_TRANSPORT} ;;
     qemu|qemu-vhost)
       vhost=off; [ "$1" = qemu-vhost ] && vhost=on
       set -- "$@" qemu-system-x86_64 -M microvm -enable-kvm -cpu host -m ${MEM}M -smp $CPUS \

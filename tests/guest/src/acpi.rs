@@ -15,7 +15,10 @@ pub struct Gas {
 
 impl Gas {
     fn parse(b: &[u8], off: usize) -> Option<Gas> {
-        let gas = Gas { space: b[off], addr: read_u64(b, off + 4) };
+        let gas = Gas {
+            space: b[off],
+            addr: read_u64(b, off + 4),
+        };
         (gas.addr != 0 && (gas.space == 0 || gas.space == 1)).then_some(gas)
     }
 
@@ -125,7 +128,11 @@ fn table(addr: u64) -> Option<&'static [u8]> {
 
 /// Reads the ACPI tables; `given` is the loader's RSDP address (0 = scan for it).
 pub fn probe(given: u64) -> Option<AcpiInfo> {
-    let rsdp = if given != 0 { Some(given) } else { scan_rsdp(0xe0000, 0x20000) }?;
+    let rsdp = if given != 0 {
+        Some(given)
+    } else {
+        scan_rsdp(0xe0000, 0x20000)
+    }?;
     let r = phys_slice(rsdp, 36);
     if &r[0..8] != b"RSD PTR " {
         return None;
@@ -159,7 +166,11 @@ pub fn probe(given: u64) -> Option<AcpiInfo> {
     };
     let mut off = 36;
     while off + entry_size <= root.len() {
-        let addr = if entry_size == 8 { read_u64(root, off) } else { u64::from(read_u32(root, off)) };
+        let addr = if entry_size == 8 {
+            read_u64(root, off)
+        } else {
+            u64::from(read_u32(root, off))
+        };
         off += entry_size;
         let Some(t) = table(addr) else { continue };
         match &t[0..4] {
@@ -176,7 +187,11 @@ pub fn probe(given: u64) -> Option<AcpiInfo> {
 fn parse_fadt(f: &[u8], info: &mut AcpiInfo) {
     let flags = if f.len() >= 116 { read_u32(f, 112) } else { 0 };
     info.hw_reduced = flags & (1 << 20) != 0;
-    info.pm1a_control = if f.len() >= 68 { read_u32(f, 64) as u16 } else { 0 };
+    info.pm1a_control = if f.len() >= 68 {
+        read_u32(f, 64) as u16
+    } else {
+        0
+    };
     if flags & (1 << 10) != 0 && f.len() >= 129 {
         info.reset = Gas::parse(f, 116).map(|g| (g, f[128]));
     }
@@ -184,7 +199,11 @@ fn parse_fadt(f: &[u8], info: &mut AcpiInfo) {
         info.sleep_control = Gas::parse(f, 244);
     }
     let x_dsdt = if f.len() >= 148 { read_u64(f, 140) } else { 0 };
-    let dsdt = if x_dsdt != 0 { x_dsdt } else { u64::from(read_u32(f, 40)) };
+    let dsdt = if x_dsdt != 0 {
+        x_dsdt
+    } else {
+        u64::from(read_u32(f, 40))
+    };
     if let Some(typ) = table(dsdt).and_then(s5_slp_typ) {
         info.s5_slp_typ = typ;
     }
@@ -213,7 +232,9 @@ fn virtio_mmio_devices(dsdt: &[u8], info: &mut AcpiInfo) {
         let body = &dsdt[start..end];
         let mem = body.windows(3).position(|w| w == [0x86, 0x09, 0x00]);
         let irq = body.windows(2).position(|w| w[0] == 0x89 && w[1] >= 6);
-        let (Some(m), Some(i)) = (mem, irq) else { continue };
+        let (Some(m), Some(i)) = (mem, irq) else {
+            continue;
+        };
         if m + 12 > body.len() || i + 9 > body.len() || info.mmio_count >= MAX_MMIO_DEVICES {
             continue;
         }
@@ -239,7 +260,12 @@ fn host_bridge_cba(dsdt: &[u8]) -> Option<Ecam> {
         [0xa4, 0x0e] if at + 10 <= dsdt.len() => read_u64(dsdt, at + 2),
         _ => return None,
     };
-    (base != 0).then_some(Ecam { base, segment: 0, start_bus: 0, end_bus: 0 })
+    (base != 0).then_some(Ecam {
+        base,
+        segment: 0,
+        start_bus: 0,
+        end_bus: 0,
+    })
 }
 
 /// The first 32-bit memory range (DWord Address Space descriptor 0x87, resource type 0) after
@@ -247,7 +273,9 @@ fn host_bridge_cba(dsdt: &[u8]) -> Option<Ecam> {
 fn host_bridge_window(dsdt: &[u8]) -> Option<(u64, u64)> {
     let at = dsdt.windows(7).position(|w| w == b"PNP0A08")?;
     let rest = &dsdt[at..];
-    let d = rest.windows(4).position(|w| w == [0x87, 0x17, 0x00, 0x00])?;
+    let d = rest
+        .windows(4)
+        .position(|w| w == [0x87, 0x17, 0x00, 0x00])?;
     if d + 26 > rest.len() {
         return None;
     }
@@ -266,8 +294,8 @@ fn s5_slp_typ(dsdt: &[u8]) -> Option<u8> {
     i += 1 + usize::from(dsdt.get(i)? >> 6); // PkgLength: lead byte + extra bytes
     i += 1; // NumElements
     match *dsdt.get(i)? {
-        0x00 => Some(0),             // ZeroOp
-        0x01 => Some(1),             // OneOp
+        0x00 => Some(0),                  // ZeroOp
+        0x01 => Some(1),                  // OneOp
         0x0a => dsdt.get(i + 1).copied(), // BytePrefix
         _ => None,
     }
@@ -278,7 +306,9 @@ fn s5_slp_typ(dsdt: &[u8]) -> Option<u8> {
 fn ged_gsi(dsdt: &[u8]) -> Option<u32> {
     let hid = dsdt.windows(8).position(|w| w == b"ACPI0013")?;
     let rest = &dsdt[hid..];
-    let desc = rest.windows(5).position(|w| w[0] == 0x89 && w[1] == 6 && w[2] == 0 && w[4] == 1)?;
+    let desc = rest
+        .windows(5)
+        .position(|w| w[0] == 0x89 && w[1] == 6 && w[2] == 0 && w[4] == 1)?;
     let at = desc + 5;
     (at + 4 <= rest.len()).then(|| read_u32(rest, at))
 }
@@ -353,4 +383,3 @@ pub fn reset(info: &AcpiInfo) {
         reg.write8(value);
     }
 }
-

@@ -40,8 +40,11 @@ struct Header {
 #[repr(C, align(4096))]
 struct Data([u8; DATA_SIZE]);
 
-static mut HEADERS: [[Header; SLOTS]; virtio::MAX_DEVICES] =
-    [[Header { kind: 0, reserved: 0, sector: 0 }; SLOTS]; virtio::MAX_DEVICES];
+static mut HEADERS: [[Header; SLOTS]; virtio::MAX_DEVICES] = [[Header {
+    kind: 0,
+    reserved: 0,
+    sector: 0,
+}; SLOTS]; virtio::MAX_DEVICES];
 static mut STATUS: [[u8; SLOTS]; virtio::MAX_DEVICES] = [[0; SLOTS]; virtio::MAX_DEVICES];
 static mut DATA: Data = Data([0; DATA_SIZE]);
 
@@ -66,12 +69,24 @@ fn status_ptr(dev: usize, slot: usize) -> *mut u8 {
 
 /// Queues request `slot`: header, optional data buffer (`write_to_guest`: the device fills it),
 /// status. Does not notify.
-fn submit(d: &mut Device, slot: usize, kind: u32, sector: u64, buf: u64, len: u32, write_to_guest: bool) {
+fn submit(
+    d: &mut Device,
+    slot: usize,
+    kind: u32,
+    sector: u64,
+    buf: u64,
+    len: u32,
+    write_to_guest: bool,
+) {
     let dev = dev_index(d);
     // SAFETY: in-bounds static slots owned by this device and request slot.
     let hdr = unsafe {
         let h = (&raw mut HEADERS).cast::<Header>().add(dev * SLOTS + slot);
-        h.write_volatile(Header { kind, reserved: 0, sector });
+        h.write_volatile(Header {
+            kind,
+            reserved: 0,
+            sector,
+        });
         h as u64
     };
     let status = status_ptr(dev, slot);
@@ -96,7 +111,14 @@ fn slot_status(d: &Device, slot: usize) -> u8 {
 }
 
 /// One request, waited for (`sti; hlt`); returns its status byte.
-pub fn request(d: &mut Device, kind: u32, sector: u64, buf: u64, len: u32, acpi: Option<&AcpiInfo>) -> u8 {
+pub fn request(
+    d: &mut Device,
+    kind: u32,
+    sector: u64,
+    buf: u64,
+    len: u32,
+    acpi: Option<&AcpiInfo>,
+) -> u8 {
     submit(d, 0, kind, sector, buf, len, kind != T_OUT);
     virtio::notify(d);
     loop {
@@ -114,7 +136,11 @@ pub fn serial_of(d: &mut Device, acpi: Option<&AcpiInfo>) -> ([u8; 20], usize) {
     let st = request(d, T_GET_ID, 0, data_addr(), 20, acpi);
     let mut id = [0u8; 20];
     id.copy_from_slice(&buf[..20]);
-    let len = if st == 0 { id.iter().position(|b| *b == 0).unwrap_or(20) } else { 0 };
+    let len = if st == 0 {
+        id.iter().position(|b| *b == 0).unwrap_or(20)
+    } else {
+        0
+    };
     (id, len)
 }
 
@@ -124,7 +150,10 @@ fn capacity(d: &Device) -> u64 {
 
 fn report(i: usize, d: &mut Device, acpi: Option<&AcpiInfo>) {
     if d.device_id != 2 {
-        println!("testguest: virtio dev={i} {} device_id={}", d.link, d.device_id);
+        println!(
+            "testguest: virtio dev={i} {} device_id={}",
+            d.link, d.device_id
+        );
         return;
     }
     let (id, len) = serial_of(d, acpi);
@@ -195,7 +224,11 @@ pub fn command(line: &str, acpi: Option<&AcpiInfo>) {
         return;
     }
     let dev: usize = arg(&mut args, usize::MAX);
-    let Some(d) = virtio::devices().get_mut(dev).and_then(|d| d.as_mut()).filter(|d| d.device_id == 2) else {
+    let Some(d) = virtio::devices()
+        .get_mut(dev)
+        .and_then(|d| d.as_mut())
+        .filter(|d| d.device_id == 2)
+    else {
         println!("testguest: blk: no block device {dev}");
         return;
     };
@@ -223,7 +256,10 @@ pub fn command(line: &str, acpi: Option<&AcpiInfo>) {
         }
         "id" => {
             let (id, len) = serial_of(d, acpi);
-            println!("testguest: blk id dev={dev} serial=\"{}\"", core::str::from_utf8(&id[..len]).unwrap_or("?"));
+            println!(
+                "testguest: blk id dev={dev} serial=\"{}\"",
+                core::str::from_utf8(&id[..len]).unwrap_or("?")
+            );
         }
         "bad" => bad_requests(d, dev, acpi),
         "bench" => bench(d, dev, &mut args, acpi),
@@ -247,7 +283,12 @@ fn bad_requests(d: &mut Device, dev: usize, acpi: Option<&AcpiInfo>) {
 }
 
 /// Sequential reads with several requests in flight; the host times start → done.
-fn bench(d: &mut Device, dev: usize, args: &mut core::str::SplitAsciiWhitespace, acpi: Option<&AcpiInfo>) {
+fn bench(
+    d: &mut Device,
+    dev: usize,
+    args: &mut core::str::SplitAsciiWhitespace,
+    acpi: Option<&AcpiInfo>,
+) {
     let mib: u64 = arg(args, 256);
     let depth: usize = arg::<usize>(args, 4).clamp(1, SLOTS);
     let kib: usize = arg::<usize>(args, 256).clamp(4, DATA_SIZE / 1024 / depth);
@@ -257,11 +298,22 @@ fn bench(d: &mut Device, dev: usize, args: &mut core::str::SplitAsciiWhitespace,
     let disk_requests = (capacity(d) / sectors_per_req).max(1);
     let requests = (mib << 20) / req_bytes as u64;
     let sector = |n: u64| (n % disk_requests) * sectors_per_req;
-    println!("testguest: blk bench start dev={dev} bytes={} depth={depth} request_kib={kib}", requests * req_bytes as u64);
+    println!(
+        "testguest: blk bench start dev={dev} bytes={} depth={depth} request_kib={kib}",
+        requests * req_bytes as u64
+    );
     let (mut submitted, mut completed, mut errors) = (0u64, 0u64, 0u64);
     for slot in 0..depth.min(requests as usize) {
         let buf = data_addr() + (slot * req_bytes) as u64;
-        submit(d, slot, T_IN, sector(submitted), buf, req_bytes as u32, true);
+        submit(
+            d,
+            slot,
+            T_IN,
+            sector(submitted),
+            buf,
+            req_bytes as u32,
+            true,
+        );
         submitted += 1;
     }
     virtio::notify(d);
@@ -276,7 +328,15 @@ fn bench(d: &mut Device, dev: usize, args: &mut core::str::SplitAsciiWhitespace,
             }
             if submitted < requests {
                 let buf = data_addr() + (slot * req_bytes) as u64;
-                submit(d, slot, T_IN, sector(submitted), buf, req_bytes as u32, true);
+                submit(
+                    d,
+                    slot,
+                    T_IN,
+                    sector(submitted),
+                    buf,
+                    req_bytes as u32,
+                    true,
+                );
                 submitted += 1;
                 refill = true;
             }

@@ -82,10 +82,17 @@ pub fn from_zero_page(addr: u64) -> BootInfo {
     let entries = usize::from(zp[BP_E820_ENTRIES]).min(MAX_E820);
     for i in 0..entries {
         let off = BP_E820_TABLE + 20 * i;
-        info.push_e820(read_u64(zp, off), read_u64(zp, off + 8), read_u32(zp, off + 16));
+        info.push_e820(
+            read_u64(zp, off),
+            read_u64(zp, off + 8),
+            read_u32(zp, off + 16),
+        );
     }
     let size = read_u32(zp, BP_CMDLINE_SIZE) as usize;
-    info.set_cmdline(u64::from(read_u32(zp, BP_CMD_LINE_PTR)), if size == 0 { MAX_CMDLINE } else { size + 1 });
+    info.set_cmdline(
+        u64::from(read_u32(zp, BP_CMD_LINE_PTR)),
+        if size == 0 { MAX_CMDLINE } else { size + 1 },
+    );
     info.rsdp = read_u64(zp, BP_ACPI_RSDP_ADDR);
     let size = read_u32(zp, BP_RAMDISK_SIZE);
     if size != 0 {
@@ -116,7 +123,11 @@ pub fn from_pvh(addr: u64) -> BootInfo {
         let table = phys_slice(memmap, entries * 24);
         for i in 0..entries {
             let off = 24 * i;
-            info.push_e820(read_u64(table, off), read_u64(table, off + 8), read_u32(table, off + 16));
+            info.push_e820(
+                read_u64(table, off),
+                read_u64(table, off + 8),
+                read_u32(table, off + 16),
+            );
         }
     }
     info

@@ -7,16 +7,21 @@
 
 use crate::acpi::AcpiInfo;
 use crate::blk::{T_IN, data, request};
-use crate::io::{read_u32, phys_slice};
-use crate::virtio::Device;
+use crate::io::{phys_slice, read_u32};
 use crate::println;
+use crate::virtio::Device;
 
 fn u16_at(b: &[u8], off: usize) -> u16 {
     u16::from_le_bytes([b[off], b[off + 1]])
 }
 
 /// Reads `count` sectors at `sector` into the shared buffer; returns them.
-fn read(d: &mut Device, sector: u64, count: usize, acpi: Option<&AcpiInfo>) -> Option<&'static [u8]> {
+fn read(
+    d: &mut Device,
+    sector: u64,
+    count: usize,
+    acpi: Option<&AcpiInfo>,
+) -> Option<&'static [u8]> {
     let len = count * 512;
     let addr = data().as_ptr() as u64;
     (request(d, T_IN, sector, addr, len as u32, acpi) == 0).then(|| phys_slice(addr, len))
@@ -90,7 +95,10 @@ fn find(dir: &[u8], name: &str) -> Option<(u64, u64)> {
             if seq == 0 || seq > 4 {
                 continue;
             }
-            for (k, off) in [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30].iter().enumerate() {
+            for (k, off) in [1, 3, 5, 7, 9, 14, 16, 18, 20, 22, 24, 28, 30]
+                .iter()
+                .enumerate()
+            {
                 let c = u16_at(e, *off);
                 let at = (seq - 1) * 13 + k;
                 if c == 0 || c == 0xffff {
@@ -115,9 +123,17 @@ fn find(dir: &[u8], name: &str) -> Option<(u64, u64)> {
 }
 
 /// Up to 4 KiB of the start of file `name`.
-fn file_head(d: &mut Device, fat: &Fat, dir: &[u8], name: &str, acpi: Option<&AcpiInfo>) -> Option<([u8; 4096], usize)> {
+fn file_head(
+    d: &mut Device,
+    fat: &Fat,
+    dir: &[u8],
+    name: &str,
+    acpi: Option<&AcpiInfo>,
+) -> Option<([u8; 4096], usize)> {
     let (cluster, size) = find(dir, name)?;
-    let len = size.min(4096).min(fat.sectors_per_cluster * fat.bytes_per_sector) as usize;
+    let len = size
+        .min(4096)
+        .min(fat.sectors_per_cluster * fat.bytes_per_sector) as usize;
     let sectors = len.div_ceil(512).max(1);
     let bytes = read(d, fat.cluster_sector(cluster), sectors, acpi)?;
     let mut out = [0u8; 4096];
@@ -126,14 +142,19 @@ fn file_head(d: &mut Device, fat: &Fat, dir: &[u8], name: &str, acpi: Option<&Ac
 }
 
 fn first_line(b: &[u8]) -> &str {
-    let end = b.iter().position(|c| *c == b'\n' || *c == b'\r').unwrap_or(b.len());
+    let end = b
+        .iter()
+        .position(|c| *c == b'\n' || *c == b'\r')
+        .unwrap_or(b.len());
     core::str::from_utf8(&b[..end]).unwrap_or("?")
 }
 
 fn meta_value<'a>(b: &'a [u8], key: &[u8]) -> Option<&'a str> {
     let at = b.windows(key.len()).position(|w| w == key)?;
     let rest = &b[at + key.len()..];
-    let v = first_line(rest).trim().trim_matches(|c| c == '"' || c == '\'');
+    let v = first_line(rest)
+        .trim()
+        .trim_matches(|c| c == '"' || c == '\'');
     Some(v)
 }
 
@@ -157,15 +178,23 @@ fn set_hostname(name: &str) {
 pub fn hostname() -> Option<&'static str> {
     // SAFETY: only written at boot (`set_hostname`), before the network mode reads it.
     let h = unsafe { &*(&raw const HOSTNAME) };
-    core::str::from_utf8(&h.0[..h.1]).ok().filter(|s| !s.is_empty())
+    core::str::from_utf8(&h.0[..h.1])
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// Prints the seed's instance-id and user-data first line if `d` holds a cidata volume.
 pub fn report(index: usize, d: &mut Device, acpi: Option<&AcpiInfo>) -> bool {
-    let Some(boot) = read(d, 0, 1, acpi) else { return false };
-    let Some(fat) = parse_boot(boot) else { return false };
+    let Some(boot) = read(d, 0, 1, acpi) else {
+        return false;
+    };
+    let Some(fat) = parse_boot(boot) else {
+        return false;
+    };
     let dir_sectors = fat.root_dir_sectors.clamp(1, 16) as usize;
-    let Some(dir) = read(d, fat.root_dir_sector, dir_sectors, acpi) else { return false };
+    let Some(dir) = read(d, fat.root_dir_sector, dir_sectors, acpi) else {
+        return false;
+    };
     let mut root = [0u8; 16 * 512];
     root[..dir.len()].copy_from_slice(dir);
     let dir = &root[..dir_sectors * 512];
@@ -182,12 +211,14 @@ pub fn report(index: usize, d: &mut Device, acpi: Option<&AcpiInfo>) -> bool {
         }
         None => {
             // No directory entry: look for the key in the first sectors themselves.
-            let found = read(d, 0, 64, acpi).and_then(|s| instance_id(s).map(|v| {
-                let mut copy = [0u8; 128];
-                let n = v.len().min(128);
-                copy[..n].copy_from_slice(&v.as_bytes()[..n]);
-                (copy, n)
-            }));
+            let found = read(d, 0, 64, acpi).and_then(|s| {
+                instance_id(s).map(|v| {
+                    let mut copy = [0u8; 128];
+                    let n = v.len().min(128);
+                    copy[..n].copy_from_slice(&v.as_bytes()[..n]);
+                    (copy, n)
+                })
+            });
             match found {
                 Some((v, n)) => println!(
                     "testguest: cidata dev={index} instance-id={} (sector scan)",
@@ -198,7 +229,10 @@ pub fn report(index: usize, d: &mut Device, acpi: Option<&AcpiInfo>) -> bool {
         }
     }
     match file_head(d, &fat, dir, "user-data", acpi) {
-        Some((user, len)) => println!("testguest: cidata dev={index} user-data first-line=\"{}\"", first_line(&user[..len])),
+        Some((user, len)) => println!(
+            "testguest: cidata dev={index} user-data first-line=\"{}\"",
+            first_line(&user[..len])
+        ),
         None => println!("testguest: cidata dev={index} no user-data"),
     }
     true

@@ -20,8 +20,8 @@
 //! state (`testguest: power button`); `mode=echo` and `burn=MS` included.
 
 use crate::acpi::AcpiInfo;
-use crate::net::NetConfig;
 use crate::io::{cli, pause, sti, sti_hlt};
+use crate::net::NetConfig;
 use crate::power::{self, ResetVia};
 use crate::{println, serial, time};
 
@@ -46,7 +46,12 @@ pub struct Plan {
 }
 
 pub fn parse_cmdline(cmdline: &str) -> Plan {
-    let mut plan = Plan { mode: Mode::Idle, burn_ms: None, net: None, net_off: false };
+    let mut plan = Plan {
+        mode: Mode::Idle,
+        burn_ms: None,
+        net: None,
+        net_off: false,
+    };
     for token in cmdline.split_ascii_whitespace() {
         match token.split_once('=') {
             Some(("burn", ms)) => plan.burn_ms = ms.parse().ok(),

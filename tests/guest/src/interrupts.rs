@@ -194,7 +194,10 @@ extern "C" fn timer_irq() {
 /// raises [`TIMER_VECTOR`] once at zero; without, it only counts (for calibration).
 pub fn lapic_timer_start(count: u32, interrupt: bool) {
     lapic_write(LAPIC_TIMER_DIVIDE, 0x3);
-    lapic_write(LAPIC_LVT_TIMER, u32::from(TIMER_VECTOR) | if interrupt { 0 } else { LVT_MASKED });
+    lapic_write(
+        LAPIC_LVT_TIMER,
+        u32::from(TIMER_VECTOR) | if interrupt { 0 } else { LVT_MASKED },
+    );
     lapic_write(LAPIC_TIMER_INITIAL, count);
 }
 
@@ -230,7 +233,10 @@ pub fn load_idt() {
         limit: u16,
         base: u64,
     }
-    let ptr = Ptr { limit: (512 * 8 - 1) as u16, base: &raw const IDT as u64 };
+    let ptr = Ptr {
+        limit: (512 * 8 - 1) as u16,
+        base: &raw const IDT as u64,
+    };
     // SAFETY: the IDT is static and fully initialised by `init`.
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(nostack)) };
 }
@@ -289,7 +295,12 @@ pub fn route(gsi: u32, vector: u8, level: bool, active_low: bool) -> bool {
 /// Sets up the IDT, masks the PIC, enables the LAPIC and routes COM1 (and the power button's
 /// GSI, when there is one) to this CPU. `ioapics` lists (address, first GSI); empty means the
 /// standard one at `ioapic` from GSI 0.
-pub fn init(lapic: u64, ioapic: u64, ioapics: &[crate::acpi::IoApic], power_button_gsi: Option<u32>) {
+pub fn init(
+    lapic: u64,
+    ioapic: u64,
+    ioapics: &[crate::acpi::IoApic],
+    power_button_gsi: Option<u32>,
+) {
     // SAFETY: single-threaded at this point.
     unsafe {
         *(&raw mut LAPIC_BASE) = lapic;

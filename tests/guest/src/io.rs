@@ -4,19 +4,25 @@ use core::arch::asm;
 
 pub fn outb(port: u16, value: u8) {
     // SAFETY: port IO has no memory effects visible to Rust.
-    unsafe { asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, al", in("dx") port, in("al") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 pub fn inb(port: u16) -> u8 {
     let value: u8;
     // SAFETY: as above.
-    unsafe { asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("in al, dx", out("al") value, in("dx") port, options(nomem, nostack, preserves_flags))
+    };
     value
 }
 
 pub fn outw(port: u16, value: u16) {
     // SAFETY: as above.
-    unsafe { asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    };
 }
 
 pub fn mmio_read8(addr: u64) -> u8 {

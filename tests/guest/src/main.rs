@@ -65,10 +65,15 @@ extern "C" fn rust_main(protocol: u64, info: u64) -> ! {
     paging::install();
     time::init();
     let acpi = acpi::probe(boot.rsdp);
-    let (lapic, ioapic, ged) = acpi
-        .as_ref()
-        .map_or((0xfee0_0000, 0xfec0_0000, None), |a| (a.lapic, a.ioapic, a.ged_gsi));
-    interrupts::init(lapic, ioapic, acpi.as_ref().map_or(&[], |a| a.ioapics()), ged);
+    let (lapic, ioapic, ged) = acpi.as_ref().map_or((0xfee0_0000, 0xfec0_0000, None), |a| {
+        (a.lapic, a.ioapic, a.ged_gsi)
+    });
+    interrupts::init(
+        lapic,
+        ioapic,
+        acpi.as_ref().map_or(&[], |a| a.ioapics()),
+        ged,
+    );
     report(&boot, acpi.as_ref());
     let online = acpi.as_ref().map_or(1, smp::start_aps);
     println!("testguest: cpus online={online}");
@@ -84,7 +89,10 @@ fn report(boot: &BootInfo, acpi: Option<&acpi::AcpiInfo>) {
     println!("testguest: cmdline=\"{}\"", boot.cmdline());
     let (mut ram, mut top) = (0u64, 0u64);
     for e in boot.e820() {
-        println!("testguest: e820 addr={:#x} size={:#x} type={}", e.addr, e.size, e.kind);
+        println!(
+            "testguest: e820 addr={:#x} size={:#x} type={}",
+            e.addr, e.size, e.kind
+        );
         if e.kind == E820_RAM {
             ram += e.size;
             top = top.max(e.addr + e.size);
@@ -93,7 +101,9 @@ fn report(boot: &BootInfo, acpi: Option<&acpi::AcpiInfo>) {
     println!("testguest: memory ram_bytes={ram} ram_top={top:#x}");
     if let Some((addr, size)) = boot.initrd {
         let head = io::phys_slice(addr, size.min(8) as usize);
-        serial::print(format_args!("testguest: initrd addr={addr:#x} size={size} head="));
+        serial::print(format_args!(
+            "testguest: initrd addr={addr:#x} size={size} head="
+        ));
         for b in head {
             serial::print(format_args!("{b:02x}"));
         }

@@ -129,7 +129,11 @@ pub fn take_line(buf: &mut [u8]) -> Option<usize> {
         let tail = RX_TAIL.load(Ordering::Relaxed);
         if tail == RX_HEAD.load(Ordering::Acquire) {
             unthrottle();
-            return if skipped_lf && len == 0 { None } else { Some(len) };
+            return if skipped_lf && len == 0 {
+                None
+            } else {
+                Some(len)
+            };
         }
         // SAFETY: slot `tail` was published by the handler through RX_HEAD.
         let b = unsafe { (&raw const RX).cast::<u8>().add(tail).read_volatile() };

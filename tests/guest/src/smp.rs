@@ -5,7 +5,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::acpi::AcpiInfo;
 use crate::entry::{AP_STACK_SIZE, AP_STACK_TOP, MAX_CPUS, Stack, trampoline};
-use crate::interrupts::{LAPIC_ICR_HIGH, LAPIC_ICR_LOW, apic_id, lapic_read, lapic_write, load_idt};
+use crate::interrupts::{
+    LAPIC_ICR_HIGH, LAPIC_ICR_LOW, apic_id, lapic_read, lapic_write, load_idt,
+};
 use crate::{println, time};
 
 /// Where the trampoline runs (SIPI vector 0x08).
@@ -15,7 +17,8 @@ const ICR_STARTUP: u32 = 0x0000_4600;
 const ICR_BUSY: u32 = 1 << 12;
 
 static ONLINE: AtomicUsize = AtomicUsize::new(1);
-static mut AP_STACKS: [Stack<AP_STACK_SIZE>; MAX_CPUS] = [const { Stack([0; AP_STACK_SIZE]) }; MAX_CPUS];
+static mut AP_STACKS: [Stack<AP_STACK_SIZE>; MAX_CPUS] =
+    [const { Stack([0; AP_STACK_SIZE]) }; MAX_CPUS];
 
 fn send_ipi(apic: u8, icr: u32) {
     lapic_write(LAPIC_ICR_HIGH, u32::from(apic) << 24);
@@ -38,7 +41,9 @@ pub fn start_aps(acpi: &AcpiInfo) -> usize {
         }
         // SAFETY: APs start one at a time; each takes the stack published here before its SIPI.
         unsafe {
-            let stack = (&raw mut AP_STACKS).cast::<Stack<AP_STACK_SIZE>>().add(slot);
+            let stack = (&raw mut AP_STACKS)
+                .cast::<Stack<AP_STACK_SIZE>>()
+                .add(slot);
             *(&raw mut AP_STACK_TOP) = stack as u64 + AP_STACK_SIZE as u64;
         }
         let before = ONLINE.load(Ordering::Acquire);

@@ -75,7 +75,9 @@ static LAPIC_PER_MS: AtomicU64 = AtomicU64::new(0);
 pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: reads the time-stamp counter; no memory effects.
-    unsafe { core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
+    };
     u64::from(lo) | (u64::from(hi) << 32)
 }
 
@@ -96,7 +98,10 @@ pub fn calibrate(ms: u64) -> (u64, u64) {
         (1_000_000, 1_000_000 / 16)
     } else {
         let us = (p1 - p0) * 1_000_000 / PIT_HZ;
-        (((t1 - t0) * 1000 / us).max(1), (u64::from(l0 - l1) * 1000 / us).max(1))
+        (
+            ((t1 - t0) * 1000 / us).max(1),
+            (u64::from(l0 - l1) * 1000 / us).max(1),
+        )
     };
     TSC_PER_MS.store(tsc, Ordering::Relaxed);
     LAPIC_PER_MS.store(lapic, Ordering::Relaxed);

@@ -31,7 +31,8 @@ fuzz_target!(|data: &[u8]| {
     let mut queue: Queue = mock.create_queue().unwrap();
     queue.set_event_idx(event_idx);
     let body = &data[2..];
-    mem.write_slice(&body[..body.len().min(MEM)], GuestAddress(0)).unwrap();
+    mem.write_slice(&body[..body.len().min(MEM)], GuestAddress(0))
+        .unwrap();
 
     let disk = MemDisk::new(vec![0xa5; DISK], read_only);
     let mut state = BlockState::new(Box::new(disk), "fuzz-serial");
@@ -39,7 +40,10 @@ fuzz_target!(|data: &[u8]| {
         let done = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         state = state.with_pool(ReadPool::new(2, done).unwrap());
     }
-    state.active = Some(ActiveQueue { mem: mem.clone(), queue });
+    state.active = Some(ActiveQueue {
+        mem: mem.clone(),
+        queue,
+    });
     for _ in 0..rounds {
         if state.drain(64).is_err() {
             break; // a broken ring stops the device: fine
@@ -54,6 +58,9 @@ fuzz_target!(|data: &[u8]| {
             .disk
             .read(0, &[vm_memory::VolatileSlice::from(&mut buf[..])])
             .unwrap();
-        assert!(buf.iter().all(|b| *b == 0xa5), "a read-only disk was written");
+        assert!(
+            buf.iter().all(|b| *b == 0xa5),
+            "a read-only disk was written"
+        );
     }
 });

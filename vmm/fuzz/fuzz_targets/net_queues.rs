@@ -41,7 +41,8 @@ fuzz_target!(|data: &[u8]| {
     rx.set_event_idx(event_idx);
     tx.set_event_idx(event_idx);
     let body = &data[6..];
-    mem.write_slice(&body[..body.len().min(MEM)], GuestAddress(0)).unwrap();
+    mem.write_slice(&body[..body.len().min(MEM)], GuestAddress(0))
+        .unwrap();
 
     let (ours, peer) = UnixDatagram::pair().unwrap();
     ours.set_nonblocking(true).unwrap();

@@ -33,8 +33,12 @@ fuzz_target!(|data: &[u8]| {
                 // Split the buffer in two slices at a fuzzer-chosen point.
                 let cut = (op[3] as usize * 7) % buf.len();
                 let (a, b) = buf.split_at_mut(cut);
-                ov.write(off, &[VolatileSlice::from(a), VolatileSlice::from(b)]).unwrap();
-                model[range.clone()].iter_mut().enumerate().for_each(|(i, m)| *m = op[3] ^ i as u8);
+                ov.write(off, &[VolatileSlice::from(a), VolatileSlice::from(b)])
+                    .unwrap();
+                model[range.clone()]
+                    .iter_mut()
+                    .enumerate()
+                    .for_each(|(i, m)| *m = op[3] ^ i as u8);
             }
             1 => {
                 ov.write_zeroes(off, len).unwrap();
@@ -60,5 +64,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(check, base_bytes, "the base changed");
     // Out-of-range requests are refused, not served.
     let mut one = [0u8; 512];
-    assert!(ov.read(SIZE as u64, &[VolatileSlice::from(&mut one[..])]).is_err());
+    assert!(
+        ov.read(SIZE as u64, &[VolatileSlice::from(&mut one[..])])
+            .is_err()
+    );
 });

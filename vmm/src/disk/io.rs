@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use vm_memory::VolatileSlice;
 
 /// Most buffers per `preadv`/`pwritev` call (Linux `UIO_MAXIOV`).
-const IOV_MAX: usize = 1024;
+pub(crate) const IOV_MAX: usize = 1024;
 
 /// The buffers as `iovec`s, consumed from the front as bytes move.
 struct IoVecs {

@@ -194,7 +194,10 @@ impl Client {
         }
         let path = core::str::from_utf8(&req.path[..req.path_len]).unwrap_or("");
         let mut head = [0u8; 256];
-        let mut c = Cursor { buf: &mut head, at: 0 };
+        let mut c = Cursor {
+            buf: &mut head,
+            at: 0,
+        };
         let _ = write!(
             c,
             "GET /{path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",

@@ -114,7 +114,8 @@ pub fn run(cfg: NetConfig, acpi: Option<&AcpiInfo>) {
     config.random_seed = time::rdtsc();
     let mut iface = Interface::new(config, &mut dev, now());
     // SAFETY: `run` is entered once; the storage belongs to this socket set from now on.
-    let storage: &'static mut [SocketStorage<'static>; SOCKET_SLOTS] = unsafe { &mut *(&raw mut SOCKETS) };
+    let storage: &'static mut [SocketStorage<'static>; SOCKET_SLOTS] =
+        unsafe { &mut *(&raw mut SOCKETS) };
     let mut sockets = SocketSet::new(&mut storage[..]);
     let dhcp_handle = match cfg {
         NetConfig::Dhcp => Some(sockets.add(dhcpv4::Socket::new())),

@@ -34,6 +34,7 @@ use super::pool::{Completion, ReadJob, ReadPool};
 use super::request::{Request, RequestType};
 use super::{ID_BYTES, status};
 use crate::devices::virtio::interrupt::VirtioInterrupt;
+use crate::devices::virtio::queue::wants_interrupt;
 use crate::disk::{DiskBackend, SharedRead};
 
 /// Most chains served per wake-up before yielding to the rest of the event loop.
@@ -217,8 +218,7 @@ impl BlockState {
             }
         }
         out.completed += self.reap(false)?;
-        out.notify =
-            out.completed > 0 && self.with_queue(|mem, queue| queue.needs_notification(mem))?;
+        out.notify = out.completed > 0 && self.with_queue(wants_interrupt)?;
         Ok(out)
     }
 

@@ -1,8 +1,9 @@
 //! What a driver's descriptor chains may describe, checked before any byte moves.
 //!
 //! * a **transmit** chain is device-readable only: the 12-byte `virtio_net_hdr_v1` then the frame,
-//!   split over descriptors any way the driver likes; it is gathered into one host buffer
-//!   ([`gather_tx`]);
+//!   split over descriptors any way the driver likes; its buffers are collected ([`tx_buffers`])
+//!   and written to the tap straight from guest memory, or gathered into one host buffer
+//!   ([`gather`]) when they are too many for one `writev`;
 //! * a **receive** chain is device-writable only; its buffers are collected with their total
 //!   capacity ([`rx_buffers`]) and filled later as one byte stream ([`scatter`]).
 //!
@@ -44,43 +45,60 @@ fn in_memory<M: GuestMemory + ?Sized>(
     addr.0.checked_add(u64::from(len)).is_some() && mem.check_range(addr, len as usize, p)
 }
 
-/// Copies a transmit chain (header + frame) into `buf` (at least [`MAX_FRAME`] bytes); returns
-/// its length.
-pub fn gather_tx<M>(chain: DescriptorChain<M>, buf: &mut [u8]) -> Result<usize, ChainError>
+/// The readable buffers of one transmit chain: the header then the frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxChain {
+    pub buffers: Vec<(GuestAddress, u32)>,
+    /// Total bytes (header included), at most [`MAX_FRAME`].
+    pub len: usize,
+}
+
+/// Collects and checks a transmit chain's buffers (nothing is copied).
+pub fn tx_buffers<M>(chain: DescriptorChain<M>) -> Result<TxChain, ChainError>
 where
     M: Deref + Clone,
     M::Target: GuestMemory,
 {
     let mem = chain.memory();
-    let limit = buf.len().min(MAX_FRAME);
+    let mut buffers = Vec::new();
     let mut len = 0usize;
     for desc in chain.clone() {
         if desc.is_write_only() {
             return Err(ChainError::WriteOnlyTx);
         }
-        let n = desc.len() as usize;
-        if n == 0 {
+        if desc.len() == 0 {
             continue;
         }
-        let end = len
-            .checked_add(n)
-            .filter(|e| *e <= limit)
+        len = len
+            .checked_add(desc.len() as usize)
+            .filter(|e| *e <= MAX_FRAME)
             .ok_or(ChainError::TooLong)?;
-        let outside = ChainError::OutsideMemory {
-            addr: desc.addr().0,
-            len: desc.len(),
-        };
         if !in_memory(mem, desc.addr(), desc.len(), Permissions::Read) {
-            return Err(outside);
+            return Err(ChainError::OutsideMemory {
+                addr: desc.addr().0,
+                len: desc.len(),
+            });
         }
-        mem.read_slice(&mut buf[len..end], desc.addr())
-            .map_err(|_| outside)?;
-        len = end;
+        buffers.push((desc.addr(), desc.len()));
     }
     if len < VNET_HDR_LEN {
         return Err(ChainError::Short(len));
     }
-    Ok(len)
+    Ok(TxChain { buffers, len })
+}
+
+/// Copies a checked transmit chain into `buf` (at least `chain.len` bytes); returns how many
+/// bytes it copied (fewer only if guest memory went away).
+pub fn gather<M: GuestMemory + ?Sized>(mem: &M, chain: &TxChain, buf: &mut [u8]) -> usize {
+    let mut at = 0;
+    for &(addr, len) in &chain.buffers {
+        let end = at + len as usize;
+        if end > buf.len() || mem.read_slice(&mut buf[at..end], addr).is_err() {
+            break;
+        }
+        at = end;
+    }
+    at
 }
 
 /// The writable buffers of one receive chain.

@@ -2,7 +2,7 @@
 //! queue: the transport has one notify EventFd) or the tap is readable/writable.
 //!
 //! * **TX** pops every available transmit chain (at most [`TX_BUDGET`] per wake-up, then it
-//!   re-kicks itself), gathers it and writes it to the tap as one frame. A tap that cannot take
+//!   re-kicks itself) and writes it to the tap as one frame, straight from guest memory. A tap that cannot take
 //!   more (`EAGAIN`) keeps the chain: TX stops and waits for the tap to be writable (`EPOLLOUT`).
 //! * **RX** reads a frame from the tap only once the guest has posted a receive buffer, then
 //!   fills one chain, or with `MRG_RXBUF` as many as the frame needs (`num_buffers` in its
@@ -27,14 +27,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use event_manager::{EventOps, Events, MutEventSubscriber};
 use thiserror::Error;
 use virtio_queue::{Queue, QueueT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::buffers::{self, RxChain};
-use super::tap::Tap;
+use super::buffers::{self, RxChain, TxChain};
+use super::tap::{IOV_MAX, Tap};
 use super::{MAX_FRAME, NUM_BUFFERS_OFFSET, VNET_HDR_LEN};
 use crate::devices::virtio::interrupt::VirtioInterrupt;
+use crate::devices::virtio::queue::wants_interrupt;
 
 /// Most transmit chains per wake-up.
 pub const TX_BUDGET: usize = 256;
@@ -212,11 +213,11 @@ impl NetState {
                     });
                 };
                 let head = chain.head_index();
-                match buffers::gather_tx(chain, tx_frame) {
-                    Ok(len) => match tap.write(&tx_frame[..len]) {
-                        Ok(_) => {
+                match buffers::tx_buffers(chain) {
+                    Ok(c) => match write_frame(tap, &a.mem, &c, tx_frame) {
+                        Ok(()) => {
                             stats.tx_frames += 1;
-                            stats.tx_bytes += (len - VNET_HDR_LEN) as u64;
+                            stats.tx_bytes += (c.len - VNET_HDR_LEN) as u64;
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             // Keep the chain; resume when the tap is writable.
@@ -225,7 +226,7 @@ impl NetState {
                             break 'drain;
                         }
                         Err(e) => {
-                            tracing::debug!("virtio-net: tap write of {len} bytes: {e}");
+                            tracing::debug!("virtio-net: tap write of {} bytes: {e}", c.len);
                             stats.tx_dropped += 1;
                         }
                     },
@@ -241,7 +242,7 @@ impl NetState {
                 break;
             }
         }
-        out.notify = out.used > 0 && a.tx.needs_notification(&a.mem)?;
+        out.notify = out.used > 0 && wants_interrupt(&a.mem, &mut a.tx)?;
         Ok(out)
     }
 
@@ -333,9 +334,33 @@ impl NetState {
                 }
             }
         }
-        out.notify = out.used > 0 && a.rx.needs_notification(&a.mem)?;
+        out.notify = out.used > 0 && wants_interrupt(&a.mem, &mut a.rx)?;
         Ok(out)
     }
+}
+
+/// Writes a checked transmit chain to the tap as one frame: one `writev` straight from guest
+/// memory, or through `bounce` when it has more parts than a `writev` takes.
+fn write_frame(
+    tap: &Tap,
+    mem: &GuestMemoryMmap,
+    chain: &TxChain,
+    bounce: &mut [u8],
+) -> std::io::Result<()> {
+    let mut parts = Vec::with_capacity(chain.buffers.len());
+    for &(addr, len) in &chain.buffers {
+        for part in GuestMemoryBackend::get_slices(mem, addr, len as usize) {
+            // Checked by `tx_buffers`: guest memory does not shrink.
+            parts.push(part.map_err(std::io::Error::other)?);
+        }
+    }
+    if parts.len() <= IOV_MAX {
+        tap.write_slices(&parts)?;
+    } else {
+        let n = buffers::gather(mem, chain, bounce);
+        tap.write(&bounce[..n])?;
+    }
+    Ok(())
 }
 
 /// Offers the frame in `frame` (header + data) to the receive queue.
@@ -740,6 +765,28 @@ mod tests {
         // Nothing more to read: RX waits on the tap, not on the guest.
         assert!(!rig.state.rx_wait);
         assert!(rig.state.interest().contains(EventSet::IN));
+    }
+
+    /// A chain with more parts than one `writev` takes goes through the bounce buffer, whole.
+    #[test]
+    fn a_frame_in_more_parts_than_writev_takes_is_gathered() {
+        let rig = Rig::new(true);
+        let f = frame(1200, 7);
+        for (i, b) in f.iter().enumerate() {
+            rig.mem
+                .write_obj(*b, GuestAddress(0x40000 + 2 * i as u64))
+                .unwrap();
+        }
+        let chain = TxChain {
+            buffers: (0..f.len() as u64)
+                .map(|i| (GuestAddress(0x40000 + 2 * i), 1))
+                .collect(),
+            len: f.len(),
+        };
+        assert!(chain.buffers.len() > IOV_MAX);
+        let mut bounce = vec![0; MAX_FRAME];
+        write_frame(&rig.state.tap, &rig.mem, &chain, &mut bounce).unwrap();
+        assert_eq!(rig.frame_at_peer().unwrap(), f);
     }
 
     #[test]

@@ -11,8 +11,9 @@
 //! Offered features: VERSION_1, RING_EVENT_IDX, RING_INDIRECT_DESC, MAC, STATUS (link up),
 //! MRG_RXBUF, MTU (that of a tap opened by name), and what the tap accepts of CSUM + GUEST_CSUM,
 //! HOST_TSO4/6 + GUEST_TSO4/6, HOST_UFO + GUEST_UFO. The negotiated guest offloads become the tap's `TUNSETOFFLOAD` flags
-//! when the driver starts the device. Frames pass through a host buffer each way (one copy);
-//! the vnet header goes to and from the tap unchanged, except `num_buffers`, set on receive.
+//! when the driver starts the device. A received frame passes through a host buffer (one
+//! copy); a transmitted one goes to the tap with one `writev` straight from guest memory. The
+//! vnet header goes to and from the tap unchanged, except `num_buffers`, set on receive.
 
 pub mod buffers;
 pub mod device;

@@ -19,7 +19,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use thiserror::Error;
 use vmm_sys_util::ioctl::{ioctl_with_mut_ref, ioctl_with_ref};
 
+use vm_memory::VolatileSlice;
+
 use super::VNET_HDR_LEN;
+pub(crate) use crate::disk::io::IOV_MAX;
 
 /// Longest interface name (`IFNAMSIZ` minus the NUL).
 pub const MAX_NAME_LEN: usize = 15;
@@ -317,6 +320,36 @@ impl Tap {
     /// Writes one frame (with its vnet header).
     pub fn write(&self, frame: &[u8]) -> io::Result<usize> {
         (&self.file).write(frame)
+    }
+
+    /// Writes one frame (with its vnet header) from `parts` in order, in one `writev`: straight
+    /// from guest memory. At most [`IOV_MAX`] parts.
+    pub fn write_slices(&self, parts: &[VolatileSlice<'_>]) -> io::Result<usize> {
+        if parts.len() > IOV_MAX {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        let iovs: Vec<libc::iovec> = parts
+            .iter()
+            .map(|p| libc::iovec {
+                iov_base: p.ptr_guard().as_ptr() as *mut libc::c_void,
+                iov_len: p.len(),
+            })
+            .collect();
+        // SAFETY: each iovec describes a readable buffer of `iov_len` bytes inside a
+        // `VolatileSlice` the caller holds for the call (guest memory stays mapped while the
+        // VMM runs); writev only reads them, and `iovs` outlives the call.
+        let n = unsafe {
+            libc::writev(
+                self.file.as_raw_fd(),
+                iovs.as_ptr(),
+                iovs.len() as libc::c_int,
+            )
+        };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
     }
 }
 
