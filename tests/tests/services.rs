@@ -401,11 +401,20 @@ fn services_spread_connections_over_ready_vmis_and_leave_nothing_behind() {
     let by = spread(node, 50);
     assert_eq!(by, BTreeMap::from([(survivor, 50)]));
 
-    // The Services go, and with them their endpoints and every rule.
+    // The Services go (`corral delete svc --all`), and with them their endpoints and every rule.
+    let out = d.cli(&["delete", "svc", "--all"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
     for name in ["lab", "sticky"] {
-        let r = d.req("DELETE", &format!("{SVC}/{name}"), None, b"");
-        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            text.contains(&format!(
+                "service \"{name}\" deleted from default namespace"
+            )),
+            "{text}"
+        );
     }
+    let out = d.cli(&["delete", "svc", "--all"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "No resources found\n");
     wait_for(Duration::from_secs(5), "no table left", || {
         (!sh("nft", &["list", "tables"]).contains("corral_services")).then_some(())
     });
