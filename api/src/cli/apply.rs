@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use serde_json::{Map, Value, json};
 use supervisor::kinds::Kind;
 
-use super::common::{CmdError, Conn, check, collection_path, object_path};
+use super::common::{CmdError, Conn, check, collection_path, list_items, object_path};
 use crate::client::{Client, Request};
 
 /// kubectl's annotation holding the last applied configuration.
@@ -84,15 +84,10 @@ fn read_docs(path: &Path) -> Result<Vec<Doc>, CmdError> {
         };
         match v.get("kind").and_then(Value::as_str) {
             Some(k) if k.ends_with("List") => {
-                for item in v
-                    .get("items")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default()
-                {
+                for item in list_items(&v) {
                     out.push(Doc {
                         source: source.clone(),
-                        obj: item,
+                        obj: item.clone(),
                     });
                 }
             }

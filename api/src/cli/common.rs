@@ -169,6 +169,13 @@ pub fn collection_path(kind: Kind, ns: Option<&str>) -> String {
     }
 }
 
+/// The `items` of a list object; empty when it has none.
+pub fn list_items(list: &Value) -> &[Value] {
+    list.get("items")
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
 /// The path of one object.
 pub fn object_path(kind: Kind, ns: &str, name: &str) -> String {
     format!("{}/{name}", collection_path(kind, Some(ns)))

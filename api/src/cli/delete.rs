@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::common::{self, CmdError, Conn, check, collection_path, object_path};
+use super::common::{self, CmdError, Conn, check, collection_path, list_items, object_path};
 use crate::client::Request;
 
 /// Arguments of `corral delete`.
@@ -48,7 +48,7 @@ fn given_names(a: &Args, first: Option<String>) -> Result<Vec<String>, CmdError>
 
 fn run_inner(a: &Args) -> Result<(), CmdError> {
     let (kind, first) = common::type_and_name(&a.resource, None)?;
-    let mut names = given_names(a, first)?;
+    let names = given_names(a, first)?;
     let policy = match a.cascade.as_str() {
         "background" | "true" => "Background",
         "foreground" => "Foreground",
@@ -61,13 +61,14 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
     };
     let client = a.conn.client()?;
     let info = kind.info();
-    if a.all {
-        let list = check(client.get(&collection_path(kind, Some(&a.namespace)))?)?.json()?;
-        names = item_names(&list);
-        if names.is_empty() {
-            crate::outln!("No resources found");
-            return Ok(());
-        }
+    let names = if a.all {
+        item_names(&check(client.get(&collection_path(kind, Some(&a.namespace)))?)?.json()?)
+    } else {
+        names
+    };
+    if names.is_empty() {
+        crate::outln!("No resources found");
+        return Ok(());
     }
     for name in &names {
         let path = object_path(kind, &a.namespace, name);
@@ -108,10 +109,8 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
 
 /// The names of a list's items, in the list's order.
 fn item_names(list: &Value) -> Vec<String> {
-    list.get("items")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    list_items(list)
+        .iter()
         .map(|o| supervisor::meta::name(o).to_string())
         .filter(|n| !n.is_empty())
         .collect()

@@ -6,7 +6,8 @@ use chrono::Utc;
 use serde_json::Value;
 
 use super::common::{
-    self, CmdError, Conn, cell_text, check, collection_path, enc, object_path, print_table,
+    self, CmdError, Conn, cell_text, check, collection_path, enc, list_items, object_path,
+    print_table,
 };
 use supervisor::kinds::Kind;
 use supervisor::meta::{human_duration, parse_time};
@@ -140,11 +141,7 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
         enc(&format!("involvedObject.uid={uid}"))
     );
     let evs = check(client.get(&epath)?)?.json()?;
-    let items = evs
-        .get("items")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let items = list_items(&evs);
     if items.is_empty() {
         crate::outln!("Events:       <none>");
         return Ok(());

@@ -2,9 +2,7 @@
 
 use std::process::ExitCode;
 
-use serde_json::Value;
-
-use super::common::{CmdError, Conn, cell_text, check, print_table};
+use super::common::{CmdError, Conn, cell_text, check, list_items, print_table};
 
 /// Arguments of `corral top`.
 #[derive(Debug, clap::Args)]
@@ -37,17 +35,13 @@ fn run_inner(a: &Args) -> Result<(), CmdError> {
         )
     };
     let v = check(client.get(&path)?)?.json()?;
-    let items = v
-        .get("items")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let items = list_items(&v);
     if items.is_empty() {
         eprintln!("No resources found in {} namespace.", a.namespace);
         return Ok(());
     }
     let mut rows = Vec::new();
-    for i in &items {
+    for i in items {
         let c = i
             .get("containers")
             .and_then(|c| c.get(0))
