@@ -223,12 +223,16 @@ pub fn spawn(
                 let c2 = Arc::clone(&c);
                 let h2 = h.clone();
                 let k2 = key.clone();
-                let requeue = tokio::task::spawn_blocking(move || process(&c2, h2.as_deref(), &k2))
-                    .await
-                    .unwrap_or_else(|e| {
+                let job = tokio::task::spawn_blocking(move || process(&c2, h2.as_deref(), &k2));
+                let requeue = match job.await {
+                    Ok(r) => r,
+                    // The runtime is shutting down: the key is reconciled at the next start.
+                    Err(e) if e.is_cancelled() => return,
+                    Err(e) => {
                         tracing::error!(error = %e, "reconcile panicked");
                         Some(Duration::from_secs(1))
-                    });
+                    }
+                };
                 c.queue.done(&key);
                 if let Some(d) = requeue {
                     c.queue.add_after(key, d);
